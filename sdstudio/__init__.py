@@ -1,0 +1,33 @@
+"""sdstudio: a Jupyter-native Synthetic Data Studio.
+
+The public API is re-exported here, loaded on first use so ``import sdstudio`` (and so the CLI's
+start-up) costs nothing until a name is actually needed.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ConfigError": "errors", "SdstudioError": "errors", "StoreError": "errors",
+    "EvaluationJob": "config", "ExportJob": "config", "GenerationJob": "config",
+    "ModelParameters": "config", "ModelSpec": "config", "RunSettings": "config", "load_config": "config",
+    "init_home": "home", "resolve_home": "home",
+    "Record": "store", "Store": "store",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sdstudio' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,226 @@
+"""Job configuration as data: pydantic models that round-trip to YAML.
+
+The notebooks and the CLI build the same objects, a notebook can save its config as YAML for a batch
+job, and every job row stores its config JSON so any job can be re-run exactly. Unknown keys are
+rejected (``extra="forbid"``) so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False,
+                              allow_unicode=True)
+
+    @classmethod
+    def from_yaml(cls, source: str | os.PathLike[str]):
+        data = _read_yaml(source)
+        return _validate(cls, data, _label(source))
+
+
+class ModelParameters(StrictModel):
+    """Sampling parameters; each provider maps what it supports and warns about the rest."""
+
+    temperature: float | None = Field(0.7, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    max_tokens: int = Field(1024, ge=1, le=1_000_000)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class ModelSpec(StrictModel):
+    """Which model answers: provider name, model id and where to reach it. Never holds a secret:
+    ``api_key_env`` names the environment variable the key is read from."""
+
+    provider: str = "local"
+    model: str | None = None
+    base_url: str | None = None
+    region: str | None = None
+    api_key_env: str | None = None
+    parameters: ModelParameters = Field(default_factory=ModelParameters)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name_not_key(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError("api_key_env is the NAME of an environment variable (e.g. MY_KEY), "
+                             "not the key itself")
+        return value
+
+
+class RunSettings(StrictModel):
+    """How the engine runs requests. Not part of a job's identity: changing these resumes the job."""
+
+    concurrency: int = Field(16, ge=1, le=4096)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_attempts: int = Field(5, ge=1, le=50)
+    timeout_s: float = Field(300.0, gt=0)
+    max_failed_ratio: float = Field(0.5, ge=0, le=1)
+
+
+class GenerationJob(StrictModel):
+    """SFT / freeform generation from topics (seeds)."""
+
+    kind: Literal["generation"] = "generation"
+    name: str | None = None
+    technique: Literal["sft", "freeform"] = "sft"
+    use_case: str = "code_generation"
+    topics: list[str] | None = None  # None: the use case's shipped topics
+    num_per_topic: int = Field(5, ge=1, le=100_000)
+    batch_size: int = Field(5, ge=1, le=100)
+    instruction: str | None = None
+    requirements: list[str] | None = None
+    examples: list[dict[str, Any]] | None = None
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    run: RunSettings = Field(default_factory=RunSettings)
+
+    @field_validator("topics")
+    @classmethod
+    def _topics_not_blank(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            value = [t.strip() for t in value if t and t.strip()]
+            if not value:
+                raise ValueError("the topic list is empty; give at least one topic")
+        return value
+
+
+class JudgeExample(StrictModel):
+    """A few-shot example for the judge: a row, the score it deserves and why."""
+
+    prompt: str
+    completion: str
+    score: int
+    justification: str
+
+
+class EvaluationJob(StrictModel):
+    """LLM-as-judge over a generation job or an uploaded prompt/completion dataset."""
+
+    kind: Literal["evaluation"] = "evaluation"
+    name: str | None = None
+    source_job: int | None = None
+    input_file: str | None = None
+    prompt_column: str | None = None
+    completion_column: str | None = None
+    criteria: str | None = None  # None: the use case's default criteria
+    scale: tuple[int, int] = (1, 5)
+    examples: list[JudgeExample] = Field(default_factory=list)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    run: RunSettings = Field(default_factory=RunSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvaluationJob":
+        low, high = self.scale
+        if low >= high:
+            raise ValueError(f"scale {low}-{high} is empty; the low end must be below the high end")
+        if (self.source_job is None) == (self.input_file is None):
+            raise ValueError("give exactly one of source_job (a generation job id) or input_file")
+        if self.input_file is not None and not (self.prompt_column and self.completion_column):
+            raise ValueError("input_file needs prompt_column and completion_column")
+        for ex in self.examples:
+            if not low <= ex.score <= high:
+                raise ValueError(f"judge example score {ex.score} is outside the scale {low}-{high}")
+        return self
+
+
+class ExportJob(StrictModel):
+    """Export of one or more jobs' records to files or the Hugging Face Hub."""
+
+    kind: Literal["export"] = "export"
+    jobs: list[int] = Field(min_length=1)
+    style: Literal["raw", "sft-messages", "sft-prompt-completion", "dpo", "kto", "openai-chat"] = "raw"
+    format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    out: str | None = None
+    name: str | None = None
+    min_score: float | None = None
+    reviewed_only: bool = False
+    prefer_edits: bool = True
+    test_fraction: float | None = Field(None, gt=0, lt=1)
+    seed: int = 42
+    hf_repo: str | None = None
+    hf_endpoint: str | None = None
+    private: bool = True
+
+
+JobConfig = Annotated[Union[GenerationJob, EvaluationJob, ExportJob], Field(discriminator="kind")]
+
+
+class _AnyJob(StrictModel):
+    job: JobConfig
+
+
+def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> GenerationJob | EvaluationJob | ExportJob:
+    """Load any job config (YAML file path, YAML text or dict); ``kind`` picks the model."""
+    data = source if isinstance(source, dict) else _read_yaml(source)
+    label = "config" if isinstance(source, dict) else _label(source)
+    if isinstance(data, dict) and "kind" not in data:
+        raise ConfigError(f"{label}: missing 'kind' (one of generation, evaluation, export)")
+    return _validate(_AnyJob, {"job": data}, label).job
+
+
+def _label(source: Any) -> str:
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and len(source) < 4096):
+        return str(source)
+    return "config"
+
+
+def _read_yaml(source: str | os.PathLike[str]) -> Any:
+    text: str
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
+                                    and source.endswith((".yaml", ".yml", ".json"))):
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    else:
+        text = str(source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{_label(source)}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        raise ConfigError(f"{_label(source)}: the config is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_label(source)}: the config must be a mapping of keys to values")
+    return data
+
+
+def _validate(cls: type[BaseModel], data: Any, label: str):
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{label}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line for the first problem, naming the key (pydantic's own text spans many lines)."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if p != "job"]
+    # discriminated unions add the tag as a path element; it says nothing to the user
+    loc = [p for p in loc if p not in ("generation", "evaluation", "export")]
+    where = ".".join(loc) or "config"
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{loc[-1]}' at {where}{more}"
+    if err["type"] == "missing":
+        return f"missing required key '{where}'{more}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}{more}"

@@ -1,0 +1,413 @@
+"""metadata.db: the one SQLite file that makes every job traceable, reproducible and resumable.
+
+Why stdlib sqlite3 in WAL mode: readers (notebooks, Voilà) never block the writer, and a second process
+writing waits on ``busy_timeout`` instead of failing with "database is locked". Writes take the lock up
+front (``BEGIN IMMEDIATE``) so two writers never deadlock upgrading a read lock.
+
+Schema changes are numbered, append-only migration functions; ``PRAGMA user_version`` records how many
+have run. Never edit an old migration: add a new one. Secrets have no column anywhere.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+from .home import db_path, init_home
+
+JOB_TABLES = {
+    "generation": "generation_metadata",
+    "evaluation": "evaluation_metadata",
+    "export": "export_metadata",
+}
+RECORD_STATUSES = ("ok", "failed", "filtered")
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+BUSY_TIMEOUT_S = 60.0
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# --------------------------------------------------------------------------------------------------
+# Migrations: append only. Each takes a connection inside an open transaction.
+
+_JOB_STATUS_CHECK = "CHECK (status IN ('queued','running','done','failed','cancelled'))"
+_RUN_COLUMNS = f"""
+    created_at TEXT NOT NULL, finished_at TEXT,
+    status TEXT NOT NULL DEFAULT 'queued' {_JOB_STATUS_CHECK},
+    inference_type TEXT, model_parameters TEXT,
+    requested INTEGER NOT NULL DEFAULT 0, ok INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0, filtered INTEGER NOT NULL DEFAULT 0,
+    tokens_in INTEGER NOT NULL DEFAULT 0, tokens_out INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0, config TEXT, config_hash TEXT, error TEXT
+"""
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ';'-separated DDL inside the caller's transaction (``executescript`` would COMMIT it)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _m001_initial(conn: sqlite3.Connection) -> None:
+    _run_script(conn, f"""
+    CREATE TABLE generation_metadata (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        technique TEXT NOT NULL DEFAULT 'sft', use_case TEXT, model_id TEXT,
+        prompt_template TEXT, topics TEXT, examples TEXT, num_per_topic INTEGER,
+        {_RUN_COLUMNS}
+    );
+    CREATE INDEX generation_config_hash ON generation_metadata(config_hash);
+    CREATE TABLE evaluation_metadata (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source_generation_id INTEGER REFERENCES generation_metadata(id) ON DELETE SET NULL,
+        model_id TEXT, criteria TEXT, scale_min INTEGER, scale_max INTEGER, examples TEXT,
+        average_score REAL, score_distribution TEXT, topic_stats TEXT,
+        {_RUN_COLUMNS}
+    );
+    CREATE INDEX evaluation_config_hash ON evaluation_metadata(config_hash);
+    CREATE TABLE export_metadata (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'done' {_JOB_STATUS_CHECK},
+        source_job_ids TEXT, destination TEXT NOT NULL CHECK (destination IN ('files','huggingface')),
+        format TEXT, style TEXT, path TEXT, repo_id TEXT, revision TEXT,
+        row_count INTEGER NOT NULL DEFAULT 0, file_hashes TEXT, filters TEXT, config TEXT, error TEXT
+    );
+    CREATE TABLE records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_kind TEXT NOT NULL CHECK (job_kind IN ('generation','evaluation')),
+        job_id INTEGER NOT NULL,
+        item_key TEXT NOT NULL,
+        request_key TEXT,
+        topic TEXT, provenance TEXT, input TEXT, output TEXT,
+        status TEXT NOT NULL CHECK (status IN ('ok','failed','filtered')),
+        error TEXT, raw_text TEXT,
+        tokens_in INTEGER NOT NULL DEFAULT 0, tokens_out INTEGER NOT NULL DEFAULT 0,
+        latency_ms REAL, created_at TEXT NOT NULL,
+        UNIQUE (job_kind, job_id, item_key)
+    );
+    CREATE INDEX records_by_status ON records(job_kind, job_id, status);
+    CREATE INDEX records_by_request ON records(job_kind, job_id, request_key);
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        record_id INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+        reviewer TEXT NOT NULL,
+        verdict TEXT CHECK (verdict IN ('accept','reject')),
+        edited_output TEXT, note TEXT, created_at TEXT NOT NULL
+    );
+    CREATE INDEX reviews_by_record ON reviews(record_id);
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Record:
+    """One item of a job as the store keeps it. JSON-able fields are stored as JSON text."""
+
+    job_kind: str
+    job_id: int
+    item_key: str
+    status: str
+    request_key: str | None = None
+    topic: str | None = None
+    provenance: Any = None
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    raw_text: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_ms: float | None = None
+    created_at: str = field(default_factory=utcnow)
+
+
+_JSON_RECORD_FIELDS = ("provenance", "input", "output")
+_RECORD_FIELDS = tuple(Record.__dataclass_fields__)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class Store:
+    """Access to one metadata.db. Safe to share between threads: each thread gets its own connection."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._columns: dict[str, tuple[str, ...]] = {}
+        self._migrate()
+
+    @classmethod
+    def open(cls, home: str | Path | None = None) -> "Store":
+        """Open (creating and migrating if needed) the store under ``SDSTUDIO_HOME``."""
+        init_home(home)
+        return cls(db_path(home))
+
+    # -- connections and transactions -----------------------------------------------------------
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                       check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{self.path} is not a usable SQLite database ({exc}); "
+                                 "move it aside or point SDSTUDIO_HOME elsewhere") from None
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock at once (no lock-upgrade deadlocks)."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _migrate(self) -> None:
+        try:
+            with self.transaction() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} was written by a newer sdstudio (schema {version}, this version "
+                        f"knows {SCHEMA_VERSION}); upgrade sdstudio to open it")
+                for number in range(version, SCHEMA_VERSION):
+                    MIGRATIONS[number](conn)
+                if version != SCHEMA_VERSION:
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable SQLite database ({exc}); "
+                             "move it aside or point SDSTUDIO_HOME elsewhere") from None
+
+    def columns(self, table: str) -> tuple[str, ...]:
+        if table not in self._columns:
+            rows = self.connection().execute(f"PRAGMA table_info({table})").fetchall()
+            self._columns[table] = tuple(r["name"] for r in rows)
+        return self._columns[table]
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def _job_table(self, kind: str) -> str:
+        try:
+            return JOB_TABLES[kind]
+        except KeyError:
+            raise StoreError(f"unknown job kind {kind!r}; expected one of {sorted(JOB_TABLES)}") from None
+
+    def _encode_fields(self, table: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        known = self.columns(table)
+        unknown = sorted(set(fields) - set(known))
+        if unknown:
+            raise StoreError(f"{table} has no column(s) {', '.join(unknown)}")
+        return {k: _dumps(v) if isinstance(v, (dict, list, tuple)) else v for k, v in fields.items()}
+
+    def create_job(self, kind: str, **fields: Any) -> int:
+        table = self._job_table(kind)
+        values = self._encode_fields(table, {"created_at": utcnow(), **fields})
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self.transaction() as conn:
+            cur = conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", tuple(values.values()))
+            return int(cur.lastrowid)
+
+    def update_job(self, kind: str, job_id: int, **fields: Any) -> None:
+        table = self._job_table(kind)
+        values = self._encode_fields(table, fields)
+        if not values:
+            return
+        sets = ", ".join(f"{name} = ?" for name in values)
+        with self.transaction() as conn:
+            cur = conn.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*values.values(), job_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"no {kind} job with id {job_id}")
+
+    def get_job(self, kind: str, job_id: int) -> dict[str, Any]:
+        table = self._job_table(kind)
+        row = self.connection().execute(f"SELECT * FROM {table} WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no {kind} job with id {job_id}; `sdstudio jobs` lists them")
+        return _decode_job(dict(row))
+
+    def find_job(self, kind: str, config_hash: str) -> dict[str, Any] | None:
+        """The newest job of this kind made from the same config (how re-running a config resumes it)."""
+        table = self._job_table(kind)
+        row = self.connection().execute(
+            f"SELECT * FROM {table} WHERE config_hash = ? ORDER BY id DESC LIMIT 1", (config_hash,)
+        ).fetchone()
+        return None if row is None else _decode_job(dict(row))
+
+    def jobs(self, kind: str | None = None):
+        """Jobs as a pandas DataFrame, newest first: one kind's full table, or an overview of all."""
+        import pandas as pd
+
+        conn = self.connection()
+        if kind is not None:
+            table = self._job_table(kind)
+            return pd.read_sql_query(f"SELECT * FROM {table} ORDER BY id DESC", conn)
+        overview = """
+            SELECT 'generation' AS kind, id, created_at, status, technique || ':' || COALESCE(use_case, '')
+                   AS what, model_id, requested, ok, failed, filtered, tokens_in, tokens_out, cost_usd
+              FROM generation_metadata
+            UNION ALL
+            SELECT 'evaluation', id, created_at, status, 'judge of #' || COALESCE(source_generation_id, '?'),
+                   model_id, requested, ok, failed, filtered, tokens_in, tokens_out, cost_usd
+              FROM evaluation_metadata
+            UNION ALL
+            SELECT 'export', id, created_at, status, destination || ':' || COALESCE(style, ''),
+                   COALESCE(repo_id, path), row_count, row_count, 0, 0, 0, 0, 0
+              FROM export_metadata
+            ORDER BY created_at DESC"""
+        return pd.read_sql_query(overview, conn)
+
+    # -- records --------------------------------------------------------------------------------
+    def add_records(self, records: Iterable[Record | Mapping[str, Any]]) -> int:
+        """Write a batch in one transaction. A row already ``ok`` is never overwritten (resume-safe);
+        a failed or filtered row with the same key is replaced by the new attempt."""
+        rows = []
+        for rec in records:
+            data = asdict(rec) if isinstance(rec, Record) else {**asdict(Record(**rec))}
+            if data["status"] not in RECORD_STATUSES:
+                raise StoreError(f"record status must be one of {RECORD_STATUSES}, got {data['status']!r}")
+            for name in _JSON_RECORD_FIELDS:
+                data[name] = _dumps(data[name])
+            rows.append(tuple(data[name] for name in _RECORD_FIELDS))
+        if not rows:
+            return 0
+        names = ", ".join(_RECORD_FIELDS)
+        marks = ", ".join("?" for _ in _RECORD_FIELDS)
+        updates = ", ".join(f"{n} = excluded.{n}" for n in _RECORD_FIELDS if n not in ("job_kind", "job_id", "item_key"))
+        sql = (f"INSERT INTO records ({names}) VALUES ({marks}) "
+               f"ON CONFLICT (job_kind, job_id, item_key) DO UPDATE SET {updates} "
+               f"WHERE records.status != 'ok'")
+        with self.transaction() as conn:
+            conn.executemany(sql, rows)
+        return len(rows)
+
+    def records(self, job_kind: str, job_id: int, status: str | None = None) -> Iterator[dict[str, Any]]:
+        """Records of a job in insertion order, JSON fields decoded."""
+        sql = "SELECT * FROM records WHERE job_kind = ? AND job_id = ?"
+        params: tuple[Any, ...] = (job_kind, job_id)
+        if status is not None:
+            sql += " AND status = ?"
+            params += (status,)
+        for row in self.connection().execute(sql + " ORDER BY id", params):
+            yield _decode_record(dict(row))
+
+    def records_frame(self, job_kind: str, job_id: int, status: str | None = None):
+        import pandas as pd
+
+        return pd.DataFrame(list(self.records(job_kind, job_id, status)),
+                            columns=["id", *_RECORD_FIELDS])
+
+    def count_records(self, job_kind: str, job_id: int) -> dict[str, int]:
+        rows = self.connection().execute(
+            "SELECT status, COUNT(*) FROM records WHERE job_kind = ? AND job_id = ? GROUP BY status",
+            (job_kind, job_id)).fetchall()
+        counts = dict.fromkeys(RECORD_STATUSES, 0)
+        counts.update({status: n for status, n in rows})
+        return counts
+
+    def ok_request_keys(self, job_kind: str, job_id: int) -> set[str]:
+        """Request keys that already produced an ok record: the engine never sends these again."""
+        rows = self.connection().execute(
+            "SELECT DISTINCT request_key FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' "
+            "AND request_key IS NOT NULL", (job_kind, job_id)).fetchall()
+        return {r[0] for r in rows}
+
+    def set_record_status(self, record_ids: Iterable[int], status: str, error: str | None = None) -> None:
+        if status not in RECORD_STATUSES:
+            raise StoreError(f"record status must be one of {RECORD_STATUSES}, got {status!r}")
+        with self.transaction() as conn:
+            conn.executemany("UPDATE records SET status = ?, error = ? WHERE id = ?",
+                             [(status, error, rid) for rid in record_ids])
+
+    def refresh_counts(self, kind: str, job_id: int) -> dict[str, int]:
+        """Copy the ok/failed/filtered counts and token totals of a job's records onto its row."""
+        row = self.connection().execute(
+            "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0) FROM records "
+            "WHERE job_kind = ? AND job_id = ?", (kind, job_id)).fetchone()
+        counts = self.count_records(kind, job_id)
+        self.update_job(kind, job_id, **counts, tokens_in=row[0], tokens_out=row[1])
+        return counts
+
+    # -- reviews --------------------------------------------------------------------------------
+    def add_review(self, record_id: int, reviewer: str, verdict: str | None = None,
+                   edited_output: Any = None, note: str | None = None) -> int:
+        """Store a reviewer's verdict and/or edit. The record's original output is never touched."""
+        if verdict not in (None, "accept", "reject"):
+            raise StoreError(f"verdict must be 'accept' or 'reject', got {verdict!r}")
+        if not reviewer or not reviewer.strip():
+            raise StoreError("a review needs the reviewer's name")
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO reviews (record_id, reviewer, verdict, edited_output, note, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (record_id, reviewer.strip(), verdict, _dumps(edited_output), note, utcnow()))
+            return int(cur.lastrowid)
+
+    def reviews(self, record_id: int) -> list[dict[str, Any]]:
+        rows = self.connection().execute(
+            "SELECT * FROM reviews WHERE record_id = ? ORDER BY id", (record_id,)).fetchall()
+        return [{**dict(r), "edited_output": _loads(r["edited_output"])} for r in rows]
+
+    def latest_reviews(self, job_kind: str, job_id: int) -> dict[int, dict[str, Any]]:
+        """The newest review of each reviewed record of a job, keyed by record id."""
+        rows = self.connection().execute(
+            "SELECT v.* FROM reviews v JOIN records r ON r.id = v.record_id "
+            "WHERE r.job_kind = ? AND r.job_id = ? AND v.id = "
+            "(SELECT MAX(id) FROM reviews WHERE record_id = v.record_id)", (job_kind, job_id)).fetchall()
+        return {r["record_id"]: {**dict(r), "edited_output": _loads(r["edited_output"])} for r in rows}
+
+
+_JOB_JSON_COLUMNS = ("model_parameters", "topics", "examples", "config", "score_distribution",
+                     "topic_stats", "source_job_ids", "file_hashes", "filters")
+
+
+def _decode_job(row: dict[str, Any]) -> dict[str, Any]:
+    for name in _JOB_JSON_COLUMNS:
+        if isinstance(row.get(name), str):
+            try:
+                row[name] = json.loads(row[name])
+            except json.JSONDecodeError:
+                pass  # free text stored by an older writer stays text
+    return row
+
+
+def _decode_record(row: dict[str, Any]) -> dict[str, Any]:
+    for name in _JSON_RECORD_FIELDS:
+        row[name] = _loads(row[name])
+    return row
