@@ -18,3 +18,12 @@ def store(home):
     s = Store.open(home)
     yield s
     s.close()
+
+
+@pytest.fixture
+def openai_server():
+    """A real OpenAI-compatible HTTP server on 127.0.0.1 (see tests/fakes/openai_server.py)."""
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:
+        yield server

@@ -1,0 +1,198 @@
+"""The provider protocol: one small async interface every model backend implements.
+
+The engine only sees ``ChatRequest -> Completion`` and a handful of error kinds, so it can decide
+retry vs. fail without knowing which provider it talks to. Adding a provider is one module plus one
+line in the registry (``providers/__init__.py``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from ..config import ModelParameters, ModelSpec
+from ..errors import SdstudioError
+
+log = logging.getLogger("sdstudio.providers")
+
+ErrorKind = Literal["rate_limited", "transient", "auth", "bad_request", "context_length"]
+RETRYABLE_KINDS = frozenset({"rate_limited", "transient"})
+
+
+class ProviderError(SdstudioError):
+    """A provider call failed. ``kind`` tells the engine what to do; the message is for the user and
+    never contains a credential."""
+
+    def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None,
+                 status: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+    def __reduce__(self):  # keep kind/retry_after when crossing process or thread boundaries
+        return (_rebuild_error, (self.kind, str(self), self.retry_after, self.status))
+
+
+def _rebuild_error(kind, message, retry_after, status):
+    return ProviderError(kind, message, retry_after=retry_after, status=status)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What to ask: chat messages, sampling parameters, and optionally the JSON schema of the answer."""
+
+    messages: tuple[dict[str, str], ...]
+    parameters: ModelParameters = field(default_factory=ModelParameters)
+    json_schema: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, messages: list[dict[str, str]] | str, parameters: ModelParameters | None = None,
+           json_schema: dict[str, Any] | None = None) -> "ChatRequest":
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        return cls(tuple(dict(m) for m in messages), parameters or ModelParameters(), json_schema)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    parsed: Any = None  # the JSON value when a schema was given and the reply parsed
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    message: str
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: ClassVar[str]
+    spec: ModelSpec
+    max_concurrency: int | None
+
+    async def complete(self, request: ChatRequest) -> Completion: ...
+    async def list_models(self) -> list[str]: ...
+    async def check(self) -> CheckResult: ...
+    async def aclose(self) -> None: ...
+
+
+class BaseProvider:
+    """Shared plumbing: parameter support and warnings, schema-in-prompt fallback, secret redaction."""
+
+    name: ClassVar[str] = "base"
+    supports_json_schema: ClassVar[bool] = False
+    supported_parameters: ClassVar[frozenset[str]] = frozenset(
+        {"temperature", "top_p", "top_k", "max_tokens", "stop", "seed"})
+    max_concurrency: int | None = None
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self._secrets: list[str] = []
+        self._warned: set[str] = set()
+
+    def __repr__(self) -> str:  # never show credentials, only where we talk to
+        where = self.spec.base_url or self.spec.region or ""
+        model = getattr(self, "model", None) or self.spec.model
+        return f"<{type(self).__name__} model={model!r} {where}>".replace(" >", ">")
+
+    # -- parameters ------------------------------------------------------------------------------
+    def parameters(self, params: ModelParameters) -> dict[str, Any]:
+        """The parameters this provider takes; any other that is set is dropped with one warning."""
+        values = {k: v for k, v in params.model_dump().items() if v not in (None, [])}
+        for name in sorted(set(values) - self.supported_parameters):
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("%s does not support parameter %r; it is ignored", self.name, name)
+            values.pop(name)
+        return values
+
+    # -- structured output -----------------------------------------------------------------------
+    @staticmethod
+    def schema_instruction(schema: dict[str, Any]) -> str:
+        return ("Reply with JSON only (no prose, no code fences) that validates against this JSON "
+                "schema:\n" + json.dumps(schema, ensure_ascii=False))
+
+    def messages_for(self, request: ChatRequest) -> list[dict[str, str]]:
+        """Messages to send; when the provider cannot constrain output, the schema goes in the prompt."""
+        messages = [dict(m) for m in request.messages]
+        if request.json_schema is not None and not self.supports_json_schema:
+            instruction = self.schema_instruction(request.json_schema)
+            if messages and messages[0]["role"] == "system":
+                messages[0]["content"] = f"{messages[0]['content']}\n\n{instruction}"
+            else:
+                messages.insert(0, {"role": "system", "content": instruction})
+        return messages
+
+    @staticmethod
+    def parse_json(text: str, request: ChatRequest) -> Any:
+        """Strict parse of a schema-constrained reply; repair of sloppy JSON is parsing.py's job."""
+        if request.json_schema is None:
+            return None
+        try:
+            return json.loads(text)
+        except (json.JSONDecodeError, TypeError):
+            return None
+
+    # -- secrets ---------------------------------------------------------------------------------
+    def secret_from_env(self, variable: str) -> str | None:
+        value = os.environ.get(variable) or None
+        if value:
+            self._secrets.append(value)
+        return value
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def error(self, kind: ErrorKind, message: str, **kw: Any) -> ProviderError:
+        return ProviderError(kind, self.redact(f"{self.name}: {message}"), **kw)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def check(self) -> CheckResult:
+        """Default health check: listing models proves the endpoint, the credentials and the model."""
+        try:
+            models = await self.list_models()
+        except ProviderError as exc:
+            return CheckResult(False, str(exc))
+        if self.spec.model and models and self.spec.model not in models:
+            return CheckResult(False, f"{self.name}: model {self.spec.model!r} is not offered here; "
+                                      f"available: {', '.join(models[:10])}")
+        return CheckResult(True, f"{self.name}: ok ({len(models)} models)")
+
+    async def list_models(self) -> list[str]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+
+def run_sync(coro):
+    """Run a coroutine from sync code, also inside a notebook whose loop is already running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

