@@ -1,0 +1,222 @@
+"""AWS Bedrock through the Converse API: one request shape for every Bedrock chat model.
+
+boto3 is synchronous, so calls run on a dedicated thread pool (a botocore client is thread-safe; a
+boto3 Session is not, so clients are built once, under a lock, and then shared). botocore's own retries are
+off: the engine retries with its own budget and rate limits, and two retry layers would multiply.
+boto3 is imported lazily so that choosing another provider never pays for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..config import ModelSpec
+from .base import BaseProvider, ChatRequest, CheckResult, Completion, ErrorKind, ProviderError, Usage
+
+# Families whose Converse ``additionalModelRequestFields`` take ``{"top_k": k}``; others drop it.
+TOP_K_FAMILIES = frozenset({"anthropic", "mistral"})
+_GEO_PREFIXES = frozenset({"us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"})  # inference profiles
+
+_RATE_LIMITED = frozenset({"ThrottlingException", "TooManyRequestsException"})
+_TRANSIENT = frozenset({"ServiceUnavailableException", "ModelTimeoutException", "InternalServerException",
+                        "ModelNotReadyException", "ModelErrorException", "InternalFailure"})
+_AUTH = frozenset({"AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException",
+                   "InvalidSignatureException", "IncompleteSignatureException",
+                   "MissingAuthenticationTokenException", "ExpiredToken", "InvalidClientTokenId"})
+_TOO_LONG = re.compile(r"too long|too many (?:input )?tokens|context (?:length|window|limit)|"
+                       r"input (?:token|length)|prompt is too long", re.IGNORECASE)
+
+
+def model_family(model_id: str) -> str:
+    """``us.anthropic.claude-...`` / ``arn:...:foundation-model/mistral.x`` -> ``anthropic`` / ``mistral``."""
+    parts = model_id.rsplit("/", 1)[-1].split(".")
+    if len(parts) > 2 and parts[0] in _GEO_PREFIXES:
+        parts = parts[1:]
+    return parts[0] if len(parts) > 1 else ""
+
+
+class BedrockProvider(BaseProvider):
+    """Bedrock Converse. Region and credentials come from the standard AWS chain (env, profile, role);
+    ``spec.base_url`` overrides the endpoint (VPC endpoints, tests)."""
+
+    name = "bedrock"
+    supports_json_schema = False  # Converse has no schema-constrained decoding: schema goes in the prompt
+    max_concurrency = None
+    pool_size = 64
+    connect_timeout_s = 10.0
+    read_timeout_s = 300.0  # long generations are legitimate; the engine enforces its own deadline
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__(spec)
+        self.model = spec.model or ""
+        family = model_family(self.model)
+        # seed: Converse has no such field; top_k: only via model-specific request fields
+        supported = {"temperature", "top_p", "max_tokens", "stop"} | ({"top_k"} if family in TOP_K_FAMILIES else set())
+        self.supported_parameters = frozenset(supported)  # type: ignore[misc]  # per instance, by family
+        for variable in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK"):
+            self.secret_from_env(variable)
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _client(self, service: str) -> Any:
+        """Build each client once, on first use (in a worker thread: building one takes ~100 ms)."""
+        with self._lock:
+            if service not in self._clients:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                                max_pool_connections=self.pool_size, connect_timeout=self.connect_timeout_s,
+                                read_timeout=self.read_timeout_s)
+                session = boto3.session.Session(region_name=self.spec.region or None)
+                self._clients[service] = session.client(service, endpoint_url=self.spec.base_url or None,
+                                                        config=config)
+            return self._clients[service]
+
+    async def _call(self, service: str, operation: str, **kwargs: Any) -> tuple[dict[str, Any], float]:
+        """Run one API call off the event loop; return the response and its latency in ms."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="sdstudio-bedrock")
+
+        def run() -> tuple[dict[str, Any], float]:
+            client = self._client(service)
+            started = time.perf_counter()
+            response = getattr(client, operation)(**kwargs)
+            return response, (time.perf_counter() - started) * 1000
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every botocore failure becomes a ProviderError kind
+            raise self._map_error(exc) from None
+
+    def _map_error(self, exc: Exception) -> ProviderError:
+        from botocore import exceptions as bx
+
+        where = f"model {self.model!r}" if self.model else "Bedrock"
+        if isinstance(exc, bx.ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code") or "")
+            meta = exc.response.get("ResponseMetadata", {})
+            status = meta.get("HTTPStatusCode")
+            text = " ".join(str(error.get("Message") or "").split()) or code
+            kind = _kind_for(code, status, text)
+            retry_after = _retry_after(meta.get("HTTPHeaders", {})) if kind == "rate_limited" else None
+            hint = " (check the AWS credentials / IAM permissions)" if kind == "auth" else ""
+            return self.error(kind, f"{where}: {code or status}: {text}{hint}", retry_after=retry_after,
+                              status=status)
+        one_line = " ".join(str(exc).split())
+        if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError,
+                            bx.ProfileNotFound)):
+            return self.error("auth", f"{where}: no usable AWS credentials ({one_line}); set "
+                                      "AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+        if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):
+            return self.error("transient", f"{where}: cannot reach Bedrock: {one_line}")
+        if isinstance(exc, bx.NoRegionError):
+            return self.error("bad_request", f"{where}: no AWS region; set region in the model spec "
+                                             "or AWS_REGION")
+        if isinstance(exc, bx.ParamValidationError):
+            return self.error("bad_request", f"{where}: invalid request: {one_line}")
+        return self.error("transient", f"{where}: {type(exc).__name__}: {one_line}")
+
+    # -- provider API ----------------------------------------------------------------------------
+    def converse_arguments(self, request: ChatRequest) -> dict[str, Any]:
+        """The Converse keyword arguments for a request (system apart, same-role turns merged)."""
+        system: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
+        for message in self.messages_for(request):
+            block = {"text": message["content"]}
+            if message["role"] == "system":
+                system.append(block)
+            elif messages and messages[-1]["role"] == message["role"]:
+                messages[-1]["content"].append(block)  # Converse requires alternating roles
+            else:
+                messages.append({"role": message["role"], "content": [block]})
+        params = self.parameters(request.parameters)
+        names = {"max_tokens": "maxTokens", "temperature": "temperature", "top_p": "topP",
+                 "stop": "stopSequences"}
+        arguments: dict[str, Any] = {
+            "modelId": self.model, "messages": messages,
+            "inferenceConfig": {names[k]: v for k, v in params.items() if k in names}}
+        if system:
+            arguments["system"] = system
+        if "top_k" in params:
+            arguments["additionalModelRequestFields"] = {"top_k": params["top_k"]}
+        return arguments
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        if not self.model:
+            raise self.error("bad_request", "no model id; set model (a Bedrock model or profile id)")
+        response, latency_ms = await self._call("bedrock-runtime", "converse",
+                                                **self.converse_arguments(request))
+        content = response.get("output", {}).get("message", {}).get("content", [])
+        text = "".join(block["text"] for block in content if "text" in block)
+        usage = response.get("usage", {})
+        return Completion(text=text, parsed=self.parse_json(text, request),
+                          usage=Usage(usage.get("inputTokens", 0), usage.get("outputTokens", 0)),
+                          finish_reason=response.get("stopReason"), latency_ms=latency_ms)
+
+    async def list_models(self) -> list[str]:
+        """Text-output foundation models plus inference profiles (which many newer models require)."""
+        found, _ = await self._call("bedrock", "list_foundation_models")
+        models = [m["modelId"] for m in found.get("modelSummaries", [])
+                  if "TEXT" in m.get("outputModalities", ["TEXT"])]
+        token: str | None = None
+        while True:
+            page, _ = await self._call("bedrock", "list_inference_profiles",
+                                       **({"nextToken": token} if token else {}))
+            models += [p["inferenceProfileId"] for p in page.get("inferenceProfileSummaries", [])]
+            token = page.get("nextToken")
+            if not token:
+                return list(dict.fromkeys(models))
+
+    async def check(self) -> CheckResult:
+        """List models; if listing is not permitted (IAM often grants only InvokeModel) or the model
+        is an ARN that listings do not show, ask the model for one token instead."""
+        result = await super().check()
+        if result.ok or not (self.model.startswith("arn:") or "AccessDenied" in result.message):
+            return result
+        try:
+            await self.complete(ChatRequest.of("ping", self.spec.parameters.model_copy(
+                update={"max_tokens": 1, "top_k": None, "seed": None})))
+        except ProviderError as exc:
+            return CheckResult(False, str(exc))
+        return CheckResult(True, f"{self.name}: ok (model {self.model!r} answers)")
+
+    async def aclose(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def _kind_for(code: str, status: int | None, message: str) -> ErrorKind:
+    if code in _RATE_LIMITED or status == 429:
+        return "rate_limited"
+    if code in _TRANSIENT or (status or 0) >= 500 or status == 408:
+        return "transient"
+    if code in _AUTH or status in (401, 403):
+        return "auth"
+    if code == "ValidationException" and _TOO_LONG.search(message) or status == 413:
+        return "context_length"
+    return "bad_request"
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    """Seconds to wait: ``Retry-After`` (seconds) or AWS's ``x-amz-retry-after`` (milliseconds)."""
+    for name, scale in (("retry-after", 1.0), ("x-amz-retry-after", 0.001)):
+        try:
+            return max(0.0, float(headers[name]) * scale)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None

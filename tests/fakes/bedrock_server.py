@@ -1,0 +1,282 @@
+"""A real HTTP server on 127.0.0.1 that speaks enough AWS Bedrock for the real boto3 client.
+
+Routes (paths from botocore's service models ``bedrock-runtime/2023-09-30`` and ``bedrock/2023-04-20``):
+``POST /model/{modelId}/converse`` (Converse), ``GET /foundation-models`` (ListFoundationModels) and
+``GET /inference-profiles`` (ListInferenceProfiles, paginated with nextToken). Point both the
+``bedrock-runtime`` and the ``bedrock`` client at ``server.url`` via ``endpoint_url``.
+
+Every request must carry a SigV4 ``Authorization`` header, else 403 as AWS answers. Errors are shaped
+the way botocore's rest-json parser reads them: the code in the ``x-amzn-ErrorType`` header (AWS sends
+``Code:http://internal...``; botocore keeps the part before ``:``) and ``{"message": ...}`` in the body,
+so the client raises ``ClientError`` with ``Error.Code`` = the code and ``Error.Message`` = the message.
+
+Faults, one per request in order: ``server.inject("throttling")`` or ``server.inject("too_long",
+times=None)`` (every request until ``server.clear()``); see FAULTS, plus ``slow`` (answer after
+``slow_seconds``) and ``drop`` (close the connection without a response).
+
+Run standalone: ``python -m tests.fakes.bedrock_server --port 8001``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# name -> (HTTP status, x-amzn-ErrorType, message), statuses and messages as Bedrock sends them
+FAULTS: dict[str, tuple[int, str, str]] = {
+    "throttling": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
+    "service_unavailable": (503, "ServiceUnavailableException", "Bedrock is unable to process your request."),
+    "model_timeout": (408, "ModelTimeoutException",
+                      "Model has timed out in processing the request. Try your request again."),
+    "internal": (500, "InternalServerException", "The server encountered an internal error."),
+    "too_long": (400, "ValidationException", "Input is too long for requested model."),
+    "validation": (400, "ValidationException", "Malformed input request: #/temperature: 3.0 is not less "
+                                                "or equal to 1.0, please reformat your input and try again."),
+    "not_found": (404, "ResourceNotFoundException", "Model not found."),
+    "access_denied": (403, "AccessDeniedException",
+                      "You don't have access to the model with the specified model ID."),
+    "unrecognized_client": (403, "UnrecognizedClientException",
+                            "The security token included in the request is invalid."),
+    "expired_token": (403, "ExpiredTokenException", "The security token included in the request is expired"),
+}
+ACTIONS = ("slow", "drop", "ok")  # non-HTTP-error faults; "ok" answers normally (a gap in a script)
+
+
+@dataclass
+class Fault:
+    name: str
+    message: str | None = None  # overrides the canned message (e.g. to echo a secret)
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers (e.g. Retry-After)
+
+
+def foundation_model(model_id: str, provider: str, outputs: tuple[str, ...] = ("TEXT",)) -> dict[str, Any]:
+    return {"modelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{model_id}", "modelId": model_id,
+            "modelName": model_id.split(".", 1)[-1], "providerName": provider,
+            "inputModalities": ["TEXT"], "outputModalities": list(outputs),
+            "responseStreamingSupported": True, "customizationsSupported": [],
+            "inferenceTypesSupported": ["ON_DEMAND"], "modelLifecycle": {"status": "ACTIVE"}}
+
+
+def inference_profile(profile_id: str) -> dict[str, Any]:
+    arn = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{profile_id}"
+    return {"inferenceProfileName": profile_id, "inferenceProfileArn": arn, "inferenceProfileId": profile_id,
+            "models": [{"modelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{profile_id[3:]}"}],
+            "status": "ACTIVE", "type": "SYSTEM_DEFINED"}
+
+
+DEFAULT_MODELS = [
+    foundation_model("anthropic.claude-3-haiku-20240307-v1:0", "Anthropic"),
+    foundation_model("meta.llama3-8b-instruct-v1:0", "Meta"),
+    foundation_model("mistral.mistral-7b-instruct-v0:2", "Mistral AI"),
+    foundation_model("amazon.titan-embed-text-v2:0", "Amazon", ("EMBEDDING",)),
+    foundation_model("stability.sd3-large-v1:0", "Stability AI", ("IMAGE",)),
+]
+DEFAULT_PROFILES = [inference_profile(p) for p in (
+    "us.anthropic.claude-3-haiku-20240307-v1:0", "us.meta.llama3-2-1b-instruct-v1:0",
+    "us.anthropic.claude-3-5-sonnet-20240620-v1:0")]
+
+
+def default_reply(body: dict[str, Any]) -> str:
+    """Deterministic: ``{"answer": <last user text>}`` when the system prompt asks for JSON, else an echo."""
+    user = [b.get("text", "") for m in body.get("messages", []) if m.get("role") == "user"
+            for b in m.get("content", [])]
+    last = user[-1] if user else ""
+    system = " ".join(b.get("text", "") for b in body.get("system", []))
+    return json.dumps({"answer": last}) if "JSON" in system else f"echo: {last}"
+
+
+class FakeBedrockServer:
+    """``with FakeBedrockServer() as server:``; ``server.url`` is the ``endpoint_url`` / ``base_url``."""
+
+    def __init__(self, *, access_key: str | None = None, latency: float = 0.0, slow_seconds: float = 2.0,
+                 reply: Callable[[dict[str, Any]], str] | None = None, profile_page_size: int = 2,
+                 port: int = 0):
+        self.access_key = access_key  # when set, any other access key id gets UnrecognizedClientException
+        self.latency = latency
+        self.slow_seconds = slow_seconds
+        self.reply = reply or default_reply
+        self.profile_page_size = profile_page_size
+        self.foundation_models = list(DEFAULT_MODELS)
+        self.inference_profiles = list(DEFAULT_PROFILES)
+        self.script: deque[Fault] = deque()  # one fault per request, in order
+        self.sticky: Fault | None = None  # a fault for every request after the script runs out
+        self.requests: list[dict[str, Any]] = []  # every request: operation, model_id, headers, query, body
+        self._port = port
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    # -- configuration -------------------------------------------------------------------------
+    def inject(self, name: str, times: int | None = 1, *, message: str | None = None,
+               headers: dict[str, str] | None = None) -> None:
+        """Fail the next ``times`` requests with fault ``name``; ``times=None``: every request."""
+        assert name in FAULTS or name in ACTIONS, f"unknown fault {name!r}"
+        fault = Fault(name, message, dict(headers or {}))
+        if times is None:
+            self.sticky = fault
+        else:
+            self.script.extend([fault] * times)
+
+    def clear(self) -> None:
+        self.script.clear()
+        self.sticky = None
+
+    def converse_requests(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["operation"] == "Converse"]
+
+    def _next_fault(self) -> Fault | None:
+        try:
+            fault = self.script.popleft()
+        except IndexError:
+            fault = self.sticky
+        return None if fault is None or fault.name == "ok" else fault
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> "FakeBedrockServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._httpd = _Server(("127.0.0.1", self._port), handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join(5)
+            self._httpd = None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # a "slow" request must not hold up stop()
+    request_queue_size = 1024  # the default listen backlog (5) drops bursts of connects: 1 s SYN retries
+
+
+_SIGV4 = re.compile(r"^AWS4-HMAC-SHA256 Credential=([^/]+)/\d{8}/[^/]+/bedrock/aws4_request, "
+                    r"SignedHeaders=[^,]+, Signature=[0-9a-f]{64}$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeBedrockServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        fake = self.fake
+        parsed = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(parsed.query))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        parts = parsed.path.split("/")  # modelId is one percent-encoded segment: decode after splitting
+        if self.command == "POST" and len(parts) == 4 and parts[1] == "model" and parts[3] == "converse":
+            operation, model_id = "Converse", urllib.parse.unquote(parts[2])
+        elif self.command == "GET" and parsed.path == "/foundation-models":
+            operation, model_id = "ListFoundationModels", None
+        elif self.command == "GET" and parsed.path == "/inference-profiles":
+            operation, model_id = "ListInferenceProfiles", None
+        else:
+            operation, model_id = None, None
+        body = json.loads(raw) if raw else None
+        fake.requests.append({"operation": operation, "model_id": model_id, "path": parsed.path,
+                              "query": query, "headers": dict(self.headers.items()), "body": body})
+        match = _SIGV4.match(self.headers.get("Authorization", ""))
+        if match is None:
+            return self._error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+        if fake.access_key is not None and match.group(1) != fake.access_key:
+            return self._error(403, *FAULTS["unrecognized_client"][1:])
+        if operation is None:
+            return self._error(404, "UnknownOperationException", f"no route for {self.command} {parsed.path}")
+        fault = fake._next_fault()
+        if fake.latency:
+            time.sleep(fake.latency)
+        if fault is not None and fault.name == "drop":
+            self.close_connection = True
+            return None
+        if fault is not None and fault.name == "slow":
+            time.sleep(fake.slow_seconds)
+        elif fault is not None:
+            status, code, message = FAULTS[fault.name]
+            return self._error(status, code, fault.message or message, fault.headers)
+        if operation == "Converse":
+            return self._send(200, self._converse(body or {}))
+        if operation == "ListFoundationModels":
+            return self._send(200, {"modelSummaries": fake.foundation_models})
+        start = int(query.get("nextToken") or 0)
+        end = start + int(query.get("maxResults") or fake.profile_page_size)
+        page: dict[str, Any] = {"inferenceProfileSummaries": fake.inference_profiles[start:end]}
+        if end < len(fake.inference_profiles):
+            page["nextToken"] = str(end)
+        return self._send(200, page)
+
+    def _converse(self, body: dict[str, Any]) -> dict[str, Any]:
+        words = self.fake.reply(body).split(" ")
+        max_tokens = body.get("inferenceConfig", {}).get("maxTokens") or len(words)
+        stop = "max_tokens" if len(words) > max_tokens else "end_turn"
+        text = " ".join(words[:max_tokens])
+        prompt = [b.get("text", "") for b in body.get("system", [])] + [
+            b.get("text", "") for m in body.get("messages", []) for b in m.get("content", [])]
+        tokens_in = sum(len(t.split()) for t in prompt)
+        tokens_out = min(len(words), max_tokens)
+        return {"output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                "stopReason": stop,
+                "usage": {"inputTokens": tokens_in, "outputTokens": tokens_out,
+                          "totalTokens": tokens_in + tokens_out},
+                "metrics": {"latencyMs": int(self.fake.latency * 1000)}}
+
+    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        extra = {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
+        self._send(status, {"message": message}, {**extra, **(headers or {})})
+
+    def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-amzn-RequestId", f"fake-{len(self.fake.requests)}")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    server = FakeBedrockServer(latency=args.latency, port=args.port)
+    server.start()
+    print(server.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
