@@ -1,9 +1,14 @@
 """Shared fixtures: a temporary SDSTUDIO_HOME per test and a store inside it."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sdstudio.store import Store
+
+AWS_ACCESS_KEY = "AKIDFAKEEXAMPLE12345"
+AWS_CANARY_SECRET = "canary-secret-5f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 
 @pytest.fixture
@@ -27,3 +32,18 @@ def openai_server():
 
     with FakeOpenAIServer() as server:
         yield server
+
+
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    """Fake credentials only; no real AWS config, no instance metadata lookups, no proxies."""
+    for variable in list(os.environ):
+        if variable.startswith("AWS_") or variable.lower().endswith("_proxy"):
+            monkeypatch.delenv(variable)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_CANARY_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

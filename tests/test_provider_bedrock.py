@@ -18,26 +18,11 @@ from tests.helpers import free_port
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 LLAMA = "meta.llama3-8b-instruct-v1:0"
-ACCESS_KEY = "AKIDFAKEEXAMPLE12345"
-CANARY_SECRET = "canary-secret-5f1e2d3c4b5a69788796a5b4c3d2e1f0"
+from tests.conftest import AWS_ACCESS_KEY as ACCESS_KEY, AWS_CANARY_SECRET as CANARY_SECRET
 CANARY_TOKEN = "canary-session-token-0a1b2c3d4e5f"
 
 
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch, tmp_path):
-    """Fake credentials only; no real AWS config, no instance metadata lookups, no proxies."""
-    import os
-
-    for variable in list(os.environ):
-        if variable.startswith("AWS_") or variable.lower().endswith("_proxy"):
-            monkeypatch.delenv(variable)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CANARY_SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+pytestmark = pytest.mark.usefixtures("aws_env")
 
 
 @pytest.fixture

@@ -22,14 +22,20 @@ def compat(server, **kw):
     return get_provider(ModelSpec(provider="openai_compatible", model="fake-model", base_url=server.url, **kw))
 
 
-def run(coro):
-    return asyncio.run(coro)
+def run(provider, method: str, *args):
+    """Call a provider method on a fresh loop and close the provider's HTTP session on that loop."""
+    async def go():
+        try:
+            return await getattr(provider, method)(*args)
+        finally:
+            await provider.aclose()
+    return asyncio.run(go())
 
 
 def test_parameters_and_schema_reach_the_server(openai_server):
     params = ModelParameters(temperature=0.3, top_p=0.9, top_k=20, max_tokens=77, stop=["###"], seed=7)
-    completion = run(compat(openai_server).complete(ChatRequest.of(
-        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}], params, SCHEMA)))
+    completion = run(compat(openai_server), "complete", ChatRequest.of(
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}], params, SCHEMA))
     body = openai_server.requests[-1]
     assert (body["temperature"], body["top_p"], body["top_k"], body["max_tokens"], body["stop"], body["seed"]) \
         == (0.3, 0.9, 20, 77, ["###"], 7)
@@ -44,7 +50,7 @@ def test_openai_reads_its_key_from_the_environment_and_drops_top_k(openai_server
     monkeypatch.setenv("OPENAI_API_KEY", CANARY)
     provider = get_provider(ModelSpec(provider="openai", model="fake-model", base_url=openai_server.url))
     with caplog.at_level(logging.WARNING, logger="sdstudio.providers"):
-        completion = run(provider.complete(ChatRequest.of("hi", ModelParameters(top_k=5, max_tokens=9))))
+        completion = run(provider, "complete", ChatRequest.of("hi", ModelParameters(top_k=5, max_tokens=9)))
     assert completion.text.startswith("reply")
     body = openai_server.requests[-1]
     assert "top_k" not in body and body["max_completion_tokens"] == 9
@@ -60,14 +66,14 @@ def test_openai_without_a_key_is_a_clear_config_error(monkeypatch):
 def test_compatible_server_key_comes_from_the_named_variable(openai_server, monkeypatch):
     openai_server.api_key = CANARY
     monkeypatch.setenv("MY_VLLM_KEY", CANARY)
-    assert run(compat(openai_server, api_key_env="MY_VLLM_KEY").complete(ChatRequest.of("x"))).text
+    assert run(compat(openai_server, api_key_env="MY_VLLM_KEY"), "complete", ChatRequest.of("x")).text
 
 
 def test_caii_uses_cdp_token(openai_server, monkeypatch):
     openai_server.api_key = CANARY
     monkeypatch.setenv("CDP_TOKEN", CANARY)
     provider = get_provider(ModelSpec(provider="caii", model="fake-model", base_url=openai_server.url))
-    assert run(provider.complete(ChatRequest.of("x"))).text
+    assert run(provider, "complete", ChatRequest.of("x")).text
 
 
 def test_caii_falls_back_to_the_session_jwt_file(openai_server, monkeypatch, tmp_path):
@@ -77,7 +83,7 @@ def test_caii_falls_back_to_the_session_jwt_file(openai_server, monkeypatch, tmp
     jwt.write_text(json.dumps({"access_token": CANARY}))
     monkeypatch.setenv("SDSTUDIO_CAII_JWT_FILE", str(jwt))
     provider = get_provider(ModelSpec(provider="caii", model="fake-model", base_url=openai_server.url))
-    assert run(provider.complete(ChatRequest.of("x"))).text
+    assert run(provider, "complete", ChatRequest.of("x")).text
 
 
 def test_caii_without_any_token_says_where_it_looked(monkeypatch, tmp_path):
@@ -94,7 +100,7 @@ def test_caii_without_any_token_says_where_it_looked(monkeypatch, tmp_path):
 def test_server_faults_map_to_error_kinds(openai_server, fault, kind):
     openai_server.script.append(fault)
     with pytest.raises(ProviderError) as info:
-        run(compat(openai_server).complete(ChatRequest.of("x")))
+        run(compat(openai_server), "complete", ChatRequest.of("x"))
     assert info.value.kind == kind
     if kind == "rate_limited":
         assert info.value.retry_after == pytest.approx(openai_server.retry_after)
@@ -105,19 +111,19 @@ def test_bad_key_is_an_auth_error_that_never_shows_the_key(openai_server, monkey
     monkeypatch.setenv("WRONG", CANARY)
     provider = compat(openai_server, api_key_env="WRONG")
     with pytest.raises(ProviderError) as info:
-        run(provider.complete(ChatRequest.of("x")))
+        run(provider, "complete", ChatRequest.of("x"))
     assert info.value.kind == "auth"
     assert CANARY not in str(info.value) and CANARY not in repr(provider)
-    check = run(provider.check())
+    check = run(provider, "check")
     assert not check.ok and "refused the credentials" in check.message and CANARY not in check.message
 
 
 def test_unknown_model_is_a_bad_request_and_check_names_it(openai_server):
     provider = get_provider(ModelSpec(provider="openai_compatible", model="nope", base_url=openai_server.url))
     with pytest.raises(ProviderError) as info:
-        run(provider.complete(ChatRequest.of("x")))
+        run(provider, "complete", ChatRequest.of("x"))
     assert info.value.kind == "bad_request"
-    check = run(provider.check())
+    check = run(provider, "check")
     assert not check.ok and "'nope' is not offered" in check.message
 
 
@@ -125,12 +131,12 @@ def test_unreachable_host_is_transient_and_check_says_so():
     provider = get_provider(ModelSpec(provider="openai_compatible", model="m",
                                       base_url=f"http://127.0.0.1:{free_port()}/v1"))
     with pytest.raises(ProviderError) as info:
-        run(provider.complete(ChatRequest.of("x")))
+        run(provider, "complete", ChatRequest.of("x"))
     assert info.value.kind == "transient"
-    assert "connection to" in run(provider.check()).message
+    assert "connection to" in run(provider, "check").message
 
 
 def test_list_models_and_check(openai_server):
     provider = compat(openai_server)
-    assert run(provider.list_models()) == ["fake-judge", "fake-model"]
-    assert run(provider.check()).ok
+    assert run(provider, "list_models") == ["fake-judge", "fake-model"]
+    assert run(provider, "check").ok

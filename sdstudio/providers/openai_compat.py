@@ -1,8 +1,11 @@
 """OpenAI, any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, LM Studio), and Cloudera AI
 Inference — one wire protocol, three ways to find the endpoint and the credential.
 
-All three use the official ``openai`` async client with its own retries off: the engine retries, with
-backoff that honours Retry-After and adapts concurrency, so a second retry layer would only hide 429s.
+``openai`` uses the official async client. OpenAI-compatible servers and Cloudera AI Inference go
+through a lean aiohttp transport: the official client's connection pool and request transforms cost
+~3.5 ms of CPU per request, which at concurrency 64 makes the client, not the server, the bottleneck
+(see benchmarks/engine.py). Retries are off in both: the engine retries, honouring Retry-After and
+adapting concurrency, so a second retry layer would only hide 429s.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import email.utils
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,56 +45,143 @@ class OpenAICompatibleProvider(BaseProvider):
     def endpoint(self) -> str | None:
         if not self.spec.base_url:
             raise ConfigError(f"provider {self.name} needs base_url (e.g. http://localhost:8000/v1)")
-        return self.spec.base_url
+        return self.spec.base_url.rstrip("/")
 
     def default_model(self) -> str:
         raise ConfigError(f"provider {self.name} needs a model id (`sdstudio models --provider "
                           f"{self.name} --base-url ...` lists them)")
 
-    def credential(self) -> str:
+    def credential(self) -> str | None:
         if self.spec.api_key_env:
             key = self.secret_from_env(self.spec.api_key_env)
             if not key:
                 raise ConfigError(f"environment variable {self.spec.api_key_env} (api_key_env) is not set")
             return key
-        return "no-key"  # local servers ignore it; the client insists on one
+        return None
 
     def client(self):
-        """One client per event loop: an httpx pool must not be shared across loops."""
+        """One HTTP session per event loop: a connection pool must not be shared across loops."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            from openai import AsyncOpenAI
-
-            self._client = AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
-                                       timeout=CLIENT_TIMEOUT_S)
+            self._client = self.make_client()
             self._client_loop = loop
         return self._client
 
+    def make_client(self):
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        return aiohttp.ClientSession(
+            headers=headers, connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S), raise_for_status=False)
+
     # -- calls -----------------------------------------------------------------------------------
-    def request_kwargs(self, request: ChatRequest) -> dict[str, Any]:
-        params = self.parameters(request.parameters)
-        kwargs: dict[str, Any] = {"model": self.model, "messages": self.messages_for(request)}
-        extra: dict[str, Any] = {}
-        for name, value in params.items():
-            if name == "max_tokens":
-                kwargs[self.max_tokens_field] = value
-            elif name == "top_k":
-                extra["top_k"] = value  # vLLM, llama.cpp server and Ollama read it from the body
-            else:
-                kwargs[name] = value
-        if extra:
-            kwargs["extra_body"] = extra
+    def request_body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages_for(request)}
+        for name, value in self.parameters(request.parameters).items():
+            body[self.max_tokens_field if name == "max_tokens" else name] = value
         if request.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+            body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "output", "schema": request.json_schema}}
-        return kwargs
+        return body
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import aiohttp
+
+        url = f"{self.base_url}{path}"
+        try:
+            async with self.client().request(method, url, json=body) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise self.classify(response.status, _detail_from_body(raw), response.headers)
+                return json.loads(raw)
+        except ProviderError:
+            raise
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            raise self.error("transient", f"connection to {self.base_url} broke mid-reply "
+                                          f"({type(exc).__name__})") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self.error("transient", f"connection to {self.base_url} failed ({type(exc).__name__})") from None
+        except ValueError:
+            raise self.error("transient", f"malformed response from {self.base_url} (not JSON)") from None
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        started = time.perf_counter()
+        data = await self._call("POST", "/chat/completions", self.request_body(request))
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            usage = data.get("usage") or {}
+            tokens = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            raise self.error("transient", f"malformed response from {self.base_url} (no choices)") from None
+        return Completion(text=text, parsed=self.parse_json(text, request), usage=tokens,
+                          finish_reason=choice.get("finish_reason"),
+                          latency_ms=(time.perf_counter() - started) * 1000)
+
+    async def list_models(self) -> list[str]:
+        data = await self._call("GET", "/models")
+        try:
+            return sorted(m["id"] for m in data["data"])
+        except (KeyError, TypeError):
+            raise self.error("transient", f"malformed model list from {self.base_url}") from None
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._client_loop is asyncio.get_running_loop():
+            await self._client.close()
+        self._client = None
+
+    # -- errors ----------------------------------------------------------------------------------
+    def classify(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> ProviderError:
+        """HTTP status + error text -> the engine's error kinds."""
+        where = self.base_url or "api.openai.com"
+        if status == 429:
+            return self.error("rate_limited", f"rate limited by {where}: {detail}",
+                              retry_after=retry_after_seconds(headers or {}), status=status)
+        if status in (401, 403):
+            return self.error("auth", f"{where} refused the credentials ({status}): {detail}", status=status)
+        if status >= 500 or status in (408, 409):
+            return self.error("transient", f"{where} answered {status}: {detail}", status=status)
+        if any(marker in detail.lower() for marker in CONTEXT_MARKERS):
+            return self.error("context_length", f"prompt too long for {self.model}: {detail}", status=status)
+        if status == 404:
+            return self.error("bad_request", f"{where} does not know model {self.model!r} or the path "
+                                             f"({detail})", status=status)
+        return self.error("bad_request", f"{where} rejected the request ({status}): {detail}", status=status)
+
+
+class OpenAIProvider(OpenAICompatibleProvider):
+    """api.openai.com (or ``base_url`` to reach a proxy) through the official ``openai`` client; the key
+    from ``OPENAI_API_KEY``."""
+
+    name: ClassVar[str] = "openai"
+    max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    supported_parameters = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
+
+    def endpoint(self) -> str | None:
+        return self.spec.base_url
+
+    def default_model(self) -> str:
+        return "gpt-4o-mini"
+
+    def credential(self) -> str:
+        variable = self.spec.api_key_env or "OPENAI_API_KEY"
+        key = self.secret_from_env(variable)
+        if not key:
+            raise ConfigError(f"{variable} is not set; export your OpenAI API key in it")
+        return key
+
+    def make_client(self):
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=CLIENT_TIMEOUT_S)
 
     async def complete(self, request: ChatRequest) -> Completion:
         import openai
 
         started = time.perf_counter()
         try:
-            response = await self.client().chat.completions.create(**self.request_kwargs(request))
+            response = await self.client().chat.completions.create(**self.request_body(request))
             choice = response.choices[0]
             text = choice.message.content or ""
             usage = response.usage
@@ -113,58 +204,21 @@ class OpenAICompatibleProvider(BaseProvider):
         except openai.APIError as exc:
             raise self.map_error(exc) from None
 
-    async def aclose(self) -> None:
-        if self._client is not None and self._client_loop is asyncio.get_running_loop():
-            await self._client.close()
-        self._client = None
-
-    # -- errors ----------------------------------------------------------------------------------
     def map_error(self, exc: Exception) -> ProviderError:
         import openai
 
         where = self.base_url or "api.openai.com"
-        status = getattr(exc, "status_code", None)
-        detail = _error_detail(exc)
         if isinstance(exc, openai.APITimeoutError):
             return self.error("transient", f"request to {where} timed out")
         if isinstance(exc, openai.APIConnectionError):
-            return self.error("transient", f"connection to {where} failed ({_cause(exc)})")
-        if isinstance(exc, openai.RateLimitError):
-            return self.error("rate_limited", f"rate limited by {where}: {detail}",
-                              retry_after=_retry_after(exc), status=429)
-        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            return self.error("auth", f"{where} refused the credentials ({status}): {detail}", status=status)
-        if status is not None and status >= 500 or status in (408, 409):
-            return self.error("transient", f"{where} answered {status}: {detail}", status=status)
-        if any(marker in detail.lower() for marker in CONTEXT_MARKERS):
-            return self.error("context_length", f"prompt too long for {self.model}: {detail}", status=status)
-        if isinstance(exc, openai.NotFoundError):
-            return self.error("bad_request", f"{where} does not know model {self.model!r} or the path "
-                                             f"({detail})", status=status)
-        if isinstance(exc, openai.APIResponseValidationError) or status is None:
-            return self.error("transient", f"malformed response from {where}: {detail}")
-        return self.error("bad_request", f"{where} rejected the request ({status}): {detail}", status=status)
-
-
-class OpenAIProvider(OpenAICompatibleProvider):
-    """api.openai.com (or ``base_url`` to reach a proxy); the key from ``OPENAI_API_KEY``."""
-
-    name: ClassVar[str] = "openai"
-    max_tokens_field: ClassVar[str] = "max_completion_tokens"
-    supported_parameters = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
-
-    def endpoint(self) -> str | None:
-        return self.spec.base_url
-
-    def default_model(self) -> str:
-        return "gpt-4o-mini"
-
-    def credential(self) -> str:
-        variable = self.spec.api_key_env or "OPENAI_API_KEY"
-        key = self.secret_from_env(variable)
-        if not key:
-            raise ConfigError(f"{variable} is not set; export your OpenAI API key in it")
-        return key
+            cause = exc.__cause__ or exc.__context__
+            return self.error("transient", f"connection to {where} failed "
+                                           f"({type(cause).__name__ if cause else 'connection error'})")
+        status = getattr(exc, "status_code", None)
+        if status is None:  # a 200 whose body is not a completion
+            return self.error("transient", f"malformed response from {where}: {_error_detail(exc)}")
+        headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+        return self.classify(status, _error_detail(exc), headers)
 
 
 class CaiiProvider(OpenAICompatibleProvider):
@@ -190,34 +244,44 @@ class CaiiProvider(OpenAICompatibleProvider):
         return token
 
 
+def _detail_from_body(raw: bytes) -> str:
+    """The error message (and code) of an OpenAI-style error body, else the start of the body."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return " ".join(raw[:300].decode("utf-8", "replace").split()) or "(empty body)"
+    return _message_and_code(body) or " ".join(str(body).split())[:300]
+
+
+def _message_and_code(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    inner = body["error"] if isinstance(body.get("error"), dict) else body
+    message, code = inner.get("message"), inner.get("code")
+    if not message:
+        return None
+    return f"{message} [{code}]" if code else str(message)
+
+
 def _error_detail(exc: Exception) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body["error"] if isinstance(body.get("error"), dict) else body
-        message, code = inner.get("message"), inner.get("code")
-        if message:
-            return f"{message} [{code}]" if code else str(message)
-    return " ".join(str(getattr(exc, "message", exc)).split())[:300]
+    return _message_and_code(getattr(exc, "body", None)) or " ".join(str(getattr(exc, "message", exc)).split())[:300]
 
 
-def _cause(exc: Exception) -> str:
-    cause = exc.__cause__ or exc.__context__
-    return type(cause).__name__ if cause else "connection error"
-
-
-def _retry_after(exc: Exception) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-    if (ms := headers.get("retry-after-ms")) is not None:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if (ms := lowered.get("retry-after-ms")) is not None:
         try:
             return max(float(ms) / 1000, 0.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if value is None:
+    value = lowered.get("retry-after")
+    if not value:
         return None
     try:
         return max(float(value), 0.0)
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        return max(when.timestamp() - time.time(), 0.0) if when else None
+        try:
+            return max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError):
+            return None

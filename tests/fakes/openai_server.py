@@ -113,7 +113,11 @@ class FakeOpenAIServer:
             raise RuntimeError("fake OpenAI server did not start")
 
     def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
+        try:
+            import uvloop  # the fake should never be the bottleneck of a client benchmark
+            self._loop = uvloop.new_event_loop()
+        except ImportError:
+            self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(self._start_site())
         ready.set()
