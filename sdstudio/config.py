@@ -68,6 +68,8 @@ class RunSettings(StrictModel):
     tpm: int | None = Field(None, ge=1)
     max_attempts: int = Field(5, ge=1, le=50)
     timeout_s: float = Field(300.0, gt=0)
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
     max_failed_ratio: float = Field(0.5, ge=0, le=1)
 
 

@@ -294,9 +294,12 @@ class Store:
         return pd.read_sql_query(overview, conn)
 
     # -- records --------------------------------------------------------------------------------
-    def add_records(self, records: Iterable[Record | Mapping[str, Any]]) -> int:
+    def add_records(self, records: Iterable[Record | Mapping[str, Any]], *,
+                    replace_failed_requests: bool = False) -> int:
         """Write a batch in one transaction. A row already ``ok`` is never overwritten (resume-safe);
-        a failed or filtered row with the same key is replaced by the new attempt."""
+        a failed or filtered row with the same key is replaced by the new attempt. With
+        ``replace_failed_requests``, earlier *failed* rows of the batch's requests go first, so a
+        retried request leaves only its latest outcome (the engine writes this way)."""
         rows = []
         for rec in records:
             data = asdict(rec) if isinstance(rec, Record) else {**asdict(Record(**rec))}
@@ -314,6 +317,10 @@ class Store:
                f"ON CONFLICT (job_kind, job_id, item_key) DO UPDATE SET {updates} "
                f"WHERE records.status != 'ok'")
         with self.transaction() as conn:
+            if replace_failed_requests:
+                keys = {(row[0], row[1], row[4]) for row in rows if row[4]}  # job_kind, job_id, request_key
+                conn.executemany("DELETE FROM records WHERE job_kind = ? AND job_id = ? AND request_key = ? "
+                                 "AND status = 'failed'", sorted(keys))
             conn.executemany(sql, rows)
         return len(rows)
 
@@ -341,11 +348,12 @@ class Store:
         counts.update({status: n for status, n in rows})
         return counts
 
-    def ok_request_keys(self, job_kind: str, job_id: int) -> set[str]:
-        """Request keys that already produced an ok record: the engine never sends these again."""
+    def done_request_keys(self, job_kind: str, job_id: int) -> set[str]:
+        """Request keys that already produced a kept record (ok, or ok then filtered by dedup): the
+        engine never sends these again."""
         rows = self.connection().execute(
-            "SELECT DISTINCT request_key FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' "
-            "AND request_key IS NOT NULL", (job_kind, job_id)).fetchall()
+            "SELECT DISTINCT request_key FROM records WHERE job_kind = ? AND job_id = ? "
+            "AND status IN ('ok', 'filtered') AND request_key IS NOT NULL", (job_kind, job_id)).fetchall()
         return {r[0] for r in rows}
 
     def set_record_status(self, record_ids: Iterable[int], status: str, error: str | None = None) -> None:

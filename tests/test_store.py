@@ -114,7 +114,7 @@ def test_records_round_trip_with_json_fields(store):
     assert [r["output"] for r in rows] == [{"q": "question 0"}, {"q": "question 1"}, {"q": "question 2"}]
     assert rows[0]["input"] == {"i": 0} and rows[0]["tokens_out"] == 5
     assert store.count_records("generation", job) == {"ok": 3, "failed": 0, "filtered": 0}
-    assert store.ok_request_keys("generation", job) == {"req-0", "req-1", "req-2"}
+    assert store.done_request_keys("generation", job) == {"req-0", "req-1", "req-2"}
     counts = store.refresh_counts("generation", job)
     assert counts["ok"] == 3 and store.get_job("generation", job)["tokens_in"] == 9
 

@@ -1,0 +1,326 @@
+"""Runs keyed model requests: concurrency, RPM/TPM limits, retries, cache/resume, progress, cancel.
+
+Every workflow turns its job into ``WorkItem``s (a stable key + a ChatRequest + what the record needs)
+and a handler that turns a Completion into records. The engine does the rest, the same way for all:
+
+* a key already ``ok`` in ``records`` for the job is never sent again, so a re-run costs nothing and a
+  killed job resumes where it stopped;
+* up to ``concurrency`` requests in flight (never above the provider's ceiling), cut in half on a 429
+  and regrown additively (AIMD), spaced to obey RPM, metered to obey TPM;
+* transient errors and timeouts retried with full-jitter exponential backoff; auth, bad request and
+  context-length fail the item at once with the message kept;
+* records written as they finish in batched transactions (every 50 rows or 1 s) on one writer thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .config import RunSettings
+from .limits import AdaptiveLimit, RateLimiter, TokenBucket
+from .pricing import Price
+from .providers.base import ChatRequest, Completion, Provider, ProviderError
+from .store import Record, Store
+
+FLUSH_ROWS, FLUSH_SECONDS = 50, 1.0
+PROGRESS_INTERVAL_S = 0.1
+
+
+def request_key(provider: str, model: str | None, request: ChatRequest, salt: str = "") -> str:
+    """Stable identity of a request: same provider, model, parameters, messages and schema -> same key."""
+    payload = json.dumps({"p": provider, "m": model, "params": request.parameters.model_dump(mode="json"),
+                          "msgs": request.messages, "schema": request.json_schema, "salt": salt},
+                         sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One request of a job, and what its records should carry."""
+
+    key: str
+    request: ChatRequest
+    topic: str | None = None
+    input: Any = None
+    provenance: Any = None
+    meta: Any = None  # the workflow's own data for its handler
+
+
+class InvalidOutput(Exception):
+    """Raised by a handler when a reply is unusable (unparseable, outside the scale...). The engine
+    asks again while ``output_retries`` allow, then stores the item as failed with the raw text."""
+
+
+Handler = Callable[[WorkItem, Completion], list[Record]]
+
+
+@dataclass
+class Progress:
+    total: int = 0
+    done: int = 0
+    ok: int = 0
+    failed: int = 0
+    cached: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Requests finished per second (cached ones excluded: they cost no time)."""
+        return (self.done - self.cached) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        remaining = self.total - self.done
+        return remaining / self.rate if self.rate > 0 and self.total else None
+
+
+@dataclass
+class RunResult:
+    progress: Progress
+    cancelled: bool = False
+    failures: dict[str, str] = field(default_factory=dict)  # request key -> reason
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Engine:
+    """One run of work items against one provider, writing into one job's records."""
+
+    def __init__(self, provider: Provider, store: Store, job_kind: str, job_id: int,
+                 settings: RunSettings | None = None, *, price: Price | None = None,
+                 on_progress: Callable[[Progress], None] | None = None, output_retries: int = 0,
+                 cancel_event: Any = None, grace_s: float = 10.0):
+        self.provider, self.store = provider, store
+        self.job_kind, self.job_id = job_kind, job_id
+        self.settings = settings or RunSettings()
+        self.price = price or Price(0.0, 0.0, known=False)
+        self.on_progress = on_progress
+        self.output_retries = output_retries
+        self.cancel_event = cancel_event  # a threading.Event, set from any thread
+        self.grace_s = grace_s
+        ceiling = getattr(provider, "max_concurrency", None) or self.settings.concurrency
+        self.limit = AdaptiveLimit(min(self.settings.concurrency, ceiling))
+        self.rpm = RateLimiter(self.settings.rpm) if self.settings.rpm else None
+        self.tpm = TokenBucket(self.settings.tpm) if self.settings.tpm else None
+        self.progress = Progress()
+        self._buffer: list[Record] = []
+        self._last_flush = time.monotonic()
+        self._last_report = 0.0
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sdstudio-writer")
+        self._flush_lock: asyncio.Lock | None = None
+        self._pending_flush: asyncio.Future | None = None
+        self._failures: dict[str, str] = {}
+        self._started = 0.0
+
+    # -- public ----------------------------------------------------------------------------------
+    def run(self, items: Iterable[WorkItem], handler: Handler | None = None, total: int | None = None) -> RunResult:
+        """Blocking run on a fresh event loop (use ``runner.submit`` from a notebook)."""
+        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+            return runner.run(self.arun(items, handler, total))
+
+    async def arun(self, items: Iterable[WorkItem], handler: Handler | None = None,
+                   total: int | None = None) -> RunResult:
+        handler = handler or default_handler
+        self._flush_lock = asyncio.Lock()
+        self._started = time.monotonic()
+        if total is None and hasattr(items, "__len__"):
+            total = len(items)  # type: ignore[arg-type]
+        self.progress.total = total or 0
+        if not self.price.known:
+            self.progress.note = "no price known for this model: cost shown as 0"
+        done_keys = await asyncio.get_running_loop().run_in_executor(
+            self._writer, self.store.done_request_keys, self.job_kind, self.job_id)
+        queue = iter(items)
+        workers = [asyncio.create_task(self._worker(queue, handler, done_keys))
+                   for _ in range(self.limit.maximum)]
+        watcher = asyncio.create_task(self._watch(workers))
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            watcher.cancel()
+            await self._flush(force=True)
+            self._writer.shutdown(wait=True)
+            await self.provider.aclose()  # its connections belong to this run's event loop
+            self._report(force=True)
+        return RunResult(self.progress, cancelled=self._cancelled(), failures=dict(self._failures))
+
+    # -- internals -------------------------------------------------------------------------------
+    def _cancelled(self) -> bool:
+        return self.cancel_event is not None and self.cancel_event.is_set()
+
+    async def _watch(self, workers: list[asyncio.Task]) -> None:
+        """Periodic flush; on cancel, give in-flight requests a grace period, then cut them off."""
+        while True:
+            await asyncio.sleep(min(FLUSH_SECONDS, 0.2))
+            await self._flush()
+            self._report()
+            if self._cancelled():
+                deadline = time.monotonic() + self.grace_s
+                while time.monotonic() < deadline and not all(w.done() for w in workers):
+                    await asyncio.sleep(0.05)
+                for worker in workers:
+                    worker.cancel()
+                return
+
+    async def _worker(self, queue, handler: Handler, done_keys: set[str]) -> None:
+        try:
+            for item in queue:
+                if self._cancelled():
+                    return
+                if item.key in done_keys:
+                    self.progress.done += 1
+                    self.progress.cached += 1
+                    self._report()
+                    continue
+                done_keys.add(item.key)  # the same key twice in one run is sent once
+                await self._process(item, handler)
+        except asyncio.CancelledError:
+            return
+
+    async def _process(self, item: WorkItem, handler: Handler) -> None:
+        request, attempt, output_attempt = item.request, 0, 0
+        raw: str | None = None
+        while True:
+            attempt += 1
+            try:
+                completion = await self._send(request)
+                raw = completion.text
+                try:
+                    records = handler(item, completion)
+                except InvalidOutput as exc:
+                    if output_attempt < self.output_retries:
+                        output_attempt += 1
+                        self.progress.retries += 1
+                        continue
+                    self._fail(item, str(exc), raw, completion)
+                    return
+                self._account(completion)
+                for rec in records:
+                    rec.job_kind, rec.job_id = self.job_kind, self.job_id
+                    rec.request_key = rec.request_key or item.key
+                    rec.latency_ms = rec.latency_ms if rec.latency_ms is not None else completion.latency_ms
+                self._add(records, ok=True)
+                return
+            except ProviderError as exc:
+                if not exc.retryable or attempt >= self.settings.max_attempts:
+                    reason = str(exc) if attempt == 1 else f"{exc} (after {attempt} attempts)"
+                    self._fail(item, reason, raw, None)
+                    return
+                self.progress.retries += 1
+                if exc.kind == "rate_limited":
+                    self.limit.on_rate_limited(exc.retry_after)
+                    delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                else:
+                    delay = self._backoff(attempt)
+                await asyncio.sleep(delay)
+
+    async def _send(self, request: ChatRequest) -> Completion:
+        """One attempt: wait for a slot and the rate limits, then call with a timeout."""
+        if self.tpm:
+            await self.tpm.take(estimate_tokens(request))
+        async with self.limit:
+            if self.rpm:
+                await self.rpm.wait()
+            self.progress.in_flight += 1
+            try:
+                completion = await asyncio.wait_for(self.provider.complete(request), self.settings.timeout_s)
+            except asyncio.TimeoutError:
+                raise ProviderError("transient", f"request timed out after {self.settings.timeout_s:g}s") from None
+            finally:
+                self.progress.in_flight -= 1
+        self.limit.on_success()
+        return completion
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2^attempt))."""
+        cap = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
+        return random.uniform(0, cap)
+
+    def _account(self, completion: Completion) -> None:
+        self.progress.tokens_in += completion.usage.input_tokens
+        self.progress.tokens_out += completion.usage.output_tokens
+        self.progress.cost_usd = self.price.cost(self.progress.tokens_in, self.progress.tokens_out)
+
+    def _fail(self, item: WorkItem, reason: str, raw: str | None, completion: Completion | None) -> None:
+        if completion is not None:
+            self._account(completion)
+        self._failures[item.key] = reason
+        usage = completion.usage if completion else None
+        self._add([Record(
+            job_kind=self.job_kind, job_id=self.job_id, item_key=item.key, request_key=item.key,
+            status="failed", topic=item.topic, input=item.input, provenance=item.provenance,
+            error=reason, raw_text=raw, tokens_in=usage.input_tokens if usage else 0,
+            tokens_out=usage.output_tokens if usage else 0,
+            latency_ms=completion.latency_ms if completion else None)], ok=False)
+
+    def _add(self, records: list[Record], ok: bool) -> None:
+        self._buffer.extend(records)
+        self.progress.done += 1
+        if ok:
+            self.progress.ok += 1
+        else:
+            self.progress.failed += 1
+        self._report()
+        if len(self._buffer) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            # written on the writer thread while this worker moves on to its next request
+            self._pending_flush = asyncio.ensure_future(self._flush())
+
+    async def _flush(self, force: bool = False) -> None:
+        if not self._buffer or self._flush_lock is None:
+            return
+        if self._flush_lock.locked() and not force:
+            return  # a flush is under way; these rows go with the next one
+        async with self._flush_lock:
+            batch, self._buffer = self._buffer, []
+            self._last_flush = time.monotonic()
+            if batch:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._writer, functools.partial(self.store.add_records, batch, replace_failed_requests=True))
+
+    def _report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        self.progress.elapsed_s = now - self._started
+        if self.on_progress and (force or now - self._last_report >= PROGRESS_INTERVAL_S):
+            self._last_report = now
+            self.on_progress(replace(self.progress))
+
+
+def fast_loop_factory():
+    """uvloop when installed (about half the per-request CPU of the stdlib loop), else the default."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """Rough upper bound for TPM metering: ~4 characters a token plus the reply budget."""
+    chars = sum(len(m.get("content") or "") for m in request.messages)
+    return chars // 4 + request.parameters.max_tokens
+
+
+def default_handler(item: WorkItem, completion: Completion) -> list[Record]:
+    """One ok record per request holding the parsed JSON (when a schema was given) or the text."""
+    output = completion.parsed if completion.parsed is not None else {"text": completion.text}
+    if item.request.json_schema is not None and completion.parsed is None:
+        raise InvalidOutput("reply is not valid JSON for the requested schema")
+    return [Record(job_kind="", job_id=0, item_key=item.key, status="ok", topic=item.topic, input=item.input,
+                   provenance=item.provenance, output=output, raw_text=completion.text,
+                   tokens_in=completion.usage.input_tokens, tokens_out=completion.usage.output_tokens)]

@@ -1,0 +1,75 @@
+"""Token prices, so every job reports what it cost (and the preview what it will cost).
+
+USD per million input / output tokens, for common Bedrock and OpenAI models as published by the
+vendors (override or extend them in ``SDSTUDIO_HOME/prices.yaml``: ``model-id: [input, output]``).
+An unknown model costs 0 and the job carries a note saying so, rather than a made-up figure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+# model id (or a prefix of it) -> (USD per 1M input tokens, USD per 1M output tokens)
+BUILTIN_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "o3-mini": (1.10, 4.40),
+    "o4-mini": (1.10, 4.40),
+    "anthropic.claude-3-haiku": (0.25, 1.25),
+    "anthropic.claude-3-5-haiku": (0.80, 4.00),
+    "anthropic.claude-3-5-sonnet": (3.00, 15.00),
+    "anthropic.claude-3-7-sonnet": (3.00, 15.00),
+    "anthropic.claude-sonnet-4": (3.00, 15.00),
+    "meta.llama3-1-8b-instruct": (0.22, 0.22),
+    "meta.llama3-1-70b-instruct": (0.72, 0.72),
+    "meta.llama3-3-70b-instruct": (0.72, 0.72),
+    "mistral.mistral-large": (2.00, 6.00),
+    "amazon.nova-micro": (0.035, 0.14),
+    "amazon.nova-lite": (0.06, 0.24),
+    "amazon.nova-pro": (0.80, 3.20),
+    "SmolLM2-135M-Instruct": (0.0, 0.0),  # the embedded model runs on your own CPU
+}
+_REGION_PREFIXES = ("us.", "eu.", "apac.", "global.")
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_m: float
+    output_per_m: float
+    known: bool = True
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_m + tokens_out * self.output_per_m) / 1_000_000
+
+
+def load_prices(home: Path | None = None) -> dict[str, tuple[float, float]]:
+    prices = dict(BUILTIN_PRICES)
+    path = home / "prices.yaml" if home else None
+    if path and path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            prices.update({str(k): (float(v[0]), float(v[1])) for k, v in data.items()})
+        except (yaml.YAMLError, TypeError, ValueError, IndexError, KeyError, AttributeError):
+            raise ConfigError(f"{path}: expected lines like `model-id: [input_usd_per_M, output_usd_per_M]`") from None
+    return prices
+
+
+def price_for(model: str | None, home: Path | None = None) -> Price:
+    """The longest matching prefix wins, ignoring Bedrock's cross-region prefixes (us., eu., ...)."""
+    if not model:
+        return Price(0.0, 0.0, known=False)
+    name = model
+    for prefix in _REGION_PREFIXES:
+        name = name.removeprefix(prefix)
+    prices = load_prices(home)
+    matches = [key for key in prices if name.startswith(key) or model.startswith(key)]
+    if not matches:
+        return Price(0.0, 0.0, known=False)
+    return Price(*prices[max(matches, key=len)])
