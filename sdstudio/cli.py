@@ -1,62 +1,43 @@
-"""The ``sdstudio`` command. Subcommands exist only once their workflow works (no stubs).
+"""The ``sdstudio`` command for batch jobs (Cloudera AI Jobs: no TTY, no one watching).
 
-Errors a user can cause print one line on stderr and exit 2; ``SDSTUDIO_DEBUG=1`` shows the traceback.
-Imports stay inside the handlers so ``sdstudio --help`` starts fast.
+Every subcommand builds the same pydantic config the notebooks build (``--config FILE.yaml`` plus flags
+for the common overrides) and runs it through the same package API; ``commands/common.py`` holds the
+contract they share. Imports stay inside the handlers so ``sdstudio --help`` starts fast.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
+from .commands.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from .errors import SdstudioError
 
-EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _repo_notebooks() -> Path:
-    return Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the notebooks as Voilà dashboards, opening on the home notebook."""
-    import subprocess
-
-    from .home import init_home
-    from .store import Store
-
-    home = init_home(args.home)
-    Store.open(home).close()  # create/migrate metadata.db before the first page asks for it
-    notebooks = Path(args.notebooks).resolve()
-    page = notebooks / args.notebook
-    if not page.is_file():
-        raise SdstudioError(f"notebook {page} does not exist")
-    env = {**os.environ, "SDSTUDIO_HOME": str(home)}
-    url = f"http://{args.host}:{args.port}/voila/render/{args.notebook}"
-    print(f"sdstudio: home {home}\nsdstudio: serving {url}", file=sys.stderr, flush=True)
-    cmd = [sys.executable, "-m", "voila", str(notebooks), f"--Voila.ip={args.host}",
-           f"--port={args.port}", "--no-browser", "--Voila.show_tracebacks=False"]
-    return subprocess.call(cmd, env=env)
+COMMANDS = ("generate", "jobs", "models", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdstudio", description="Synthetic Data Studio")
+    parser = argparse.ArgumentParser(prog="sdstudio", description="Synthetic Data Studio: generate, judge and "
+                                     "export synthetic datasets for LLM fine-tuning")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = sub.add_parser("serve", help="serve the dashboards with Voilà")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8866)
-    serve.add_argument("--notebook", default="00_home.ipynb", help="page to open first")
-    serve.add_argument("--notebooks", default=str(_repo_notebooks()), help=argparse.SUPPRESS)
-    serve.add_argument("--home", help="SDSTUDIO_HOME (default ~/sdstudio)")
-    serve.set_defaults(handler=cmd_serve)
+    for name in COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).register(sub)
     return parser
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "home", None):
+        os.environ["SDSTUDIO_HOME"] = args.home  # one home for everything this process opens
+    signal.signal(signal.SIGTERM, _interrupt)  # a stopped Cloudera AI Job cancels cleanly, like Ctrl-C
     try:
         return args.handler(args)
     except SdstudioError as exc:
@@ -65,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sdstudio: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        print("sdstudio: interrupted; the job is marked cancelled and resumes with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

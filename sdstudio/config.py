@@ -83,9 +83,14 @@ class GenerationJob(StrictModel):
     topics: list[str] | None = None  # None: the use case's shipped topics
     num_per_topic: int = Field(5, ge=1, le=100_000)
     batch_size: int = Field(5, ge=1, le=100)
-    instruction: str | None = None
+    instruction: str | None = None  # None: the use case's own (likewise requirements, examples)
     requirements: list[str] | None = None
     examples: list[dict[str, Any]] | None = None
+    output_keys: list[str] | None = None  # custom use case: the keys of one item (all strings)
+    inputs: dict[str, str] | None = None  # extra template inputs, e.g. text2sql's db_schema
+    dedup_threshold: float | None = Field(0.85, gt=0, le=1)  # None: keep duplicates
+    avoid_limit: int = Field(20, ge=0, le=500)  # earlier items shown to the model to avoid repeats
+    max_rounds: int = Field(3, ge=0, le=20)  # follow-up rounds that ask only for the shortfall
     model: ModelSpec = Field(default_factory=ModelSpec)
     run: RunSettings = Field(default_factory=RunSettings)
 
@@ -114,27 +119,45 @@ class EvaluationJob(StrictModel):
     kind: Literal["evaluation"] = "evaluation"
     name: str | None = None
     source_job: int | None = None
-    input_file: str | None = None
+    input_file: str | None = None  # CSV, JSONL or Parquet
     prompt_column: str | None = None
     completion_column: str | None = None
+    topic_column: str | None = None  # optional: per-topic statistics for an input file
+    use_case: str | None = None  # None: the generation job's use case, or `custom` for an input file
     criteria: str | None = None  # None: the use case's default criteria
-    scale: tuple[int, int] = (1, 5)
+    scale: tuple[int, int] | None = None  # None: the use case's scale
     examples: list[JudgeExample] = Field(default_factory=list)
-    model: ModelSpec = Field(default_factory=ModelSpec)
+    template: str | None = None  # jinja source of the judge prompt; None: the use case's evaluate.jinja
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(parameters=ModelParameters(temperature=0.0)))
+    second_judge: ModelSpec | None = None  # another model judging the same rows: agreement figures
+    second_judge_of: int | None = None  # set by sdstudio on a second judge's own job: the primary's id
     run: RunSettings = Field(default_factory=RunSettings)
+
+    @field_validator("model", "second_judge", mode="before")
+    @classmethod
+    def _judges_default_to_temperature_zero(cls, spec: Any) -> Any:
+        """A judge should give the same row the same score: temperature 0 unless one is set."""
+        if isinstance(spec, ModelSpec) and "temperature" not in spec.parameters.model_fields_set:
+            return spec.model_copy(update={"parameters": spec.parameters.model_copy(update={"temperature": 0.0})})
+        if isinstance(spec, dict):
+            params = spec.get("parameters")
+            if params is None or (isinstance(params, dict) and "temperature" not in params):
+                return {**spec, "parameters": {**(params or {}), "temperature": 0.0}}
+        return spec
 
     @model_validator(mode="after")
     def _check(self) -> "EvaluationJob":
-        low, high = self.scale
-        if low >= high:
-            raise ValueError(f"scale {low}-{high} is empty; the low end must be below the high end")
+        if self.scale is not None:
+            low, high = self.scale
+            if low >= high:
+                raise ValueError(f"scale {low}-{high} is empty; the low end must be below the high end")
+            for ex in self.examples:
+                if not low <= ex.score <= high:
+                    raise ValueError(f"judge example score {ex.score} is outside the scale {low}-{high}")
         if (self.source_job is None) == (self.input_file is None):
             raise ValueError("give exactly one of source_job (a generation job id) or input_file")
         if self.input_file is not None and not (self.prompt_column and self.completion_column):
             raise ValueError("input_file needs prompt_column and completion_column")
-        for ex in self.examples:
-            if not low <= ex.score <= high:
-                raise ValueError(f"judge example score {ex.score} is outside the scale {low}-{high}")
         return self
 
 
@@ -152,9 +175,19 @@ class ExportJob(StrictModel):
     prefer_edits: bool = True
     test_fraction: float | None = Field(None, gt=0, lt=1)
     seed: int = 42
-    hf_repo: str | None = None
-    hf_endpoint: str | None = None
+    hf_repo: str | None = None  # OWNER/NAME of a dataset repo; None: files only
+    hf_endpoint: str | None = None  # None: $HF_ENDPOINT, else https://huggingface.co
     private: bool = True
+    license: str = "other"  # the dataset card's license id; model outputs carry the model's own terms
+    system_prompt: str | None = None  # messages styles: a system turn first (openai-chat, sft-messages)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_folder(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value.strip() in (".", "..") or "/" in value
+                                  or "\\" in value):
+            raise ValueError(f"name {value!r} must be a plain folder name (no slashes), e.g. code-sft-v1")
+        return value.strip() if value is not None else None
 
 
 JobConfig = Annotated[Union[GenerationJob, EvaluationJob, ExportJob], Field(discriminator="kind")]

@@ -12,11 +12,10 @@ from collections import Counter
 import pytest
 
 from sdstudio.config import ModelParameters, ModelSpec, RunSettings
-from sdstudio.engine import Engine, InvalidOutput, WorkItem, default_handler, request_key
+from sdstudio.engine import Engine, InvalidOutput, WorkItem, request_key
 from sdstudio.pricing import Price
 from sdstudio.providers import ChatRequest, get_provider
 from sdstudio.runner import submit
-from sdstudio.store import Store
 
 FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05)
 

@@ -48,8 +48,7 @@ class OpenAICompatibleProvider(BaseProvider):
         return self.spec.base_url.rstrip("/")
 
     def default_model(self) -> str:
-        raise ConfigError(f"provider {self.name} needs a model id (`sdstudio models --provider "
-                          f"{self.name} --base-url ...` lists them)")
+        return ""  # listing models needs none; a call without one fails as a bad request, naming the fix
 
     def credential(self) -> str | None:
         if self.spec.api_key_env:
@@ -106,6 +105,9 @@ class OpenAICompatibleProvider(BaseProvider):
             raise self.error("transient", f"malformed response from {self.base_url} (not JSON)") from None
 
     async def complete(self, request: ChatRequest) -> Completion:
+        if not self.model:
+            raise self.error("bad_request", f"no model id; set model (`sdstudio models --provider {self.name} "
+                                            "--base-url ...` lists them)")
         started = time.perf_counter()
         data = await self._call("POST", "/chat/completions", self.request_body(request))
         try:

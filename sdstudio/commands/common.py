@@ -1,0 +1,116 @@
+"""What every subcommand shares: the common flags, config loading with overrides, progress, exit codes.
+
+The CLI contract (flag names, ``--json`` fields, exit codes) lives here so each workflow's subcommand
+keeps it by construction: 0 success; 1 the job finished but failed items exceed ``--max-failed-ratio``;
+2 bad input or config (one line naming the problem); 130 on Ctrl-C/SIGTERM after marking the job
+cancelled (resumable).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+
+EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# -- shared flags ---------------------------------------------------------------------------------
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The overrides every model-calling subcommand takes (the CLI contract's 'common model flags')."""
+    parser.add_argument("--config", help="job config YAML (a notebook's 'save config' writes one)")
+    parser.add_argument("--provider", help="local | openai | openai_compatible | caii | bedrock")
+    parser.add_argument("--model", help="model id (or a .gguf path for the local provider)")
+    parser.add_argument("--base-url", help="endpoint of an OpenAI-compatible or CAII server")
+    parser.add_argument("--region", help="AWS region for Bedrock")
+    parser.add_argument("--api-key-env", help="NAME of the environment variable holding the key")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--max-tokens", type=int)
+    parser.add_argument("--concurrency", type=int)
+    parser.add_argument("--rpm", type=int, help="requests-per-minute limit")
+    parser.add_argument("--max-failed-ratio", type=float,
+                        help="exit 1 when failed/(ok+failed) exceeds this (default 0.5)")
+    add_output_flags(parser)
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="SDSTUDIO_HOME (default ~/sdstudio)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout at the end")
+
+
+def apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Flags beat the config file; only flags that were given change anything."""
+    model = data.setdefault("model", {})
+    params = model.setdefault("parameters", {})
+    run = data.setdefault("run", {})
+    for flag, target, key in (("provider", model, "provider"), ("model", model, "model"),
+                              ("base_url", model, "base_url"), ("region", model, "region"),
+                              ("api_key_env", model, "api_key_env"), ("temperature", params, "temperature"),
+                              ("max_tokens", params, "max_tokens"), ("concurrency", run, "concurrency"),
+                              ("rpm", run, "rpm"), ("max_failed_ratio", run, "max_failed_ratio")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            target[key] = value
+    return data
+
+
+def load_job_data(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The config file's contents as a dict (empty without --config), checked to be of ``kind``."""
+    if not args.config:
+        return {"kind": kind}
+    from ..config import load_config
+
+    config = load_config(args.config)
+    if config.kind != kind:
+        raise ConfigError(f"{args.config} is a {config.kind} config; `sdstudio {args.command}` needs kind: {kind}")
+    return config.model_dump(mode="json", exclude_none=True)
+
+
+def build_config(model_cls: Any, data: dict[str, Any], label: str) -> Any:
+    from ..config import _validate
+
+    return _validate(model_cls, data, label)
+
+
+# -- progress and results -------------------------------------------------------------------------
+
+class ProgressBar:
+    """tqdm on stderr, fed by the engine's progress callback (the notebooks use the same callback)."""
+
+    def __init__(self, enabled: bool, unit: str = "req"):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+    def __call__(self, progress: Any) -> None:
+        if self.bar is None:
+            return
+        if self.bar.total != progress.total:
+            self.bar.total = progress.total
+        self.bar.update(progress.done - self.bar.n)
+        self.bar.set_postfix(failed=progress.failed, tok=progress.tokens_in + progress.tokens_out,
+                             usd=f"{progress.cost_usd:.4f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def report(result: Any, args: argparse.Namespace, max_failed_ratio: float) -> int:
+    """Print the summary (JSON or one human line) and choose the exit code."""
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        print(f"sdstudio: {result.kind} job {result.job_id} {result.status}: {result.ok} ok, {result.failed} failed, "
+              f"{result.filtered} filtered; {result.tokens_in}+{result.tokens_out} tokens, "
+              f"${result.cost_usd:.4f}, {result.elapsed_s:.1f}s", file=sys.stderr)
+        for note in result.notes:
+            print(f"sdstudio: note: {note}", file=sys.stderr)
+    if result.status == "cancelled":
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED_ITEMS if result.failed_ratio > max_failed_ratio else EXIT_OK

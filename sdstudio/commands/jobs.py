@@ -1,0 +1,43 @@
+"""``sdstudio jobs``: the job history (``jobs show ID`` for one job, its config and record counts)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import ConfigError
+from .common import EXIT_OK, add_output_flags
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    jobs = sub.add_parser("jobs", help="list jobs, or `jobs show ID`")
+    jobs.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    jobs.add_argument("id", nargs="?", type=int)
+    jobs.add_argument("--kind", choices=("generation", "evaluation", "export"))
+    add_output_flags(jobs)
+    jobs.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..store import Store
+
+    store = Store.open(args.home)
+    if args.action == "show":
+        if args.id is None:
+            raise ConfigError("`sdstudio jobs show` needs a job id")
+        row = store.get_job(args.kind or "generation", args.id)
+        if args.kind != "export":
+            row["records"] = store.count_records(args.kind or "generation", args.id)
+        print(json.dumps(row, ensure_ascii=False, indent=None if args.json else 2, default=str))
+        return EXIT_OK
+    frame = store.jobs(args.kind)
+    if args.json:
+        print(frame.to_json(orient="records"))
+    elif frame.empty:
+        print("no jobs yet", file=sys.stderr)
+    else:
+        columns = [c for c in ("kind", "id", "created_at", "status", "what", "use_case", "model_id", "ok", "failed",
+                               "filtered", "tokens_in", "tokens_out", "cost_usd") if c in frame.columns]
+        print(frame[columns].to_string(index=False))
+    return EXIT_OK
+

@@ -1,0 +1,37 @@
+"""``sdstudio models``: what a provider offers (also proves the endpoint and credentials work)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import EXIT_OK, add_output_flags, build_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    models = sub.add_parser("models", help="list the models a provider offers")
+    models.add_argument("--provider", required=True)
+    for flag in ("--base-url", "--region", "--api-key-env", "--model"):
+        models.add_argument(flag)
+    add_output_flags(models)
+    models.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import ModelSpec
+    from ..providers import get_provider, run_sync
+
+    spec = build_config(ModelSpec, {k: v for k, v in {
+        "provider": args.provider, "base_url": args.base_url, "region": args.region,
+        "api_key_env": args.api_key_env, "model": args.model}.items() if v is not None}, "models flags")
+    provider = get_provider(spec)
+
+    async def listing() -> list[str]:
+        try:
+            return await provider.list_models()
+        finally:
+            await provider.aclose()
+
+    models = run_sync(listing())
+    print(json.dumps(models) if args.json else "\n".join(models))
+    return EXIT_OK
+

@@ -1,0 +1,43 @@
+"""``sdstudio serve``: the notebooks as Voilà dashboards (what ``make studio`` runs)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..errors import SdstudioError
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent.parent / "notebooks"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="serve the dashboards with Voilà")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8866)
+    serve.add_argument("--notebook", default="00_home.ipynb", help="page to open first")
+    serve.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)
+    serve.add_argument("--home", help="SDSTUDIO_HOME (default ~/sdstudio)")
+    serve.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the notebooks as Voilà dashboards, opening on the home notebook."""
+    import subprocess
+
+    from ..home import init_home
+    from ..store import Store
+
+    home = init_home(args.home)
+    Store.open(home).close()  # create/migrate metadata.db before the first page asks for it
+    notebooks = Path(args.notebooks).resolve()
+    page = notebooks / args.notebook
+    if not page.is_file():
+        raise SdstudioError(f"notebook {page} does not exist")
+    env = {**os.environ, "SDSTUDIO_HOME": str(home)}
+    url = f"http://{args.host}:{args.port}/voila/render/{args.notebook}"
+    print(f"sdstudio: home {home}\nsdstudio: serving {url}", file=sys.stderr, flush=True)
+    cmd = [sys.executable, "-m", "voila", str(notebooks), f"--Voila.ip={args.host}",
+           f"--port={args.port}", "--no-browser", "--Voila.show_tracebacks=False"]
+    return subprocess.call(cmd, env=env)
+
