@@ -1,0 +1,1 @@
+"""Workflows: each turns a job config into requests, runs them through the engine, and writes records."""

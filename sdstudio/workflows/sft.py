@@ -1,0 +1,205 @@
+"""SFT and freeform generation from topics: topics x N items, k items per call, through the engine.
+
+Round 0 asks for every topic's N items, ``batch_size`` per call. Each later round asks only for the
+shortfall (items that failed validation, were cut off, or were removed as duplicates), showing the model
+a bounded list of what the topic already has so it does not repeat itself. A round's prompts depend only
+on the rows of earlier rounds, listed in a fixed order, so a killed run rebuilds the very same requests
+and the engine skips those already answered: resuming never pays twice.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import GenerationJob
+from ..errors import ConfigError
+from ..engine import Engine, InvalidOutput, Progress, WorkItem, request_key
+from ..parsing import parse_items
+from ..pricing import price_for
+from ..providers import Completion, get_provider
+from ..sqlcheck import check_sql
+from ..store import Record, Store
+from .jobs import JobResult, ProgressTotals, close_job, open_job
+from .plan import LIST_KEY, GenerationPlan
+
+KIND = "generation"
+
+
+@dataclass(frozen=True)
+class CallMeta:
+    topic: str
+    round: int
+    part: int
+    count: int
+
+
+class GenerationRun:
+    """One generation job: its plan, its provider, and the rounds that fill every topic."""
+
+    def __init__(self, config: GenerationJob, *, home: str | Path | None = None, store: Store | None = None,
+                 provider: Any = None):
+        self.config = config
+        self.home = home
+        self.plan = GenerationPlan.build(config, home)
+        self.store = store or Store.open(home)
+        self.provider = provider or get_provider(config.model)
+        self.model_id = getattr(self.provider, "model", None) or config.model.model
+        if not self.model_id:
+            raise ConfigError(f"provider {config.model.provider} needs a model id (--model); "
+                              f"`sdstudio models --provider {config.model.provider}` lists them")
+
+    # -- requests ----------------------------------------------------------------------------------
+    def round_items(self, round_no: int, job_id: int) -> list[WorkItem]:
+        """The calls of one round. Round 0 is fixed by the config; round r > 0 is fixed by the ok rows
+        of rounds before r (the shortfall per topic, and the avoid list in item-key order)."""
+        needed = self.config.num_per_topic
+        kept = self._kept_by_topic(job_id, before_round=round_no) if round_no else {}
+        work = []
+        for topic in self.plan.topics:
+            have = kept.get(topic, [])
+            shortfall = needed - len(have)
+            if shortfall <= 0:
+                continue
+            avoid = [self.plan.summarise(v) for v in have][-self.config.avoid_limit:] if self.config.avoid_limit else []
+            for part, count in enumerate(self.plan.calls(shortfall)):
+                request = self.plan.request(topic, count, avoid)
+                key = request_key(self.config.model.provider, self.model_id, request,
+                                  salt=f"gen|{topic}|{round_no}|{part}")
+                meta = CallMeta(topic, round_no, part, count)
+                work.append(WorkItem(key=key, request=request, topic=topic,
+                                     input={"topic": topic, "round": round_no, "part": part, "count": count},
+                                     meta=meta))
+        return work
+
+    def _kept_by_topic(self, job_id: int, before_round: int) -> dict[str, list[Any]]:
+        rows = self.store.connection().execute(
+            "SELECT topic, output FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' "
+            "AND CAST(json_extract(input, '$.round') AS INTEGER) < ? ORDER BY item_key",
+            (KIND, job_id, before_round)).fetchall()
+        import json
+
+        kept: dict[str, list[Any]] = {}
+        for topic, output in rows:
+            kept.setdefault(topic, []).append(json.loads(output))
+        return kept
+
+    # -- replies -----------------------------------------------------------------------------------
+    def handle(self, item: WorkItem, completion: Completion) -> list[Record]:
+        """Reply -> one record per item: valid ones ok, invalid ones failed with the reason and raw text."""
+        meta: CallMeta = item.meta
+        result = parse_items(completion.text, self.plan.item_schema, list_key=LIST_KEY)
+        if result.error is not None:
+            raise InvalidOutput(result.error)
+        if not result.items:
+            raise InvalidOutput("the reply holds no items")
+        records = []
+        for index, parsed in enumerate(result.items[:meta.count]):
+            error = parsed.error or self._check(parsed.value)
+            first = index == 0
+            records.append(Record(
+                job_kind=KIND, job_id=0, item_key=f"{item.key}:{index}", status="failed" if error else "ok",
+                topic=meta.topic, input=item.input, output=parsed.value, error=error,
+                raw_text=completion.text if (error or first) else None,
+                tokens_in=completion.usage.input_tokens if first else 0,
+                tokens_out=completion.usage.output_tokens if first else 0))
+        return records
+
+    def _check(self, value: Any) -> str | None:
+        """Use-case validators beyond the schema (text2sql: the SQL must run against the schema)."""
+        for name in self.plan.use_case.validators:
+            if name == "sql" and isinstance(value, dict):
+                error = check_sql(str(value.get("sql", "")), self.plan.inputs.get("db_schema", ""))
+                if error:
+                    return error
+        return None
+
+    # -- the job -----------------------------------------------------------------------------------
+    def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
+            cancel_event: threading.Event | None = None) -> JobResult:
+        from ..dedup import dedup_records
+
+        started = time.monotonic()
+        job_id, resumed = open_job(self.store, KIND, self.config, resume, model_id=self.model_id,
+                                   **self.plan.metadata())
+        self.store.update_job(KIND, job_id, status="running", finished_at=None, error=None)
+        totals = ProgressTotals(on_progress)
+        price = price_for(self.model_id, Path(self.store.path).parent)
+        notes: list[str] = [] if price.known else [f"no price known for {self.model_id}: cost shown as 0"]
+        cancelled = False
+        try:
+            for round_no in range(self.config.max_rounds + 1):
+                work = self.round_items(round_no, job_id)
+                if not work:
+                    break
+                totals.planned(len(work))
+                engine = Engine(self.provider, self.store, KIND, job_id, self.config.run, price=price,
+                                on_progress=totals, output_retries=1, cancel_event=cancel_event)
+                result = engine.run(work, self.handle)
+                totals.end_round(result.progress)
+                if result.cancelled:
+                    cancelled = True
+                    break
+                if self.config.dedup_threshold is not None:
+                    fields = [self.plan.summary_field] if self.plan.summary_field else None
+                    dedup_records(self.store, KIND, job_id, fields=fields, threshold=self.config.dedup_threshold)
+        except KeyboardInterrupt:
+            close_job(self.store, KIND, job_id, started=started, cancelled=True, totals=totals,
+                      resumed=resumed, notes=notes)
+            raise
+        return close_job(self.store, KIND, job_id, started=started, cancelled=cancelled, totals=totals,
+                         resumed=resumed, notes=notes)
+
+
+def generate(config: GenerationJob, *, home: str | Path | None = None, resume: int | None = None,
+             on_progress: Callable[[Progress], None] | None = None,
+             cancel_event: threading.Event | None = None) -> JobResult:
+    """Run (or resume) a generation job to the end; the rows are in metadata.db as they finish."""
+    return GenerationRun(config, home=home).run(resume=resume, on_progress=on_progress, cancel_event=cancel_event)
+
+
+@dataclass(frozen=True)
+class GenerationPreview:
+    """What a job will send and roughly cost, computed without a single call."""
+
+    prompt: str            # the exact prompt of the first call (first topic)
+    prompt_tokens: int
+    exact_tokens: bool     # counted by the model's own tokenizer (local) or estimated (~4 chars/token)
+    model_id: str | None
+    requests: int          # calls of the first round; follow-up rounds only fill shortfalls
+    items: int
+    est_tokens_in: int
+    est_tokens_out: int
+    est_cost_usd: float
+    price_known: bool
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {**asdict(self), "est_cost_usd": round(self.est_cost_usd, 6)}
+
+
+def preview(config: GenerationJob, *, home: str | Path | None = None) -> GenerationPreview:
+    """The first prompt, its token count, and a token/cost estimate for the whole job."""
+    import json
+
+    from ..tokens import count_tokens
+
+    plan = GenerationPlan.build(config, home)
+    model_id = getattr(get_provider(config.model), "model", None) or config.model.model  # builds no connection
+    calls = [(topic, count) for topic in plan.topics for count in plan.calls(config.num_per_topic)]
+    first = plan.prompt(*calls[0])
+    first_tokens, exact = count_tokens(first, config.model)
+    tokens_in = sum(count_tokens(plan.prompt(topic, count), config.model)[0] for topic, count in calls)
+    per_item = (sum(count_tokens(json.dumps(e, ensure_ascii=False), config.model)[0] for e in plan.examples)
+                // max(len(plan.examples), 1)) or 100
+    max_out = config.model.parameters.max_tokens
+    tokens_out = sum(min(per_item * count + 10, max_out) for _, count in calls)
+    price = price_for(model_id, Path(home).expanduser() if home else None)
+    return GenerationPreview(prompt=first, prompt_tokens=first_tokens, exact_tokens=exact, model_id=model_id,
+                             requests=len(calls), items=len(plan.topics) * config.num_per_topic,
+                             est_tokens_in=tokens_in, est_tokens_out=tokens_out,
+                             est_cost_usd=price.cost(tokens_in, tokens_out), price_known=price.known)
