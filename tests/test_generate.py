@@ -208,3 +208,15 @@ def test_a_small_run_on_the_embedded_model(store):
     assert result.status == "done" and rows
     assert all(r["status"] == "ok" and set(r["output"]) >= {"question", "solution"} or r["error"] for r in rows)
     assert store.get_job("generation", result.job_id)["model_id"] == "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_the_custom_use_case_takes_the_users_instruction_and_output_keys(openai_server, store):
+    result = run(openai_server, store, use_case="custom", topics=["Refunds"], num_per_topic=2, batch_size=2,
+                 instruction="Write a customer email and the agent's reply about:", output_keys=["email", "reply"],
+                 requirements=["Be polite"], examples=[{"email": "Where is my parcel?", "reply": "On its way."}])
+    body = openai_server.requests[0]
+    assert "Write a customer email and the agent's reply about:" in body["messages"][-1]["content"]
+    assert body["response_format"]["json_schema"]["schema"]["properties"]["items"]["items"]["required"] == \
+        ["email", "reply"]
+    rows = [r["output"] for r in store.records("generation", result.job_id, "ok")]
+    assert len(rows) == 2 and all(set(r) == {"email", "reply"} for r in rows)
