@@ -1,0 +1,459 @@
+"""LLM-as-judge: score the prompt/completion pairs of a generation job or an uploaded file.
+
+One judge request per pair, through the engine (concurrency, limits, retries, resume). Decisions:
+
+* The judge answers strict JSON ``{score, justification}``; the request carries its JSON schema (an
+  integer score with the scale as minimum/maximum, plus an enum so grammar-constrained models such as
+  the embedded one cannot leave the scale). A reply that does not parse, or whose score is not an
+  integer inside the scale, raises ``InvalidOutput``: the engine asks once more, then stores the
+  judgement *failed* with the reason and the raw text. Failed judgements have no score: they are never
+  counted as 0 and never enter averages, distributions or per-topic figures.
+* The job's identity is its config with the defaults it ran with written in (use case, criteria,
+  scale), so re-running the same evaluation finds the same job and the engine sends nothing for pairs
+  already judged. A judgement whose source row is gone, or whose prompt changed (an edited template, a
+  changed input file), is marked filtered as stale so every source row has one current judgement.
+* Each evaluation record carries ``input = {prompt, completion}``, ``output = {score, justification}``
+  and ``provenance = {source_record_id, source_job_id, row}``; export joins on ``source_record_id``
+  (see ``latest_scores``).
+* A second judge (another model) is its own evaluation job over the same rows (``second_judge_of``
+  points back); the agreement figures land in the primary job's ``topic_stats`` JSON, which holds
+  ``{"topics": {topic: {mean, min, max, count, failed}}, "agreement": {...}}``.
+
+Reading results (statistics, ``latest_scores``, score tables, histogram, filtering, human review) lives
+in ``sdstudio/reviews.py`` and is re-exported here.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..config import EvaluationJob, ModelSpec
+from ..engine import Engine, InvalidOutput, Progress, WorkItem, request_key
+from ..errors import ConfigError
+from ..parsing import ParseError, extract_json
+from ..pricing import price_for
+from ..providers import ChatRequest, Completion, get_provider
+from ..reviews import (
+    agreement,
+    histogram,
+    judgement_stats,
+    latest_evaluation,
+    latest_scores,
+    review,
+    scores,
+    select,
+    summary,
+)
+from ..store import Record, Store
+from ..templates import render, variables
+from ..usecases import UseCase, load_use_case
+from .jobs import JobResult, ProgressTotals, close_job, open_job
+
+KIND = "evaluation"
+ENUM_LIMIT = 100  # scales up to this many values also get an enum (constrains grammar-based decoding)
+# variables the evaluation workflow itself provides to every evaluate.jinja
+PROVIDED = {"prompt", "completion", "criteria", "scale_min", "scale_max", "examples", "topic", "extras"}
+STALE = "stale: the source row or the judge prompt changed since this judgement"
+
+
+# -- what to judge ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pair:
+    """One prompt/completion pair to judge and where it came from."""
+
+    source: str  # "rec:<generation record id>" or "row:<index in the input file>"
+    prompt: str
+    completion: str
+    topic: str | None = None
+    extras: dict[str, str] = field(default_factory=dict)  # the item's other fields (an explanation...)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # None / NaN from pandas
+        return ""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "tolist"):  # numpy arrays and scalars from Parquet
+        value = value.tolist()
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def pairs_from_job(store: Store, job_id: int, use_case: UseCase) -> list[Pair]:
+    """The ok records of a generation job. Items with the use case's prompt and completion fields are
+    judged as that pair (other fields shown beside it); rows without them (freeform) as a whole JSON row."""
+    pairs = []
+    p_field, c_field = use_case.prompt_field, use_case.completion_field
+    for rec in store.records("generation", job_id, "ok"):
+        item = rec["output"]
+        provenance = {"source_record_id": rec["id"], "source_job_id": job_id, "row": None}
+        if isinstance(item, dict) and p_field and c_field and p_field in item and c_field in item:
+            extras = {k: _text(v) for k, v in item.items() if k not in (p_field, c_field)}
+            pair = Pair(f"rec:{rec['id']}", _text(item[p_field]), _text(item[c_field]), rec["topic"], extras,
+                        provenance)
+        else:
+            pair = Pair(f"rec:{rec['id']}", "", _text(item), rec["topic"], {}, provenance)
+        pairs.append(pair)
+    if not pairs:
+        raise ConfigError(f"generation job {job_id} has no ok records to judge")
+    return pairs
+
+
+def read_table(path: str | Path, home: str | Path | None = None):
+    """A CSV / JSONL / Parquet file as a DataFrame. A bare name also looks in SDSTUDIO_HOME/uploads."""
+    import pandas as pd
+
+    from ..home import resolve_home
+
+    file = Path(path).expanduser()
+    if not file.is_file() and not file.is_absolute() and (resolve_home(home) / "uploads" / file).is_file():
+        file = resolve_home(home) / "uploads" / file
+    if not file.is_file():
+        raise ConfigError(f"input file {path} does not exist")
+    suffix = "".join(file.suffixes[-2:]).lower() if file.suffix.lower() == ".gz" else file.suffix.lower()
+    try:
+        if suffix.startswith((".csv", ".tsv")):
+            return pd.read_csv(file, sep="\t" if suffix.startswith(".tsv") else ",", keep_default_na=False)
+        if suffix.startswith((".jsonl", ".ndjson")):
+            return pd.read_json(file, lines=True, dtype=False)
+        if suffix.startswith(".json"):
+            return pd.read_json(file, dtype=False)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(file)
+    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds; the user needs one line
+        raise ConfigError(f"cannot read input file {file}: {' '.join(str(exc).split())[:200]}") from None
+    raise ConfigError(f"input file {file}: unknown format {file.suffix!r}; use .csv, .jsonl or .parquet")
+
+
+def pairs_from_file(config: EvaluationJob, home: str | Path | None = None) -> list[Pair]:
+    frame = read_table(config.input_file, home)
+    for flag, column in (("prompt", config.prompt_column), ("completion", config.completion_column),
+                         ("topic", config.topic_column)):
+        if column is not None and column not in frame.columns:
+            known = ", ".join(map(str, frame.columns[:20]))
+            raise ConfigError(f"input file {config.input_file} has no {flag} column {column!r} (columns: {known})")
+    if frame.empty:
+        raise ConfigError(f"input file {config.input_file} has no rows")
+    topics = frame[config.topic_column].tolist() if config.topic_column else [None] * len(frame)
+    return [Pair(f"row:{i}", _text(p), _text(c), _text(t) or None, {},
+                 {"source_record_id": None, "source_job_id": None, "row": i})
+            for i, (p, c, t) in enumerate(zip(frame[config.prompt_column].tolist(),
+                                               frame[config.completion_column].tolist(), topics))]
+
+
+# -- the plan: prompts and schema, decided before any call --------------------------------------
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    config: EvaluationJob  # with the use case, criteria and scale it runs with written in
+    use_case: UseCase
+    pairs: list[Pair]
+    template: str
+    inputs: dict[str, str]
+
+    @classmethod
+    def build(cls, config: EvaluationJob, store: Store | None = None,
+              home: str | Path | None = None) -> EvaluationPlan:
+        inputs: dict[str, str] = {}
+        if config.source_job is not None:
+            store = store or Store.open(home)
+            job = store.get_job("generation", config.source_job)
+            use_case = load_use_case(config.use_case or job.get("use_case") or "custom", home)
+            job_inputs = (job.get("config") or {}).get("inputs") or {}
+            inputs = {**{k: str(v) for k, v in use_case.inputs.items()}, **job_inputs}
+            pairs = pairs_from_job(store, config.source_job, use_case)
+        else:
+            use_case = load_use_case(config.use_case or "custom", home)
+            inputs = {k: str(v) for k, v in use_case.inputs.items()}
+            pairs = pairs_from_file(config, home)
+        criteria = config.criteria if config.criteria is not None else use_case.judge_criteria
+        if not criteria.strip():
+            raise ConfigError(f"no judge criteria: use case {use_case.name} defines none; give criteria "
+                              "(--criteria-file on the CLI)")
+        low, high = config.scale or use_case.judge_scale
+        if low >= high:
+            raise ConfigError(f"use case {use_case.name}: judge scale {low}-{high} is empty")
+        for ex in config.examples:
+            if not low <= ex.score <= high:
+                raise ConfigError(f"judge example score {ex.score} is outside the scale {low}-{high}")
+        resolved = config.model_copy(update={"use_case": use_case.name, "criteria": criteria, "scale": (low, high)})
+        plan = cls(resolved, use_case, pairs, config.template or use_case.evaluate_template, inputs)
+        plan._check_template()
+        return plan
+
+    @property
+    def name(self) -> str:
+        return f"{self.use_case.name}/evaluate.jinja" if self.config.template is None else "judge template"
+
+    @property
+    def scale(self) -> tuple[int, int]:
+        return self.config.scale  # type: ignore[return-value]  # always set once resolved
+
+    def _check_template(self) -> None:
+        missing = sorted(variables(self.template, self.name) - PROVIDED - set(self.inputs))
+        if missing:
+            raise ConfigError(f"{self.name} uses {', '.join(missing)}, which sdstudio does not provide "
+                              f"(available: {', '.join(sorted(PROVIDED | set(self.inputs)))})")
+        self.prompt(self.pairs[0])
+
+    def prompt(self, pair: Pair) -> str:
+        low, high = self.scale
+        context = {**self.inputs, "prompt": pair.prompt, "completion": pair.completion, "topic": pair.topic,
+                   "extras": pair.extras, "criteria": self.config.criteria, "scale_min": low, "scale_max": high,
+                   "examples": [ex.model_dump() for ex in self.config.examples]}
+        return render(self.template, context, self.name).strip("\n")
+
+    def judgement_schema(self) -> dict[str, Any]:
+        low, high = self.scale
+        score: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}
+        if high - low < ENUM_LIMIT:
+            score["enum"] = list(range(low, high + 1))
+        return {"type": "object", "additionalProperties": False, "required": ["score", "justification"],
+                "properties": {"score": score, "justification": {"type": "string", "minLength": 1}}}
+
+    def request(self, pair: Pair) -> ChatRequest:
+        return ChatRequest.of(self.prompt(pair), self.config.model.parameters, self.judgement_schema())
+
+    def metadata(self, model_id: str | None) -> dict[str, Any]:
+        """The evaluation_metadata fields that describe what was asked."""
+        spec, (low, high) = self.config.model, self.scale
+        return {"source_generation_id": self.config.source_job, "model_id": model_id,
+                "inference_type": spec.provider, "model_parameters": spec.parameters.model_dump(mode="json"),
+                "criteria": self.config.criteria, "scale_min": low, "scale_max": high,
+                "examples": [ex.model_dump() for ex in self.config.examples], "requested": len(self.pairs)}
+
+
+# -- replies ----------------------------------------------------------------------------------
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value.strip())
+    return None
+
+
+def parse_judgement(completion: Completion, scale: tuple[int, int]) -> dict[str, Any]:
+    """``{score, justification}`` from a reply, or InvalidOutput saying what is wrong with it."""
+    value = completion.parsed
+    if not isinstance(value, dict):
+        try:
+            value, _, _ = extract_json(completion.text)
+        except ParseError as exc:
+            raise InvalidOutput(str(exc)) from None
+    if not isinstance(value, dict):
+        raise InvalidOutput("reply is not a JSON object with score and justification")
+    if "score" not in value:
+        raise InvalidOutput("reply has no score")
+    score = _as_int(value["score"])
+    if score is None:
+        raise InvalidOutput(f"score {value['score']!r} is not an integer")
+    low, high = scale
+    if not low <= score <= high:
+        raise InvalidOutput(f"score {score} is outside the scale {low}-{high}")
+    justification = value.get("justification")
+    if not isinstance(justification, str) or not justification.strip():
+        raise InvalidOutput("reply has no justification")
+    return {"score": score, "justification": justification.strip()}
+
+
+def _save_stats(store: Store, job_id: int, scale: tuple[int, int], extra: dict[str, Any] | None = None) -> dict:
+    stats = judgement_stats(store, job_id, scale)
+    topic_stats = {"topics": stats["topics"], **(extra or {})}
+    store.update_job(KIND, job_id, average_score=stats["average"], score_distribution=stats["distribution"],
+                     topic_stats=topic_stats)
+    return stats
+
+
+# -- the job ----------------------------------------------------------------------------------
+
+@dataclass
+class EvaluationResult(JobResult):
+    average_score: float | None = None
+    agreement: dict[str, Any] | None = None
+
+
+class EvaluationRun:
+    """One evaluation job: its plan, its judge (and optional second judge), through the engine."""
+
+    def __init__(self, config: EvaluationJob, *, home: str | Path | None = None, store: Store | None = None,
+                 provider: Any = None, plan: EvaluationPlan | None = None):
+        self.home = home
+        self.store = store or Store.open(home)
+        self.plan = plan or EvaluationPlan.build(config, self.store, home)
+        self.config = self.plan.config
+        self.provider = provider or get_provider(self.config.model)
+        self.model_id = _model_id(self.provider, self.config.model)
+        # built now so a second judge's missing model or key fails before the first call
+        self.second_provider = get_provider(self.config.second_judge) if self.config.second_judge else None
+        if self.second_provider is not None:
+            _model_id(self.second_provider, self.config.second_judge)
+
+    def work(self) -> list[WorkItem]:
+        items = []
+        for pair in self.plan.pairs:
+            request = self.plan.request(pair)
+            key = request_key(self.config.model.provider, self.model_id, request, salt=f"judge|{pair.source}")
+            items.append(WorkItem(key=key, request=request, topic=pair.topic, provenance=pair.provenance,
+                                  input={"prompt": pair.prompt, "completion": pair.completion}))
+        return items
+
+    def handle(self, item: WorkItem, completion: Completion) -> list[Record]:
+        judgement = parse_judgement(completion, self.plan.scale)
+        return [Record(job_kind=KIND, job_id=0, item_key=item.key, status="ok", topic=item.topic,
+                       input=item.input, provenance=item.provenance, output=judgement, raw_text=completion.text,
+                       tokens_in=completion.usage.input_tokens, tokens_out=completion.usage.output_tokens)]
+
+    def _mark_stale(self, job_id: int, keys: set[str]) -> None:
+        """Judgements of rows no longer asked about become filtered (stale); a stale one asked about
+        again (its source row came back) is current again instead of being judged twice."""
+        rows = self.store.connection().execute(
+            "SELECT id, request_key, status, error, output IS NOT NULL FROM records WHERE job_kind = ? AND job_id = ?",
+            (KIND, job_id)).fetchall()
+        stale = [rid for rid, key, status, _, _ in rows if status != "filtered" and key not in keys]
+        revived = [(rid, scored) for rid, key, status, error, scored in rows
+                   if status == "filtered" and error == STALE and key in keys]
+        if stale:
+            self.store.set_record_status(stale, "filtered", STALE)
+        if revived:
+            self.store.set_record_status([rid for rid, scored in revived if scored], "ok")
+            # a revived failure is asked again on this run, like any failed judgement
+            self.store.set_record_status([rid for rid, scored in revived if not scored], "failed", "judged again")
+
+    def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
+            cancel_event: threading.Event | None = None) -> EvaluationResult:
+        started = time.monotonic()
+        job_id, resumed = open_job(self.store, KIND, self.config, resume, **self.plan.metadata(self.model_id))
+        self.store.update_job(KIND, job_id, status="running", finished_at=None, error=None,
+                              requested=len(self.plan.pairs))
+        totals = ProgressTotals(on_progress)
+        price = price_for(self.model_id, Path(self.store.path).parent)
+        notes: list[str] = [] if price.known else [f"no price known for {self.model_id}: cost shown as 0"]
+        work = self.work()
+        self._mark_stale(job_id, {w.key for w in work})
+        totals.planned(len(work))
+        extra: dict[str, Any] = {}
+        try:
+            engine = Engine(self.provider, self.store, KIND, job_id, self.config.run, price=price,
+                            on_progress=totals, output_retries=1, cancel_event=cancel_event)
+            result = engine.run(work, self.handle)
+            totals.end_round(result.progress)
+            cancelled = result.cancelled
+            if self.second_provider is not None and not cancelled:
+                second = self._run_second(job_id, totals, on_progress, cancel_event)
+                extra["agreement"] = agreement(self.store, job_id, second.job_id)
+                cancelled = second.status == "cancelled"
+        except KeyboardInterrupt:
+            close_job(self.store, KIND, job_id, started=started, cancelled=True, totals=totals, resumed=resumed,
+                      notes=notes)
+            raise
+        base = close_job(self.store, KIND, job_id, started=started, cancelled=cancelled, totals=totals,
+                         resumed=resumed, notes=notes)
+        stats = _save_stats(self.store, job_id, self.plan.scale, extra)
+        low, high = self.plan.scale
+        if stats["average"] is not None:
+            notes.append(f"average score {stats['average']:.2f} on {low}-{high} over {stats['count']} judged"
+                         + (f" ({stats['failed']} failed, not counted)" if stats["failed"] else ""))
+        if "agreement" in extra:
+            agree = extra["agreement"]
+            notes.append(f"second judge {agree['model_id']} (job {agree['second_judge_job']}): exact agreement "
+                         f"{agree['exact_agreement']}, mean abs difference {agree['mean_abs_diff']} over "
+                         f"{agree['compared']} rows")
+        return EvaluationResult(**asdict(base), average_score=stats["average"], agreement=extra.get("agreement"))
+
+    def _run_second(self, job_id: int, totals: ProgressTotals, on_progress: Callable[[Progress], None] | None,
+                    cancel_event: threading.Event | None) -> EvaluationResult:
+        """The second judge: its own evaluation job over the same pairs, pointing back at this one."""
+        config = self.config.model_copy(update={"model": self.config.second_judge, "second_judge": None,
+                                                "second_judge_of": job_id})
+
+        def forward(progress: Progress) -> None:  # one progress figure for both judges
+            if on_progress is not None:
+                merged = totals.combined(progress)
+                merged.total = totals.base.total + progress.total
+                on_progress(merged)
+
+        run = EvaluationRun(config, home=self.home, store=self.store, provider=self.second_provider,
+                            plan=replace(self.plan, config=config))
+        return run.run(on_progress=forward, cancel_event=cancel_event)
+
+
+def _model_id(provider: Any, spec: ModelSpec) -> str:
+    model_id = getattr(provider, "model", None) or spec.model
+    if not model_id:
+        raise ConfigError(f"provider {spec.provider} needs a model id (--model); "
+                          f"`sdstudio models --provider {spec.provider}` lists them")
+    return model_id
+
+
+def evaluate(config: EvaluationJob, *, home: str | Path | None = None, resume: int | None = None,
+             on_progress: Callable[[Progress], None] | None = None,
+             cancel_event: threading.Event | None = None) -> EvaluationResult:
+    """Run (or resume) an evaluation to the end; judgements are in metadata.db as they finish."""
+    return EvaluationRun(config, home=home).run(resume=resume, on_progress=on_progress, cancel_event=cancel_event)
+
+
+# -- dry run ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EvaluationPreview:
+    """What an evaluation will send and roughly cost, computed without a single call."""
+
+    prompt: str           # the exact prompt of the first judgement
+    prompt_tokens: int
+    exact_tokens: bool
+    model_id: str | None
+    requests: int         # one per pair (twice with a second judge)
+    rows: int
+    est_tokens_in: int
+    est_tokens_out: int
+    est_cost_usd: float
+    price_known: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "est_cost_usd": round(self.est_cost_usd, 6)}
+
+
+def preview(config: EvaluationJob, *, home: str | Path | None = None) -> EvaluationPreview:
+    """The first judge prompt, its token count and a token/cost estimate; no call, nothing written."""
+    from ..home import db_path
+    from ..tokens import count_tokens
+
+    store = None
+    if config.source_job is not None:
+        if not db_path(home).is_file():
+            raise ConfigError(f"no generation job with id {config.source_job} (no metadata.db in "
+                              f"{db_path(home).parent}); `sdstudio jobs` lists them")
+        store = Store.open(home)
+    plan = EvaluationPlan.build(config, store, home)
+    judges = [config.model, *([config.second_judge] if config.second_judge else [])]
+    model_ids = [getattr(get_provider(spec), "model", None) or spec.model for spec in judges]  # no connection yet
+    prompts = [plan.prompt(pair) for pair in plan.pairs]
+    first_tokens, exact = count_tokens(prompts[0], config.model)
+    per_char = first_tokens / max(len(prompts[0]), 1)
+    tokens_in = round(sum(len(p) for p in prompts) * per_char)
+    tokens_out = len(prompts) * min(80, config.model.parameters.max_tokens)  # a score and a sentence or two
+    prices = [price_for(m, Path(home).expanduser() if home else None) for m in model_ids]
+    return EvaluationPreview(prompt=prompts[0], prompt_tokens=first_tokens, exact_tokens=exact, model_id=model_ids[0],
+                             requests=len(prompts) * len(judges), rows=len(prompts),
+                             est_tokens_in=tokens_in * len(judges), est_tokens_out=tokens_out * len(judges),
+                             est_cost_usd=sum(p.cost(tokens_in, tokens_out) for p in prices),
+                             price_known=all(p.known for p in prices))
+
+
+
+__all__ = ["EvaluationPlan", "EvaluationPreview", "EvaluationResult", "EvaluationRun", "agreement", "evaluate",
+           "histogram", "judgement_stats", "latest_evaluation", "latest_scores", "parse_judgement", "preview",
+           "review", "scores", "select", "summary"]
