@@ -334,6 +334,18 @@ class Store:
         for row in self.connection().execute(sql + " ORDER BY id", params):
             yield _decode_record(dict(row))
 
+    def records_page(self, job_kind: str, job_id: int, status: str | None = None, offset: int = 0,
+                     limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+        """One page of a job's records (JSON decoded) and the total count: tables show 100k-row jobs a
+        page at a time without loading them."""
+        where = "WHERE job_kind = ? AND job_id = ?" + (" AND status = ?" if status else "")
+        params: tuple[Any, ...] = (job_kind, job_id) + ((status,) if status else ())
+        conn = self.connection()
+        total = conn.execute(f"SELECT COUNT(*) FROM records {where}", params).fetchone()[0]
+        rows = conn.execute(f"SELECT * FROM records {where} ORDER BY id LIMIT ? OFFSET ?",
+                            (*params, limit, offset)).fetchall()
+        return [_decode_record(dict(row)) for row in rows], int(total)
+
     def records_frame(self, job_kind: str, job_id: int, status: str | None = None):
         import pandas as pd
 

@@ -1,0 +1,226 @@
+"""Widgets every notebook shares: the model picker, the progress panel, the paged table.
+
+Controls are public attributes so tests (and power users) can set values and ``.click()`` buttons
+without a browser. Model text is always HTML-escaped before it reaches the page: a generated row that
+contains ``<script>`` is shown, never run.
+"""
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+
+from ..config import ModelParameters, ModelSpec
+from ..providers import REGISTRY
+
+FULL = w.Layout(width="100%")
+
+
+def escape(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def message(kind: str, text: str) -> str:
+    """A one-line status message as HTML (kind: ok | error | info)."""
+    colour = {"ok": "#1a7f37", "error": "#cf222e"}.get(kind, "#57606a")
+    return f'<span class="sds-{kind}" style="color:{colour}">{escape(text)}</span>'
+
+
+def frame_html(frame, max_chars: int = 400) -> str:
+    """A DataFrame as an escaped HTML table, long cells cut so a page stays light."""
+    if frame is None or len(frame) == 0:
+        return '<p class="sds-empty"><i>nothing yet</i></p>'
+    shown = frame.copy()
+    for column in shown.columns:
+        if shown[column].dtype == object:
+            shown[column] = shown[column].map(lambda v: v if not isinstance(v, str) or len(v) <= max_chars
+                                              else v[:max_chars] + "…")
+    return shown.to_html(index=False, escape=True, classes="sds-table", border=0, na_rep="")
+
+
+class ModelPicker(w.VBox):
+    """Provider, model (listed by the provider), endpoint, and the sampling parameters."""
+
+    def __init__(self, provider: str = "local", model: str | None = None, base_url: str | None = None,
+                 region: str | None = None, parameters: ModelParameters | None = None):
+        params = parameters or ModelParameters()
+        self.provider = w.Dropdown(options=sorted(REGISTRY), value=provider, description="Provider")
+        self.model = w.Combobox(value=model or "", placeholder="model id", description="Model",
+                                ensure_option=False)
+        self.base_url = w.Text(value=base_url or "", placeholder="http://host:port/v1", description="Base URL")
+        self.region = w.Text(value=region or "", placeholder="us-east-1", description="Region")
+        self.temperature = w.FloatSlider(value=params.temperature or 0.0, min=0, max=2, step=0.05,
+                                         description="temperature")
+        self.top_p = w.FloatSlider(value=params.top_p or 1.0, min=0.05, max=1, step=0.05, description="top_p")
+        self.top_k = w.IntSlider(value=params.top_k or 0, min=0, max=200, description="top_k (0=off)")
+        self.max_tokens = w.IntSlider(value=params.max_tokens, min=16, max=8192, step=16, description="max_tokens")
+        self.refresh = w.Button(description="List models", icon="refresh")
+        self.status = w.HTML()
+        self.refresh.on_click(lambda _: self.list_models())
+        self.provider.observe(lambda _: self._show_fields(), "value")
+        super().__init__([w.HBox([self.provider, self.model, self.refresh]), w.HBox([self.base_url, self.region]),
+                          w.HBox([self.temperature, self.top_p]), w.HBox([self.top_k, self.max_tokens]),
+                          self.status])
+        self._show_fields()
+
+    def _show_fields(self) -> None:
+        remote = self.provider.value in ("openai_compatible", "caii", "openai")
+        self.base_url.layout.display = None if remote else "none"
+        self.region.layout.display = None if self.provider.value == "bedrock" else "none"
+
+    def spec(self) -> ModelSpec:
+        params = ModelParameters(temperature=self.temperature.value,
+                                 top_p=None if self.top_p.value >= 1 else self.top_p.value,
+                                 top_k=self.top_k.value or None, max_tokens=self.max_tokens.value)
+        return ModelSpec(provider=self.provider.value, model=self.model.value.strip() or None,
+                         base_url=self.base_url.value.strip() or None, region=self.region.value.strip() or None,
+                         parameters=params)
+
+    def list_models(self) -> list[str]:
+        """Ask the provider for its models (also a health check: errors say what is wrong)."""
+        from ..errors import SdstudioError
+        from ..providers import get_provider, run_sync
+
+        try:
+            provider = get_provider(self.spec())
+
+            async def listing() -> list[str]:
+                try:
+                    return await provider.list_models()
+                finally:
+                    await provider.aclose()
+
+            models = run_sync(listing())
+        except SdstudioError as exc:
+            self.status.value = message("error", str(exc))
+            return []
+        self.model.options = tuple(models)
+        if not self.model.value and models:
+            self.model.value = models[0]
+        self.status.value = message("ok", f"{len(models)} model(s)")
+        return models
+
+
+class ProgressPanel(w.VBox):
+    """Done / failed / in flight / tokens / cost / ETA, fed by the engine's progress callback."""
+
+    def __init__(self) -> None:
+        self.bar = w.IntProgress(value=0, min=0, max=1, description="", layout=FULL)
+        self.label = w.HTML(value="")
+        self.last: Any = None
+        super().__init__([self.bar, self.label])
+
+    def update(self, progress: Any) -> None:
+        self.last = progress
+        self.bar.max = max(progress.total, 1)
+        self.bar.value = min(progress.done, self.bar.max)
+        eta = "" if progress.eta_s is None else f" · ETA {progress.eta_s:,.0f}s"
+        self.label.value = escape(
+            f"{progress.done}/{progress.total} done · {progress.failed} failed · {progress.in_flight} in flight · "
+            f"{progress.tokens_in + progress.tokens_out:,} tokens · ${progress.cost_usd:.4f}{eta}")
+
+    def finish(self, text: str, kind: str = "ok") -> None:
+        self.bar.bar_style = "success" if kind == "ok" else "danger"
+        self.label.value = message(kind, text)
+
+
+class PagedTable(w.VBox):
+    """One page of a large result at a time: ``fetch(offset, limit) -> (DataFrame, total)`` is called per
+    page, so a 100k-row job never lands in the browser (or in memory) at once."""
+
+    def __init__(self, fetch: Callable[[int, int], tuple[Any, int]] | None = None, page_size: int = 20):
+        self.fetch = fetch
+        self.page_size = page_size
+        self.page = 0
+        self.total = 0
+        self.frame: Any = None
+        self.prev = w.Button(description="◀", layout=w.Layout(width="3em"))
+        self.next = w.Button(description="▶", layout=w.Layout(width="3em"))
+        self.info = w.HTML()
+        self.table = w.HTML(layout=FULL)
+        self.prev.on_click(lambda _: self.show(self.page - 1))
+        self.next.on_click(lambda _: self.show(self.page + 1))
+        super().__init__([w.HBox([self.prev, self.info, self.next]), self.table])
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.page_size))
+
+    def show(self, page: int = 0) -> None:
+        if self.fetch is None:
+            return
+        self.page = min(max(page, 0), self.pages - 1)
+        self.frame, self.total = self.fetch(self.page * self.page_size, self.page_size)
+        self.page = min(self.page, self.pages - 1)
+        self.table.value = frame_html(self.frame)
+        self.info.value = escape(f" page {self.page + 1} of {self.pages} ({self.total:,} rows) ")
+        self.prev.disabled = self.page == 0
+        self.next.disabled = self.page >= self.pages - 1
+
+
+def text_lines(value: str) -> list[str]:
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def uploaded_files(upload: w.FileUpload) -> list[tuple[str, bytes]]:
+    """(name, content) of each file in an ipywidgets 8 FileUpload."""
+    return [(item["name"], bytes(item["content"])) for item in upload.value]
+
+
+class RunControls(w.VBox):
+    """Run / Cancel, the progress panel and a status line around one background job at a time.
+
+    ``start(job, on_result)`` runs ``job(handle)`` with the engine's background ``submit`` so the page
+    stays live; ``on_result(result)`` runs when it ends (on the worker thread; widget updates are safe).
+    """
+
+    def __init__(self, label: str = "Run"):
+        from ..runner import RunHandle
+
+        self.run_button = w.Button(description=label, button_style="primary", icon="play")
+        self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = ProgressPanel()
+        self.status = w.HTML()
+        self.handle: RunHandle | None = None
+        self.cancel_button.on_click(lambda _: self.cancel())
+        super().__init__([w.HBox([self.run_button, self.cancel_button]), self.progress, self.status])
+
+    def error(self, text: str) -> None:
+        self.status.value = message("error", text)
+
+    def start(self, job: Callable[[Any], Any], on_result: Callable[[Any], None]):
+        from ..runner import submit
+
+        def done(handle) -> None:
+            self.run_button.disabled, self.cancel_button.disabled = False, True
+            if handle.error is not None:
+                self.progress.finish(f"failed: {handle.error}", "error")
+                self.error(str(handle.error))
+                return
+            result = handle.result()
+            self.progress.finish(f"job {result.job_id} {result.status}: {result.ok} ok, {result.failed} failed, "
+                                 f"{result.filtered} filtered · ${result.cost_usd:.4f} · {result.elapsed_s:.1f}s")
+            self.status.value = message("ok", f"job {result.job_id} {result.status}")
+            on_result(result)
+
+        self.run_button.disabled, self.cancel_button.disabled = True, False
+        self.status.value = message("info", "running…")
+        self.handle = submit(lambda handle: job(handle), on_done=done)
+        self.handle.add_listener(self.progress.update)
+        return self.handle
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.status.value = message("info", "cancelling: in-flight requests finish, saved rows stay")
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the run and its result display are finished (tests, headless notebooks)."""
+        if self.handle is None:
+            return None
+        result = self.handle.result(timeout)
+        self.handle.thread.join(timeout)  # on_done (the result tables) runs after the result is set
+        return result

@@ -1,0 +1,78 @@
+"""00_home: job history from metadata.db, which providers are configured (and a check), links onward."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ipywidgets as w
+
+from ..store import Store
+from .components import escape, frame_html, message
+
+NOTEBOOKS = (("01_generate.ipynb", "Generate (SFT / freeform from topics)"),
+             ("02_documents.ipynb", "Documents (grounded Q/A from PDF, DOCX, HTML...)"),
+             ("03_custom_workflow.ipynb", "Custom workflows over your data"),
+             ("04_alignment.ipynb", "Alignment data (DPO / KTO)"),
+             ("05_evaluate.ipynb", "Evaluate and review (LLM as judge)"),
+             ("06_export.ipynb", "Export (files, Hugging Face Hub)"))
+
+
+def configured_providers() -> dict[str, str]:
+    """Which providers have what they need, judged from the environment alone (no network)."""
+    from ..providers.local import packaged_model_path
+
+    local = os.environ.get("SDSTUDIO_LOCAL_MODEL") or packaged_model_path()
+    return {
+        "local": f"embedded model {Path(str(local)).name}" if local else "",
+        "openai": "OPENAI_API_KEY set" if os.environ.get("OPENAI_API_KEY") else "",
+        "caii": "CDP_TOKEN set" if os.environ.get("CDP_TOKEN") else ("/tmp/jwt present" if Path("/tmp/jwt").is_file() else ""),
+        "bedrock": "AWS credentials in environment" if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE") else "",
+        "openai_compatible": "any base URL (set it in a notebook)",
+    }
+
+
+class HomeApp(w.VBox):
+    def __init__(self, home: str | Path | None = None, notebook_dir: str | Path | None = None):
+        self.store = Store.open(home)
+        self.kind = w.ToggleButtons(options=[("All", None), ("Generation", "generation"),
+                                             ("Evaluation", "evaluation"), ("Export", "export")], description="Jobs")
+        self.jobs = w.HTML()
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.providers = w.HTML()
+        self.check_button = w.Button(description="Check local model", icon="heartbeat")
+        self.check_status = w.HTML()
+        here = Path(notebook_dir) if notebook_dir else None
+        links = "".join(f'<li><a href="{name}" target="_self">{escape(label)}</a></li>' for name, label in NOTEBOOKS
+                        if here is None or (here / name).is_file())
+        self.kind.observe(lambda _: self.refresh(), "value")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.check_button.on_click(lambda _: self.check_local())
+        super().__init__([w.HTML(f"<h3>Workflows</h3><ul>{links}</ul>"), w.HTML("<h3>Job history</h3>"),
+                          w.HBox([self.kind, self.refresh_button]), self.jobs, w.HTML("<h3>Providers</h3>"),
+                          self.providers, w.HBox([self.check_button, self.check_status])])
+        self.refresh()
+
+    def refresh(self) -> None:
+        frame = self.store.jobs(self.kind.value)
+        keep = [c for c in ("kind", "id", "created_at", "status", "what", "use_case", "technique", "model_id",
+                            "requested", "ok", "failed", "filtered", "tokens_in", "tokens_out", "cost_usd",
+                            "average_score", "destination", "style", "row_count", "path", "repo_id")
+                if c in frame.columns]
+        self.jobs.value = frame_html(frame[keep])
+        rows = "".join(f"<tr><td>{escape(name)}</td><td>{'✔' if why else '—'}</td><td>{escape(why)}</td></tr>"
+                       for name, why in configured_providers().items())
+        self.providers.value = f'<table class="sds-providers">{rows}</table>'
+
+    def check_local(self) -> str:
+        """Load the embedded model and ask it for its health (seconds on a laptop, no network)."""
+        from ..config import ModelSpec
+        from ..errors import SdstudioError
+        from ..providers import get_provider, run_sync
+
+        try:
+            result = run_sync(get_provider(ModelSpec(provider="local")).check())
+        except SdstudioError as exc:
+            self.check_status.value = message("error", str(exc))
+            return str(exc)
+        self.check_status.value = message("ok" if result.ok else "error", result.message)
+        return result.message

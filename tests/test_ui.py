@@ -1,0 +1,112 @@
+"""The notebook apps without a browser: set widget values, click buttons, read what the page would show."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import yaml
+
+from sdstudio.config import load_config
+from sdstudio.ui import GenerateApp, HomeApp
+
+
+def fake_app(server, home) -> GenerateApp:
+    app = GenerateApp(home=home, provider="openai_compatible", model="fake-model", base_url=server.url)
+    app.controls.run_button  # noqa: B018 - the public controls exist
+    return app
+
+
+def test_the_preview_shows_the_exact_first_prompt_and_the_job_estimate(openai_server, home):
+    app = fake_app(openai_server, home)
+    app.topics.value = "Tries\nHeaps"
+    app.per_topic.value = 10
+    assert "&lt;topic&gt;Tries&lt;/topic&gt;" in app.preview.value  # escaped, shown verbatim
+    assert "20 items in 4 requests" in app.estimate.value
+    app.examples.value = "[{broken"
+    assert "examples are not valid JSON" in app.estimate.value
+    assert openai_server.requests == []
+
+
+def test_switching_use_case_loads_its_examples_requirements_and_topics(openai_server, home):
+    app = fake_app(openai_server, home)
+    app.use_case.value = "text2sql"
+    assert "sql" in json.loads(app.examples.value)[0]
+    assert "Aggregations with GROUP BY" in app.topics.value
+    assert "CREATE TABLE customers" in app.preview.value
+
+
+def test_run_shows_progress_results_and_failures(openai_server, home):
+    calls = []
+
+    def reply(body):
+        calls.append(1)
+        if len(calls) == 1:
+            return "Sorry, I cannot do that."
+        topic = body["messages"][-1]["content"].split("<topic>")[1].split("</topic>")[0]
+        return json.dumps({"question": f"How do {topic} work inside?", "solution": "use heapq.heappush(...)",
+                           "explanation": "<script>alert(1)</script>"})
+
+    openai_server.reply = reply
+    app = fake_app(openai_server, home)
+    app.topics.value = "Heaps\nQueues"
+    app.per_topic.value, app.batch_size.value = 1, 1
+    app.controls.run_button.click()
+    result = app.controls.wait(60)
+    assert result.ok == 2 and app.controls.progress.bar.value == app.controls.progress.bar.max
+    assert "2 ok" in app.controls.progress.label.value
+    assert len(app.results.frame) == 2 and "How do Queues work inside?" in app.results.table.value
+    assert "<script>" not in app.results.table.value and "&lt;script&gt;" in app.results.table.value
+    assert app.controls.run_button.disabled is False and app.controls.cancel_button.disabled is True
+
+
+def test_a_failed_reply_is_listed_with_its_raw_text_and_reason(openai_server, home):
+    openai_server.reply = lambda body: "no json here at all"
+    app = fake_app(openai_server, home)
+    app.topics.value = "Heaps"
+    app.per_topic.value, app.batch_size.value = 1, 1
+    app.controls.run_button.click()
+    app.controls.wait(60)
+    assert len(app.failures.frame) >= 1
+    assert "no json here at all" in app.failures.table.value and "contains no JSON" in app.failures.table.value
+
+
+def test_the_results_table_pages_through_a_large_job(openai_server, home):
+    app = fake_app(openai_server, home)
+    from sdstudio.store import Record
+
+    job = app.store.create_job("generation")
+    app.store.add_records([Record(job_kind="generation", job_id=job, item_key=str(i), status="ok", topic="t",
+                                  output={"question": f"q{i}"}) for i in range(1000)])
+    app.job_id = job
+    app.results.show(0)
+    assert app.results.pages == 50 and len(app.results.frame) == 20
+    app.results.next.click()
+    assert app.results.frame["question"].iloc[0] == "q20"
+    app.results.show(999)
+    assert app.results.page == 49 and app.results.next.disabled
+
+
+def test_save_config_writes_yaml_the_cli_loads(openai_server, home):
+    app = fake_app(openai_server, home)
+    app.topics.value = "Graphs"
+    app.config_path.value = str(home / "mine.yaml")
+    app.save_button.click()
+    config = load_config(home / "mine.yaml")
+    assert config.topics == ["Graphs"] and config.model.base_url == openai_server.url
+    assert yaml.safe_load((home / "mine.yaml").read_text())["kind"] == "generation"
+
+
+def test_topics_can_be_uploaded_as_a_json_list(openai_server, home):
+    app = fake_app(openai_server, home)
+    app.topics_upload.value = ({"name": "t.json", "type": "application/json", "size": 20,
+                                "content": memoryview(b'["Bloom filters", "Skip lists"]'),
+                                "last_modified": datetime.now(timezone.utc)},)
+    assert app.topics.value == "Bloom filters\nSkip lists"
+
+
+def test_home_lists_jobs_and_providers(store, home):
+    store.create_job("generation", use_case="code_generation", model_id="planted-model-xyz", status="done")
+    app = HomeApp(home=home)
+    assert "planted-model-xyz" in app.jobs.value and "local" in app.providers.value
+    app.kind.value = "export"
+    assert "planted-model-xyz" not in app.jobs.value
