@@ -8,7 +8,7 @@ PORT   ?= 8866
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: studio test install install-dev bench clean
+.PHONY: studio test install install-dev browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ install-dev: $(VENV)/.installed-dev
 studio: install
 	$(BIN)/sdstudio serve --host $(HOST) --port $(PORT)
 
-test: install-dev
+# The browser test drives Debian's Chromium (Playwright's own browser download does not work here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" -ne 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: install-dev browser
 	$(BIN)/python -m pytest tests --nbval-lax notebooks
 
 bench: install-dev

@@ -130,9 +130,18 @@ class Engine:
 
     # -- public ----------------------------------------------------------------------------------
     def run(self, items: Iterable[WorkItem], handler: Handler | None = None, total: int | None = None) -> RunResult:
-        """Blocking run on a fresh event loop (use ``runner.submit`` from a notebook)."""
-        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
-            return runner.run(self.arun(items, handler, total))
+        """Blocking run on a fresh event loop (``runner.submit`` runs it in the background instead).
+        Called where a loop already runs (a notebook cell), it runs on a worker thread with its own loop."""
+        def blocking() -> RunResult:
+            with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+                return runner.run(self.arun(items, handler, total))
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return blocking()
+        with ThreadPoolExecutor(1, thread_name_prefix="sdstudio-run") as pool:
+            return pool.submit(blocking).result()
 
     async def arun(self, items: Iterable[WorkItem], handler: Handler | None = None,
                    total: int | None = None) -> RunResult:

@@ -110,3 +110,45 @@ def test_home_lists_jobs_and_providers(store, home):
     assert "planted-model-xyz" in app.jobs.value and "local" in app.providers.value
     app.kind.value = "export"
     assert "planted-model-xyz" not in app.jobs.value
+
+
+def judged_app(server, home):
+    from sdstudio.config import GenerationJob, ModelSpec
+    from sdstudio.ui import EvaluateApp
+    from sdstudio.workflows.sft import GenerationRun
+
+    spec = ModelSpec(provider="openai_compatible", model="fake-model", base_url=server.url)
+    GenerationRun(GenerationJob(topics=["Stacks", "Queues"], num_per_topic=2, batch_size=2, model=spec), home=home).run()
+    app = EvaluateApp(home=home, provider="openai_compatible", model="fake-judge", base_url=server.url)
+    app.controls.run_button.click()
+    app.controls.wait(60)
+    return app
+
+
+def test_evaluate_judges_a_job_and_shows_scores_histogram_topics_and_filter(openai_server, home):
+    app = judged_app(openai_server, home)
+    assert "&lt;question&gt;" in app.preview.value or "question" in app.preview.value
+    assert len(app.scores_table.frame) == 4 and app.scores_table.frame["score"].between(1, 5).all()
+    assert app.histogram.value.startswith('<img class="sds-histogram"') and "Stacks" in app.topics.value
+    app.threshold.value = 5
+    kept = int(app.selection.value.split(" rows kept")[0].split(">")[-1])
+    assert kept == int((app.scores_table.frame["score"] >= 5).sum())
+
+
+def test_review_panel_stores_verdicts_and_edits_beside_the_original(openai_server, home):
+    app = judged_app(openai_server, home)
+    panel = app.review
+    first = panel.rows.children[0]
+    first.accept.click()
+    assert "enter your name" in panel.status.value  # no anonymous verdicts
+    panel.reviewer.value = "bob"
+    first.accept.click()
+    first.edit.value = "a better solution"
+    first.save_edit.click()
+    source = app.store.connection().execute("SELECT json_extract(provenance, '$.source_record_id') FROM records "
+                                            "WHERE id = ?", (first.record_id,)).fetchone()[0]
+    (latest,) = app.store.latest_reviews("generation", app.source.value).values()
+    assert (latest["record_id"], latest["reviewer"], latest["verdict"]) == (source, "bob", "accept")
+    assert latest["edited_output"]["solution"] == "a better solution"
+    original = app.store.connection().execute("SELECT output FROM records WHERE id = ?", (source,)).fetchone()[0]
+    assert "a better solution" not in original

@@ -1,0 +1,197 @@
+"""05_evaluate: judge a generation job (or an uploaded dataset) with your criteria, scale and examples;
+see scores, a histogram and per-topic statistics; filter by a threshold; review rows. With
+``mode="review"`` it is the reviewers' Voilà dashboard (the review panel alone). Wiring only: the
+workflow is ``sdstudio.workflows.evaluate`` and ``sdstudio.reviews``."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from ..config import EvaluationJob, ModelParameters
+from ..errors import SdstudioError
+from ..store import Store
+from .components import FULL, ModelPicker, PagedTable, RunControls, escape, frame_html, message, uploaded_files
+from .review import ReviewPanel
+
+
+class EvaluateApp(w.VBox):
+    def __init__(self, home: str | Path | None = None, provider: str = "local", model: str | None = None,
+                 base_url: str | None = None, mode: str = "judge"):
+        self.home = home
+        self.store = Store.open(home)
+        self.source = w.Dropdown(description="Job")
+        self.upload = w.FileUpload(accept=".csv,.jsonl,.json,.parquet", multiple=False, description="Dataset")
+        self.prompt_column = w.Text(placeholder="prompt column", description="Prompt col")
+        self.completion_column = w.Text(placeholder="completion column", description="Completion col")
+        self.criteria = w.Textarea(description="Criteria", layout=w.Layout(width="100%", height="7em"))
+        self.scale_min = w.IntText(value=1, description="Scale from")
+        self.scale_max = w.IntText(value=5, description="to")
+        self.examples = w.Textarea(value="[]", description="Examples", placeholder='[{"prompt": "...", '
+                                   '"completion": "...", "score": 5, "justification": "..."}]',
+                                   layout=w.Layout(width="100%", height="5em"))
+        self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(temperature=0.0, max_tokens=256))
+        self.preview = w.HTML(layout=FULL)
+        self.controls = RunControls("Judge")
+        self.evaluation: int | None = None
+        self.scores_table = PagedTable(self._fetch_scores)
+        self.histogram = w.HTML()
+        self.topics = w.HTML()
+        self.threshold = w.FloatSlider(value=0, min=0, max=10, step=1, description="min score")
+        self.accepted_only = w.Checkbox(description="reviewer-accepted only")
+        self.selection = w.HTML()
+        self.review = ReviewPanel(store=self.store)
+        self.dataset_path: Path | None = None
+
+        self.source.observe(lambda _: self.load_source(), "value")
+        self.upload.observe(lambda _: self.read_upload(), "value")
+        for control in (self.criteria, self.scale_min, self.scale_max, self.examples, self.prompt_column,
+                        self.completion_column):
+            control.observe(lambda _: self.refresh_preview(), "value")
+        self.threshold.observe(lambda _: self.refresh_selection(), "value")
+        self.accepted_only.observe(lambda _: self.refresh_selection(), "value")
+        self.controls.run_button.on_click(lambda _: self.run())
+        results = w.Tab([self.scores_table, w.VBox([self.histogram, self.topics]),
+                         w.VBox([w.HBox([self.threshold, self.accepted_only]), self.selection]), self.review])
+        for index, title in enumerate(("Scores", "Histogram & topics", "Filter", "Review")):
+            results.set_title(index, title)
+        judge = [w.HTML("<h3>What to judge</h3>"), self.source,
+                 w.HBox([self.upload, self.prompt_column, self.completion_column]),
+                 w.HTML("<h3>Criteria</h3>"), self.criteria, w.HBox([self.scale_min, self.scale_max]), self.examples,
+                 w.HTML("<h3>Judge model</h3>"), self.model, w.HTML("<h3>Judge prompt preview</h3>"), self.preview,
+                 self.controls, results]
+        super().__init__([w.HTML("<h3>Review judged rows</h3>"), self.review] if mode == "review" else judge)
+        self.load_jobs()
+        self.review.show(0)
+
+    # -- inputs -------------------------------------------------------------------------------------
+    def load_jobs(self) -> None:
+        frame = self.store.jobs("generation")
+        options = [("an uploaded dataset", None)] + [
+            (f"#{r.id} · {r.use_case} · {r.ok} ok · {r.model_id}", int(r.id)) for r in frame.itertuples() if r.ok]
+        self.source.options = options
+        self.source.value = options[1][1] if len(options) > 1 else None
+        self.load_source()
+
+    def load_source(self) -> None:
+        from ..usecases import load_use_case
+
+        use_case = "custom"
+        if self.source.value is not None:
+            use_case = self.store.get_job("generation", self.source.value).get("use_case") or "custom"
+        case = load_use_case(use_case, self.home)
+        self._loading = True
+        self.criteria.value = case.judge_criteria
+        self.scale_min.value, self.scale_max.value = case.judge_scale
+        self._loading = False
+        self.refresh_preview()
+
+    def read_upload(self) -> None:
+        for name, content in uploaded_files(self.upload):
+            folder = Path(self.store.path).parent / "uploads"
+            self.dataset_path = folder / Path(name).name
+            self.dataset_path.write_bytes(content)
+            self.source.value = None
+        self.refresh_preview()
+
+    def config(self) -> EvaluationJob:
+        from ..config import _validate
+
+        try:
+            examples = json.loads(self.examples.value or "[]")
+        except json.JSONDecodeError as exc:
+            raise SdstudioError(f"judge examples are not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        data: dict[str, Any] = {"criteria": self.criteria.value, "scale": [self.scale_min.value, self.scale_max.value],
+                                "examples": examples, "model": self.model.spec().model_dump()}
+        if self.source.value is not None:
+            data["source_job"] = self.source.value
+        else:
+            data.update(input_file=str(self.dataset_path) if self.dataset_path else None,
+                        prompt_column=self.prompt_column.value or None,
+                        completion_column=self.completion_column.value or None)
+        return _validate(EvaluationJob, data, "evaluation form")
+
+    def refresh_preview(self) -> None:
+        if getattr(self, "_loading", False):
+            return
+        from ..workflows.evaluate import preview
+
+        try:
+            shown = preview(self.config(), home=self.home)
+        except (SdstudioError, ValueError) as exc:
+            self.preview.value = message("error", str(exc))
+            return
+        cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown cost"
+        self.preview.value = (escape(f"{shown.rows} rows · {shown.requests} requests · ~{shown.est_tokens_in:,} "
+                                     f"tokens in · {cost}") +
+                              f'<pre class="sds-prompt" style="white-space:pre-wrap">{escape(shown.prompt)}</pre>')
+
+    # -- running and results ------------------------------------------------------------------------
+    def run(self):
+        from ..workflows.evaluate import EvaluationRun
+
+        try:
+            job = EvaluationRun(self.config(), home=self.home)
+        except SdstudioError as exc:
+            self.controls.error(str(exc))
+            return None
+        return self.controls.start(
+            lambda handle: job.run(on_progress=handle.report, cancel_event=handle.cancel_event), self.show)
+
+    def show(self, result: Any) -> None:
+        from ..reviews import histogram, summary
+
+        self.evaluation = result.job_id
+        self.scores_table.show(0)
+        figure = histogram(result.job_id, self.store)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        self.histogram.value = (f'<img class="sds-histogram" alt="score histogram" '
+                                f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"/>')
+        stats = summary(result.job_id, self.store)
+        import pandas as pd
+
+        topics = pd.DataFrame([{"topic": t, **v} for t, v in (stats["topics"] or {}).items()])
+        self.topics.value = escape(f"average {stats['average_score']} · {stats['judged']} judged · "
+                                   f"{stats['failed']} failed") + frame_html(topics)
+        self.threshold.min, self.threshold.max = stats["scale"]
+        self.threshold.value = stats["scale"][0]
+        self.refresh_selection()
+        self.review.load_jobs(result.job_id)
+
+    def _fetch_scores(self, offset: int, limit: int):
+        from ..reviews import scores
+
+        if self.evaluation is None:
+            return None, 0
+        frame = scores(self.evaluation, self.store)
+        columns = ["record_id", "topic", "prompt", "completion", "score", "justification", "verdict", "status", "error"]
+        return frame[columns].iloc[offset:offset + limit], len(frame)
+
+    def refresh_selection(self) -> None:
+        from ..reviews import select
+
+        if self.evaluation is None:
+            return
+        kept = select(self.evaluation, min_score=self.threshold.value, accepted_only=self.accepted_only.value,
+                      store=self.store)
+        self.selection.value = (escape(f"{len(kept)} rows kept (export takes the same filter: --min-score "
+                                       f"{self.threshold.value:g}{' --reviewed-only' if self.accepted_only.value else ''})")
+                                + frame_html(kept[["record_id", "topic", "prompt", "score", "verdict"]].head(50)))
+
+    def autorun(self, timeout: float = 600) -> Any:
+        """Headless: judge the newest generation job (generating 2 items first if there is none)."""
+        if self.source.value is None:
+            from ..config import GenerationJob
+            from ..workflows.sft import GenerationRun
+
+            GenerationRun(GenerationJob(topics=["Stacks", "Queues"], num_per_topic=1, batch_size=1,
+                                        model=self.model.spec()), home=self.home).run()
+            self.load_jobs()
+        self.run()
+        self.controls.wait(timeout)
+        return self.scores_table.frame

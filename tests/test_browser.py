@@ -1,0 +1,85 @@
+"""The reviewers' Voilà dashboard in a real headless Chromium: see the scores, accept a row, and find the
+verdict in SQLite. Debian's chromium drives it (Playwright's browser download does not work here)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdstudio.store import Record, Store
+from tests.helpers import free_port, wait_for_http
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def seed_judged_job(home: Path) -> int:
+    """A generation job with two rows and a finished evaluation of them, written straight to the store."""
+    store = Store.open(home)
+    gen = store.create_job("generation", use_case="code_generation", model_id="gen-model", status="done")
+    store.add_records([Record(job_kind="generation", job_id=gen, item_key=f"g{i}", status="ok", topic="Stacks",
+                              output={"question": q, "solution": s, "explanation": "e"})
+                       for i, (q, s) in enumerate([("How do you push onto a stack?", "<script>window.pwned=1</script>"),
+                                                    ("How do you pop from a stack?", "use list.pop()")])])
+    ids = [r["id"] for r in store.records("generation", gen)]
+    ev = store.create_job("evaluation", source_generation_id=gen, model_id="planted-judge", status="done",
+                          scale_min=1, scale_max=5, average_score=4.0, criteria="be right")
+    store.add_records([Record(job_kind="evaluation", job_id=ev, item_key=f"e{i}", status="ok", topic="Stacks",
+                              input={"prompt": f"question {i}", "completion": "<script>window.pwned=1</script>"
+                                     if i == 0 else "use list.pop()"},
+                              output={"score": 3 + i, "justification": f"planted justification {i}"},
+                              provenance={"source_record_id": rid, "source_job_id": gen})
+                       for i, rid in enumerate(ids)])
+    store.close()
+    return ids[0]
+
+
+@pytest.fixture
+def voila(home):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("chromium is not installed; `make test` installs it (apt-get install chromium)")
+    first_id = seed_judged_job(home)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sdstudio.cli", "serve", "--port", str(port), "--home", str(home)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "SDSTUDIO_AUTORUN": "", "SDSTUDIO_PROVIDER": "local"})
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", timeout=90)
+        yield f"http://127.0.0.1:{port}", first_id
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_a_reviewer_accepts_a_row_in_the_real_dashboard(voila, home):
+    from playwright.sync_api import sync_playwright
+
+    base, first_id = voila
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                           "--disable-component-update", "--no-first-run"])
+        page = browser.new_page()
+        try:
+            page.goto(f"{base}/voila/render/05_evaluate.ipynb?mode=review", timeout=120_000)
+            page.get_by_text("planted justification 0").wait_for(timeout=120_000)
+            assert page.evaluate("window.pwned") is None  # model text was shown, not run
+            assert "<script>window.pwned=1</script>" in page.content().replace("&lt;", "<").replace("&gt;", ">")
+            page.get_by_placeholder("your name").fill("alice")
+            page.get_by_role("button", name="Accept").first.click()
+            page.get_by_text("saved accept of row").wait_for(timeout=30_000)
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "review-dashboard.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    with sqlite3.connect(home / "metadata.db") as conn:
+        rows = conn.execute("SELECT record_id, reviewer, verdict FROM reviews").fetchall()
+    assert rows == [(first_id, "alice", "accept")]
