@@ -16,6 +16,11 @@ _EXPORTS = {
     "ModelParameters": "config", "ModelSpec": "config", "RunSettings": "config", "load_config": "config",
     "init_home": "home", "resolve_home": "home",
     "Record": "store", "Store": "store",
+    "GenerationRun": "workflows.sft", "generate": "workflows.sft",
+    "EvaluationRun": "workflows.evaluate", "evaluate": "workflows.evaluate",
+    "histogram": "reviews", "latest_scores": "reviews", "review": "reviews", "scores": "reviews",
+    "select": "reviews", "summary": "reviews",
+    "dedup_records": "dedup", "find_duplicates": "dedup", "parse_items": "parsing",
 }
 __all__ = ["__version__", *_EXPORTS]
 
