@@ -57,29 +57,50 @@ def voila(home):
         proc.wait(30)
 
 
-def test_a_reviewer_accepts_a_row_in_the_real_dashboard(voila, home):
+@pytest.fixture
+def page():
     from playwright.sync_api import sync_playwright
 
-    base, first_id = voila
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                            "--disable-component-update", "--no-first-run"])
-        page = browser.new_page()
         try:
-            page.goto(f"{base}/voila/render/05_evaluate.ipynb?mode=review", timeout=120_000)
-            page.get_by_text("planted justification 0").wait_for(timeout=120_000)
-            assert page.evaluate("window.pwned") is None  # model text was shown, not run
-            assert "<script>window.pwned=1</script>" in page.content().replace("&lt;", "<").replace("&gt;", ">")
-            page.get_by_placeholder("your name").fill("alice")
-            page.get_by_role("button", name="Accept").first.click()
-            page.get_by_text("saved accept of row").wait_for(timeout=30_000)
-        except Exception:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "review-dashboard.png"), full_page=True)
-            raise
+            yield browser.new_page()
         finally:
             browser.close()
+
+
+def screenshot_on_failure(page, name: str):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_the_home_dashboard_shows_the_job_history(voila, page):
+    base, _ = voila
+    try:
+        page.goto(f"{base}/voila/render/00_home.ipynb", timeout=120_000)
+        page.get_by_text("planted-judge").first.wait_for(timeout=120_000)
+        assert page.get_by_text("gen-model").count() >= 1
+        assert page.locator("a[href='05_evaluate.ipynb']").count() == 1
+    except Exception:
+        screenshot_on_failure(page, "home-dashboard")
+        raise
+
+
+def test_a_reviewer_accepts_a_row_in_the_real_dashboard(voila, page, home):
+    base, first_id = voila
+    try:
+        page.goto(f"{base}/voila/render/05_evaluate.ipynb?mode=review", timeout=120_000)
+        page.get_by_text("planted justification 0").wait_for(timeout=120_000)
+        assert page.evaluate("window.pwned") is None  # model text was shown, not run
+        assert "<script>window.pwned=1</script>" in page.content().replace("&lt;", "<").replace("&gt;", ">")
+        page.get_by_placeholder("your name").fill("alice")
+        page.get_by_role("button", name="Accept").first.click()
+        page.get_by_text("saved accept of row").wait_for(timeout=30_000)
+    except Exception:
+        screenshot_on_failure(page, "review-dashboard")
+        raise
     with sqlite3.connect(home / "metadata.db") as conn:
         rows = conn.execute("SELECT record_id, reviewer, verdict FROM reviews").fetchall()
     assert rows == [(first_id, "alice", "accept")]
