@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import json_repair
-from jsonschema import validators
-from jsonschema.exceptions import SchemaError, best_match
 
 from .errors import ConfigError, SdstudioError
 
@@ -84,11 +82,31 @@ class ParseResult:
 _VALIDATORS: dict[str, Any] = {}
 
 
+def jsonschema_module() -> Any:
+    """jsonschema, imported on first use. At import it loads its optional IRI format checker
+    (``rfc3987_syntax``), which compiles a grammar for ~0.9 s of CPU; sdstudio never checks formats, so
+    that module is kept out of this one import (and stays importable by anything that wants it)."""
+    import sys
+
+    if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # ImportError inside jsonschema
+        try:
+            import jsonschema
+        finally:
+            del sys.modules["rfc3987_syntax"]
+    import jsonschema
+    import jsonschema.exceptions
+
+    return jsonschema
+
+
 def _validator(schema: dict) -> Any:
     """Compiled validators are cached because every item of a 10k-reply job uses the same schema."""
     key = json.dumps(schema, sort_keys=True, default=str)
     found = _VALIDATORS.get(key)
     if found is None:
+        jsonschema = jsonschema_module()
+        validators, SchemaError = jsonschema.validators, jsonschema.exceptions.SchemaError
         # Draft 2020-12 unless the schema names its own draft with "$schema".
         cls = validators.validator_for(schema, default=validators.Draft202012Validator)
         try:
@@ -113,7 +131,7 @@ def _reason(value: Any, schema: dict, validator: Any) -> str | None:
     wanted = schema.get("type") if isinstance(schema, dict) else None
     if wanted in ("object", ["object"]) and not isinstance(value, dict):
         return f"expected a JSON object, got {_kind(value)}"
-    error = best_match(validator.iter_errors(value))
+    error = jsonschema_module().exceptions.best_match(validator.iter_errors(value))
     if error is None:
         return None
     message = error.message

@@ -261,14 +261,15 @@ def test_validate_item_returns_none_when_valid_or_without_schema():
 
 def test_equal_schemas_share_one_compiled_validator(monkeypatch):
     calls = []
-    original = parsing.validators.validator_for
+    validators = parsing.jsonschema_module().validators
+    original = validators.validator_for
 
     def counting(schema, *args, **kwargs):
         if isinstance(schema, dict) and schema.get("title") == "cache-test":  # jsonschema calls it too
             calls.append(schema)
         return original(schema, *args, **kwargs)
 
-    monkeypatch.setattr(parsing.validators, "validator_for", counting)
+    monkeypatch.setattr(validators, "validator_for", counting)
     schema = {"title": "cache-test", **QA}
     reordered = dict(reversed(list(schema.items())))
     for candidate in (schema, reordered, json.loads(json.dumps(schema))):
