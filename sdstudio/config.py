@@ -190,19 +190,234 @@ class ExportJob(StrictModel):
         return value.strip() if value is not None else None
 
 
-JobConfig = Annotated[Union[GenerationJob, EvaluationJob, ExportJob], Field(discriminator="kind")]
+class ParameterOverrides(StrictModel):
+    """A workflow step's sampling parameters; unset ones come from the workflow's model."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class StepModel(StrictModel):
+    """A workflow step's own model. Every field is optional so a saved workflow keeps only what the step
+    changes (``model: {model: gpt-4o}``) and still inherits the rest after a YAML round trip."""
+
+    provider: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    region: str | None = None
+    api_key_env: str | None = None
+    parameters: ParameterOverrides | None = None
+
+    _key_env = field_validator("api_key_env")(ModelSpec._env_name_not_key.__func__)
+
+    def resolve(self, default: ModelSpec) -> ModelSpec:
+        """The workflow's model with this step's changes. Naming another provider starts from that
+        provider's defaults (the workflow's endpoint, region and key belong to its own provider)."""
+        base = default if self.provider in (None, default.provider) else ModelSpec(provider=self.provider)
+        fields = self.model_dump(exclude_none=True, exclude={"parameters"})
+        params = default.parameters.model_copy(
+            update=self.parameters.model_dump(exclude_none=True) if self.parameters else {})
+        return ModelSpec.model_validate({**base.model_dump(), **fields, "parameters": params.model_dump()})
+
+
+class WorkflowStep(StrictModel):
+    """One step of a custom workflow: a prompt over a row's columns and earlier steps' outputs, whose
+    reply becomes a new column (text, or JSON checked against ``json_schema``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    template: str = Field(min_length=1)
+    output_column: str | None = None  # None: the step's name
+    output_type: Literal["text", "json"] = "text"
+    json_schema: dict[str, Any] | None = None  # json steps: the reply must validate (None: any JSON)
+    system_prompt: str | None = None
+    model: StepModel | None = None  # None: the workflow's model
+
+    @property
+    def column(self) -> str:
+        return self.output_column or self.name
+
+    @model_validator(mode="after")
+    def _check(self) -> "WorkflowStep":
+        if self.json_schema is not None and self.output_type != "json":
+            raise ValueError(f"step {self.name}: json_schema needs output_type: json")
+        if self.output_column is not None and not self.output_column.strip():
+            raise ValueError(f"step {self.name}: output_column is blank")
+        return self
+
+
+class WorkflowJob(StrictModel):
+    """A custom workflow: ordered steps run over every selected row of a user dataset."""
+
+    kind: Literal["workflow"] = "workflow"
+    name: str | None = None
+    description: str | None = None
+    input_file: str | None = None  # CSV, TSV, JSONL, JSON array, Parquet or Excel (the CLI's --input)
+    encoding: str | None = None  # text files; None: UTF-8 (a BOM is honoured)
+    sheet: str | None = None  # Excel; None: the first sheet
+    columns: list[str] | None = None  # input columns kept and offered to templates; None: all
+    limit: int | None = Field(None, ge=1)  # rows to run; None: all
+    sample: bool = False  # limit picks random rows (with seed) instead of the first ones
+    seed: int = 42
+    variations: int = Field(1, ge=1, le=100)  # runs of the chain per row, each its own output row
+    prompt_column: str | None = None  # export: the SFT prompt column
+    completion_column: str | None = None  # export: the SFT completion column
+    steps: list[WorkflowStep] = Field(min_length=1)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    run: RunSettings = Field(default_factory=RunSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> "WorkflowJob":
+        for what, values in (("step name", [s.name for s in self.steps]),
+                             ("output column", [s.column for s in self.steps])):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"two steps share the {what} {repeated[0]!r}; each needs its own")
+        return self
+
+
+class AlignmentJob(StrictModel):
+    """DPO preference pairs or KTO labelled completions: prompts -> K candidates each -> judge -> selection.
+
+    Prompts come from exactly one source: a generation job (``source_job``), a file column (``input_file``
+    + ``prompt_column``), or topics (the default; prompts are written first, by ``use_case``)."""
+
+    kind: Literal["alignment"] = "alignment"
+    name: str | None = None
+    method: Literal["dpo", "kto"] = "dpo"
+    source_job: int | None = None
+    input_file: str | None = None  # CSV, JSONL or Parquet
+    prompt_column: str | None = None  # input_file: its column; source_job: the item field (None: the use case's)
+    topics: list[str] | None = None  # None (and no other source): the use case's shipped topics
+    use_case: str | None = None  # who writes prompts from topics; None: `alignment` (prompts only)
+    prompts_per_topic: int = Field(5, ge=1, le=10_000)
+    limit: int | None = Field(None, ge=1)  # at most this many prompts (the first ones)
+    candidates: int = Field(4, ge=2, le=64)  # K responses per prompt
+    temperatures: list[Annotated[float, Field(ge=0, le=2)]] | None = None  # None: spread (workflows/candidates.py)
+    candidate_models: list[ModelSpec] | None = None  # None: `model` alone; several: e.g. a strong and a weak one
+    system_prompt: str | None = None  # sent before every prompt when candidates are written
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    judge: ModelSpec | None = None  # None: `model` at temperature 0
+    criteria: str | None = None  # None: the `alignment` use case's response criteria
+    scale: tuple[int, int] = (1, 5)
+    examples: list[JudgeExample] = Field(default_factory=list)
+    judge_template: str | None = None  # jinja source; None: templates/alignment/evaluate.jinja
+    min_margin: float = Field(1.0, ge=0)  # DPO: drop pairs whose score gap is smaller
+    similarity_threshold: float = Field(0.9, gt=0, le=1)  # DPO: drop pairs at least this similar (1: identical only)
+    desirable_at: int | None = None  # KTO: label true at score >= this; None: 4 on 1-5 (top quarter)
+    undesirable_at: int | None = None  # KTO: label false at score <= this; None: 2 on 1-5 (bottom quarter)
+    rebalance: float | None = Field(None, ge=1)  # KTO: down-sample the larger label to at most this ratio
+    seed: int = 42  # KTO down-sampling
+    run: RunSettings = Field(default_factory=RunSettings)
+
+    _judge_temperature = field_validator("judge", mode="before")(
+        EvaluationJob._judges_default_to_temperature_zero.__func__)
+
+    def kto_thresholds(self) -> tuple[int, int]:
+        """(desirable_at, undesirable_at) with the defaults filled in from the scale."""
+        low, high = self.scale
+        quarter = (high - low) // 4
+        return (high - quarter if self.desirable_at is None else self.desirable_at,
+                low + quarter if self.undesirable_at is None else self.undesirable_at)
+
+    @model_validator(mode="after")
+    def _check(self) -> "AlignmentJob":
+        low, high = self.scale
+        if low >= high:
+            raise ValueError(f"scale {low}-{high} is empty; the low end must be below the high end")
+        for ex in self.examples:
+            if not low <= ex.score <= high:
+                raise ValueError(f"judge example score {ex.score} is outside the scale {low}-{high}")
+        if self.source_job is not None and self.input_file is not None:
+            raise ValueError("give one prompt source: source_job, input_file or topics")
+        if self.topics is not None and (self.source_job is not None or self.input_file is not None):
+            raise ValueError("give one prompt source: topics, or source_job, or input_file (not both)")
+        if self.input_file is not None and not self.prompt_column:
+            raise ValueError("input_file needs prompt_column (--prompt-col)")
+        if self.topics is not None and not [t for t in self.topics if t.strip()]:
+            raise ValueError("the topic list is empty; give at least one topic")
+        if self.min_margin > high - low:
+            raise ValueError(f"min_margin {self.min_margin:g} is wider than the scale {low}-{high}: no pair can pass")
+        good, bad = self.kto_thresholds()
+        if not (low <= bad < good <= high):
+            raise ValueError(f"KTO thresholds need {low} <= undesirable_at ({bad}) < desirable_at ({good}) <= {high}")
+        return self
+
+
+class DocumentJob(StrictModel):
+    """Grounded Q/A from documents (PDF, DOCX, TXT, Markdown, HTML): files -> token-aware chunks -> N items
+    per chunk (or ``total`` spread evenly), each with its chunk's provenance; optionally a grounding check."""
+
+    kind: Literal["documents"] = "documents"
+    name: str | None = None
+    files: list[str] = Field(min_length=1)  # paths, globs or folders (uploads live in SDSTUDIO_HOME/uploads)
+    use_case: str = "document_qa"
+    chunk_tokens: int = Field(512, ge=32, le=100_000)
+    chunk_overlap: int = Field(64, ge=0)  # at most half of chunk_tokens
+    per_chunk: int | None = Field(None, ge=1, le=1000)  # None: 3 per chunk, unless total is given
+    total: int | None = Field(None, ge=1, le=10_000_000)  # items for the whole job, spread evenly over chunks
+    batch_size: int = Field(5, ge=1, le=100)
+    instruction: str | None = None  # None: the use case's own (likewise requirements, examples)
+    requirements: list[str] | None = None
+    examples: list[dict[str, Any]] | None = None
+    inputs: dict[str, str] | None = None
+    grounding: bool = False  # a judge call per item: is the answer supported by the chunk? no -> filtered
+    judge: ModelSpec | None = None  # None: `model` at temperature 0
+    password_env: str | None = None  # NAME of the environment variable holding encrypted PDFs' password
+    dedup_threshold: float | None = Field(0.85, gt=0, le=1)
+    avoid_limit: int = Field(20, ge=0, le=500)
+    max_rounds: int = Field(3, ge=0, le=20)
+    file_hashes: dict[str, str | None] | None = None  # set by sdstudio when the job runs: path -> sha256
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    run: RunSettings = Field(default_factory=RunSettings)
+
+    _judge_temperature = field_validator("judge", mode="before")(
+        EvaluationJob._judges_default_to_temperature_zero.__func__)
+    @field_validator("password_env")
+    @classmethod
+    def _password_env_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError("password_env is the NAME of an environment variable (e.g. PDF_PASSWORD), "
+                             "not the password itself")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files_not_blank(cls, value: list[str]) -> list[str]:
+        value = [f.strip() for f in value if f and f.strip()]
+        if not value:
+            raise ValueError("the file list is empty; give at least one file, folder or glob")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "DocumentJob":
+        if self.chunk_overlap > self.chunk_tokens // 2:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be at most half of chunk_tokens "
+                             f"({self.chunk_tokens})")
+        if self.per_chunk is not None and self.total is not None:
+            raise ValueError("give per_chunk or total, not both")
+        return self
+
+
+JobConfig = Annotated[Union[GenerationJob, EvaluationJob, ExportJob, WorkflowJob, AlignmentJob,
+                          DocumentJob],
+                    Field(discriminator="kind")]
 
 
 class _AnyJob(StrictModel):
     job: JobConfig
 
 
-def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> GenerationJob | EvaluationJob | ExportJob:
+def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> (
+        GenerationJob | EvaluationJob | ExportJob | WorkflowJob | AlignmentJob | DocumentJob):
     """Load any job config (YAML file path, YAML text or dict); ``kind`` picks the model."""
     data = source if isinstance(source, dict) else _read_yaml(source)
     label = "config" if isinstance(source, dict) else _label(source)
     if isinstance(data, dict) and "kind" not in data:
-        raise ConfigError(f"{label}: missing 'kind' (one of generation, evaluation, export)")
+        raise ConfigError(f"{label}: missing 'kind' (one of generation, evaluation, export, workflow, alignment, documents)")
     return _validate(_AnyJob, {"job": data}, label).job
 
 
@@ -250,7 +465,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"] if p != "job"]
     # discriminated unions add the tag as a path element; it says nothing to the user
-    loc = [p for p in loc if p not in ("generation", "evaluation", "export")]
+    loc = [p for p in loc if p not in ("generation", "evaluation", "export", "workflow", "alignment",
+                                     "documents")]
     where = ".".join(loc) or "config"
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":

@@ -1,0 +1,228 @@
+"""Plumbing for chains of dependent requests: an engine fed while it runs, and one ordered record writer.
+
+A custom workflow's step 2 for a row can only be asked once that row's step 1 came back, and each step
+may talk to another model. ``Engine.arun`` takes a fixed iterable, so ``QueueEngine`` feeds it from a
+priority queue instead: ``await engine.ask(item)`` hands one request to the engine's workers and returns
+its ``Outcome``. Everything else is the engine's own: concurrency, RPM/TPM limits, 429 back-off,
+retries, timeouts, output retries, progress and cancel. One ``QueueEngine`` serves every step that uses
+the same model endpoint, so limits hold per endpoint however many steps share it; later steps get
+priority so rows finish (and free their memory) instead of all rows piling up half done.
+
+The engine would write records itself, but several engines finishing steps of one row could then write
+that row out of order. ``RecordSink`` keeps the latest record per item key and writes batches on a
+single thread, so the row's newest state is the one that lands.
+
+This relies on two of ``Engine``'s internals (``_worker``'s arguments and ``_fail``); a public hook in
+engine.py (an async item source and a failure callback) would let it shed the subclass.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ..engine import Engine, Progress, RunResult, WorkItem
+from ..providers import Completion
+from ..store import Record, Store
+
+FLUSH_ROWS, FLUSH_SECONDS = 50, 1.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one asked request ended: the handler's value, or why not."""
+
+    ok: bool
+    value: Any = None
+    reason: str | None = None
+    raw: str | None = None
+    completion: Completion | None = None
+    cancelled: bool = False
+
+
+CANCELLED = Outcome(False, reason="cancelled", cancelled=True)
+
+
+class _Ask:
+    __slots__ = ("future", "item")
+
+    def __init__(self, item: WorkItem, future: asyncio.Future):
+        self.item, self.future = item, future
+
+    def settle(self, outcome: Outcome) -> None:
+        if not self.future.done():
+            self.future.set_result(outcome)
+
+
+class _Feed:
+    """What ``Engine.arun`` iterates: only ``QueueEngine._worker`` reads it, with ``await get()``."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.PriorityQueue = asyncio.PriorityQueue()
+        self.order = itertools.count()
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> Any:
+        raise TypeError("a QueueEngine feed is read with `await get()`")
+
+    def put(self, priority: float, ask: _Ask | None) -> None:
+        self.queue.put_nowait((priority, next(self.order), ask))
+
+    async def get(self) -> _Ask | None:
+        return (await self.queue.get())[2]
+
+
+class QueueEngine(Engine):
+    """An ``Engine`` that takes requests while it runs. Start ``serve(handler)`` as a task, ``ask`` for
+    each request, ``close()`` when nothing more will come. ``handler(item, completion)`` returns the
+    value for the caller or raises ``InvalidOutput`` (asked again while output retries allow)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._feed = _Feed()
+        self._asks: dict[str, _Ask] = {}
+        self.stopped = False
+
+    async def ask(self, item: WorkItem, priority: float = 0.0) -> Outcome:
+        """Send ``item`` (lower ``priority`` first) and wait for its outcome; keys must be unique."""
+        if self.stopped or self._cancelled():
+            return CANCELLED
+        ask = _Ask(item, asyncio.get_running_loop().create_future())
+        self._asks[item.key] = ask
+        self._feed.put(priority, ask)
+        try:
+            return await ask.future
+        finally:
+            self._asks.pop(item.key, None)
+
+    def close(self) -> None:
+        self._feed.put(math.inf, None)
+
+    async def serve(self, handler: Callable[[WorkItem, Completion], Any]) -> RunResult:
+        try:
+            return await self.arun(self._feed, handler, total=0)
+        finally:
+            self.stopped = True  # cancelled, or cut off after the grace period: nobody answers now
+            for ask in list(self._asks.values()):
+                ask.settle(CANCELLED)
+
+    async def _worker(self, feed: _Feed, handler, done_keys: set[str]) -> None:  # type: ignore[override]
+        try:
+            while True:
+                ask = await feed.get()
+                if ask is None:
+                    feed.put(math.inf, None)  # the next worker stops too
+                    return
+                if self._cancelled():
+                    ask.settle(CANCELLED)
+                    continue
+
+                def answer(item: WorkItem, completion: Completion, ask: _Ask = ask) -> list[Record]:
+                    value = handler(item, completion)  # InvalidOutput propagates: the engine retries
+                    ask.settle(Outcome(True, value=value, raw=completion.text, completion=completion))
+                    return []  # records are the caller's: see RecordSink
+
+                await self._process(ask.item, answer)
+                ask.settle(CANCELLED)  # no-op unless the request ended without an answer or a failure
+        except asyncio.CancelledError:
+            return
+
+    def _fail(self, item: WorkItem, reason: str, raw: str | None, completion: Completion | None) -> None:
+        if completion is not None:
+            self._account(completion)
+        self._failures[item.key] = reason
+        self._add([], ok=False)
+        ask = self._asks.get(item.key)
+        if ask is not None:
+            ask.settle(Outcome(False, reason=reason, raw=raw, completion=completion))
+
+
+class RecordSink:
+    """The newest record per item key, written in batches (every ``FLUSH_ROWS`` or ``FLUSH_SECONDS``) on
+    one writer thread, in order: a row's later state never loses to an earlier one."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._pending: dict[str, Record] = {}
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sdstudio-rows")
+        self._writes: list[asyncio.Future] = []
+        self._last = time.monotonic()
+
+    def put(self, record: Record) -> None:
+        self._pending[record.item_key] = record
+        if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._last >= FLUSH_SECONDS:
+            self._submit()
+
+    def _submit(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = list(self._pending.values()), {}
+        self._last = time.monotonic()
+        write = functools.partial(self.store.add_records, batch)
+        self._writes.append(asyncio.get_running_loop().run_in_executor(self._writer, write))
+        self._writes = [w for w in self._writes if not w.done()]
+
+    async def tick(self) -> None:
+        """Flush now and then, so a quiet stretch still saves the rows already finished."""
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS / 2)
+            if time.monotonic() - self._last >= FLUSH_SECONDS:
+                self._submit()
+
+    async def flush(self) -> None:
+        self._submit()
+        if self._writes:
+            await asyncio.gather(*self._writes)
+            self._writes = []
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+
+
+class MergedProgress:
+    """One progress figure over several engines, plus requests already answered by an earlier run
+    (``cached``) and requests never sent because an earlier step of their row failed (``skipped``)."""
+
+    SUMMED = ("done", "ok", "failed", "cached", "in_flight", "retries", "tokens_in", "tokens_out", "cost_usd")
+
+    def __init__(self, listener: Callable[[Progress], None] | None, total: int, cached: int):
+        self.listener = listener
+        self.total, self.cached, self.skipped = total, cached, 0
+        self.parts: dict[str, Progress] = {}
+        self.started = time.monotonic()
+
+    def part(self, name: str) -> Callable[[Progress], None]:
+        def update(progress: Progress) -> None:
+            self.parts[name] = progress
+            self.emit()
+        return update
+
+    def skip(self, count: int) -> None:
+        self.skipped += count
+        self.emit()
+
+    def emit(self) -> None:
+        if self.listener is not None:
+            self.listener(self.combined())
+
+    @property
+    def sent(self) -> int:
+        return sum(p.done - p.cached for p in self.parts.values())
+
+    def combined(self) -> Progress:
+        merged = Progress(total=self.total)
+        for name in self.SUMMED:
+            setattr(merged, name, sum(getattr(p, name) for p in self.parts.values()))
+        merged.done += self.cached + self.skipped
+        merged.cached += self.cached
+        merged.elapsed_s = time.monotonic() - self.started
+        merged.note = next((p.note for p in self.parts.values() if p.note), "")
+        return merged
