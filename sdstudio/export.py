@@ -1,0 +1,415 @@
+"""Export jobs' records as trainer-ready files (JSONL, CSV, Parquet) and, optionally, a Hugging Face dataset.
+
+Rows flow: records of the source generation jobs (status ok) -> filters (judge score, reviewer verdicts,
+reviewers' edits) -> a style that fixes the columns -> an optional seeded train/test split -> files written
+atomically into ``SDSTUDIO_HOME/exports/<name>/`` (or ``out``) with a README.md dataset card -> the Hub.
+
+Styles use exactly the column names TRL documents, so ``load_dataset(...)`` output goes straight into a
+trainer: ``sft-messages`` (``messages``), ``sft-prompt-completion`` (``prompt``, ``completion``), ``dpo``
+(``prompt``, ``chosen``, ``rejected``), ``kto`` (``prompt``, ``completion``, ``label``); ``openai-chat`` is
+OpenAI's fine-tuning JSONL; ``raw`` keeps every field plus provenance, score and review verdict.
+
+Every export writes one ``export_metadata`` row (failed uploads too, with the error), so any dataset on disk
+or on the Hub can be traced back to its jobs, filters and file hashes.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ExportJob
+from .datacard import SourceLineage, build_card
+from .errors import ConfigError
+from .home import init_home
+from .hub import HubError, hub_token, parse_repo_id, resolve_endpoint, upload
+from .store import Store
+
+STYLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sft-messages": ("messages",),
+    "sft-prompt-completion": ("prompt", "completion"),
+    "dpo": ("prompt", "chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
+    "openai-chat": ("messages",),
+}
+STYLES = ("raw", *STYLE_COLUMNS)
+EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
+# Row shapes a record's item can have, and the styles each one fits.
+SHAPE_STYLES = {
+    "prompt-completion": ("raw", "sft-messages", "sft-prompt-completion", "openai-chat"),
+    "preference": ("raw", "dpo"),
+    "unpaired": ("raw", "kto"),
+    "columns": ("raw",),
+}
+STYLE_NEEDS = {"sft-messages": "prompt-completion", "sft-prompt-completion": "prompt-completion",
+               "openai-chat": "prompt-completion", "dpo": "preference", "kto": "unpaired"}
+RAW_META = ("record_id", "job_id", "topic", "score", "justification", "review_verdict", "edited", "provenance")
+
+
+@dataclass
+class ExportResult:
+    """What an export did; ``--json`` prints ``to_json()``."""
+
+    export_id: int
+    status: str
+    style: str
+    format: str
+    rows: int
+    splits: dict[str, int]
+    directory: str
+    paths: list[str]
+    file_hashes: dict[str, str]
+    filters: dict[str, Any]
+    repo_id: str | None = None
+    revision: str | None = None
+    url: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"export_id": self.export_id, "status": self.status, "rows": self.rows, "splits": self.splits,
+                "style": self.style, "format": self.format, "paths": self.paths}
+        if self.repo_id:
+            data.update(repo_id=self.repo_id, revision=self.revision, url=self.url)
+        return data
+
+
+class ExportUploadError(HubError):
+    """The files were written and recorded, but the upload failed; carries what was written."""
+
+    def __init__(self, message: str, result: ExportResult):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class Source:
+    """One source generation job with what the filters need: its use case's fields, judge and reviews."""
+
+    job: dict[str, Any]
+    prompt_field: str | None
+    completion_field: str | None
+    evaluation: dict[str, Any] | None
+    scores: dict[int, tuple[Any, Any]]  # generation record id -> (score, justification)
+    reviews: dict[int, dict[str, Any]]
+    exported_ids: list[int] = field(default_factory=list)
+
+    @property
+    def id(self) -> int:
+        return int(self.job["id"])
+
+
+# -- public API ----------------------------------------------------------------------------------
+
+def export_dataset(config: ExportJob, *, home: str | Path | None = None, store: Store | None = None) -> ExportResult:
+    """Run an export: write the files (and card), upload them if ``hf_repo`` is set, record the row.
+
+    Raises ``ConfigError`` for anything wrong with the request (before writing a file) and
+    ``ExportUploadError`` when the Hub upload fails (the files are written and stay; the row says failed).
+    """
+    if config.style == "openai-chat" and config.format != "jsonl":
+        raise ConfigError("style openai-chat is JSONL by definition (OpenAI's fine-tuning upload); use format jsonl")
+    repo_id = endpoint = token = None
+    if config.hf_repo:  # fail before writing anything when the upload cannot work
+        repo_id = parse_repo_id(config.hf_repo)
+        endpoint = resolve_endpoint(config.hf_endpoint)
+        token = hub_token()
+    store = store or Store.open(home)
+    home = home if home is not None else Path(store.path).parent  # the store's home, whatever the environment
+    sources = [load_source(store, job_id, home) for job_id in dict.fromkeys(config.jobs)]
+    rows, dropped = collect_rows(store, sources, config)
+    shaped = [shape_row(row, config.style, config.system_prompt) for row in rows]
+    splits = split_rows(shaped, config.test_fraction, config.seed)
+
+    name = config.name or default_name(config)
+    directory = Path(config.out).expanduser().resolve() if config.out else init_home(home) / "exports" / name
+    files = {split: f"{split}.{EXTENSIONS[config.format]}" for split in splits}
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for split, split_rows_ in splits.items():
+            write_rows(directory / files[split], split_rows_, config.format)
+        if not config.out:  # sdstudio owns exports/<name>/: drop split files an earlier export of it left
+            for stale in ({f"{s}.{e}" for s in ("train", "test") for e in EXTENSIONS.values()} - set(files.values())):
+                (directory / stale).unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the export to {directory}: {exc.strerror or exc}; choose another --out") from None
+    filters = {"status": "ok", "min_score": config.min_score, "reviewed_only": config.reviewed_only,
+               "prefer_edits": config.prefer_edits, "drop_rejected": True, "test_fraction": config.test_fraction,
+               "seed": config.seed, "dropped": dropped}
+    card = build_card(name=name, style=config.style, fmt=config.format, columns=columns_of(shaped),
+                      splits={s: (files[s], len(r)) for s, r in splits.items()}, filters=filters,
+                      sources=[lineage(s) for s in sources], license=config.license, version=_version())
+    atomic_write_text(directory / "README.md", card)
+    written = [*files.values(), "README.md"]
+    hashes = {name_: sha256_file(directory / name_) for name_ in written}
+    result = ExportResult(export_id=0, status="done", style=config.style, format=config.format, rows=len(shaped),
+                          splits={s: len(r) for s, r in splits.items()}, directory=str(directory),
+                          paths=[str(directory / n) for n in written], file_hashes=hashes, filters=filters)
+    row = {"source_job_ids": [s.id for s in sources], "destination": "huggingface" if repo_id else "files",
+           "format": config.format, "style": config.style, "path": str(directory), "repo_id": repo_id,
+           "row_count": len(shaped), "file_hashes": hashes, "filters": filters,
+           "config": config.model_dump(mode="json")}
+    if repo_id:
+        jobs = ", ".join(str(s.id) for s in sources)
+        try:
+            commit = upload(directory, written, repo_id=repo_id, endpoint=endpoint, token=token,
+                            private=config.private, message=f"sdstudio export: {len(shaped)} rows, style {config.style}",
+                            description=f"Exported by sdstudio {_version()} from generation job(s) {jobs}.")
+        except HubError as exc:
+            message = f"{exc}; the exported files stay in {directory}"
+            result.status, result.repo_id = "failed", repo_id
+            result.export_id = store.create_job("export", status="failed", error=message, **row)
+            raise ExportUploadError(message, result) from None
+        result.repo_id, result.revision, result.url = repo_id, commit.revision, commit.url
+        row["revision"] = commit.revision
+    result.export_id = store.create_job("export", status="done", **row)
+    return result
+
+
+
+def default_name(config: ExportJob) -> str:
+    return f"job-{'-'.join(str(j) for j in dict.fromkeys(config.jobs))}-{config.style}"
+
+
+# -- sources and filters ---------------------------------------------------------------------------
+
+def load_source(store: Store, job_id: int, home: str | Path | None = None) -> Source:
+    """A generation job, its use case's prompt/completion fields, newest finished judge run and reviews."""
+    from .usecases import load_use_case
+
+    job = store.get_job("generation", job_id)
+    prompt_field = completion_field = None
+    if job.get("use_case"):
+        try:
+            use_case = load_use_case(job["use_case"], home)
+            prompt_field, completion_field = use_case.prompt_field or None, use_case.completion_field or None
+        except ConfigError:
+            pass  # a use case removed since: the items' own keys still decide what fits
+    evaluation = store.connection().execute(
+        "SELECT * FROM evaluation_metadata WHERE source_generation_id = ? AND status = 'done' ORDER BY id DESC LIMIT 1",
+        (job_id,)).fetchone()
+    scores: dict[int, tuple[Any, Any]] = {}
+    if evaluation is not None:
+        for rid, score, why in store.connection().execute(
+                "SELECT json_extract(provenance, '$.source_record_id'), json_extract(output, '$.score'), "
+                "json_extract(output, '$.justification') FROM records "
+                "WHERE job_kind = 'evaluation' AND job_id = ? AND status = 'ok'", (evaluation["id"],)):
+            if rid is not None:
+                scores[int(rid)] = (score, why)
+    return Source(job=job, prompt_field=prompt_field, completion_field=completion_field,
+                  evaluation=None if evaluation is None else dict(evaluation), scores=scores,
+                  reviews=store.latest_reviews("generation", job_id))
+
+
+def collect_rows(store: Store, sources: Iterable[Source], config: ExportJob) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The kept rows as dicts (item, shape, metadata) and how many each filter dropped."""
+    dropped = {"not_ok": 0, "rejected": 0, "not_accepted": 0, "unscored": 0, "below_min_score": 0}
+    rows: list[dict[str, Any]] = []
+    for source in sources:
+        if config.min_score is not None and source.evaluation is None:
+            raise ConfigError(f"min_score {config.min_score:g} needs a finished evaluation of generation job "
+                              f"{source.id}; run `sdstudio evaluate --job {source.id}` first, or drop min_score")
+        counts = store.count_records("generation", source.id)
+        dropped["not_ok"] += counts["failed"] + counts["filtered"]
+        for record in store.records("generation", source.id, status="ok"):
+            review = source.reviews.get(record["id"]) or {}
+            verdict = review.get("verdict")
+            if verdict == "reject":
+                dropped["rejected"] += 1
+                continue
+            if config.reviewed_only and verdict != "accept":
+                dropped["not_accepted"] += 1
+                continue
+            score, why = source.scores.get(record["id"], (None, None))
+            if config.min_score is not None:
+                if score is None:
+                    dropped["unscored"] += 1
+                    continue
+                if float(score) < config.min_score:
+                    dropped["below_min_score"] += 1
+                    continue
+            item, edited = record["output"], False
+            edit = review.get("edited_output")
+            if config.prefer_edits and edit is not None:
+                item = {**item, **edit} if isinstance(item, dict) and isinstance(edit, dict) else edit
+                edited = True
+            if not isinstance(item, dict):
+                item = {"value": item}
+            shape = shape_of(item, source)
+            if config.style != "raw" and STYLE_NEEDS[config.style] != shape:
+                raise ConfigError(style_mismatch(config.style, shape, item, source))
+            source.exported_ids.append(record["id"])
+            rows.append({"item": item, "shape": shape, "source": source, "record_id": record["id"],
+                         "job_id": source.id, "topic": record.get("topic"), "provenance": record.get("provenance"),
+                         "score": score, "justification": why, "review_verdict": verdict, "edited": edited})
+    if not rows:
+        what = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in dropped.items() if n) or "the jobs have no ok rows"
+        raise ConfigError(f"nothing to export from job(s) {', '.join(str(s.id) for s in sources)}: every row was "
+                          f"filtered out ({what}); loosen the filters or check `sdstudio jobs show ID`")
+    return rows, dropped
+
+
+def shape_of(item: dict[str, Any], source: Source) -> str:
+    keys = set(item)
+    if {"prompt", "chosen", "rejected"} <= keys:
+        return "preference"
+    if {"prompt", "completion", "label"} <= keys:
+        return "unpaired"
+    if source.prompt_field and source.completion_field and {source.prompt_field, source.completion_field} <= keys:
+        return "prompt-completion"
+    if {"prompt", "completion"} <= keys:
+        return "prompt-completion"
+    return "columns"
+
+
+def style_mismatch(style: str, shape: str, item: dict[str, Any], source: Source) -> str:
+    needs = {"prompt-completion": "prompt/completion pairs", "preference": "preference pairs (prompt, chosen, rejected)",
+             "unpaired": "labelled completions (prompt, completion, label)"}[STYLE_NEEDS[style]]
+    use_case = source.job.get("use_case") or "custom"
+    holds = {"prompt-completion": f"{use_case} SFT items ({source.prompt_field or 'prompt'} -> "
+                                  f"{source.completion_field or 'completion'})",
+             "preference": "DPO preference pairs (prompt, chosen, rejected)",
+             "unpaired": "KTO rows (prompt, completion, label)",
+             "columns": f"{use_case} rows with columns {', '.join(sorted(item))} and no prompt/completion pair"}[shape]
+    return (f"style {style} needs {needs}, but generation job {source.id} holds {holds}; "
+            f"styles that fit it: {', '.join(SHAPE_STYLES[shape])}")
+
+
+# -- styles ----------------------------------------------------------------------------------------
+
+def shape_row(row: dict[str, Any], style: str, system_prompt: str | None = None) -> dict[str, Any]:
+    """One exported row in ``style``'s exact columns."""
+    item, source = row["item"], row["source"]
+    if style == "raw":
+        out = dict(item)
+        for key in RAW_META:  # an item field of the same name keeps its name; ours gets a prefix
+            out[f"sdstudio_{key}" if key in item else key] = row[key]
+        return out
+    if row["shape"] in ("preference", "unpaired"):
+        prompt, completion = item["prompt"], item.get("completion")
+    else:
+        prompt = item.get(source.prompt_field) if source.prompt_field in item else item["prompt"]
+        completion = item.get(source.completion_field) if source.completion_field in item else item["completion"]
+    if style in ("sft-messages", "openai-chat"):
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages += [{"role": "user", "content": _text(prompt)}, {"role": "assistant", "content": _text(completion)}]
+        return {"messages": messages}
+    if style == "sft-prompt-completion":
+        return {"prompt": _text(prompt), "completion": _text(completion)}
+    if style == "dpo":
+        return {"prompt": _text(prompt), "chosen": _text(item["chosen"]), "rejected": _text(item["rejected"])}
+    return {"prompt": _text(prompt), "completion": _text(completion), "label": _label(item["label"])}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _label(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "desirable", "good")
+    return bool(value)
+
+
+def columns_of(rows: list[dict[str, Any]]) -> list[str]:
+    """Every column in first-seen order (raw rows of different use cases may differ)."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def split_rows(rows: list[dict[str, Any]], test_fraction: float | None, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """``train`` only, or ``train`` and ``test`` drawn with a fixed seed (each keeps the original order)."""
+    if not test_fraction:
+        return {"train": rows}
+    n_test = max(1, round(len(rows) * test_fraction))
+    if n_test >= len(rows):
+        raise ConfigError(f"test_fraction {test_fraction:g} of {len(rows)} row(s) leaves no training rows; "
+                          "export more rows or drop test_fraction")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    test = set(order[:n_test])
+    return {"train": [r for i, r in enumerate(rows) if i not in test],
+            "test": [r for i, r in enumerate(rows) if i in test]}
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+def write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
+    """Write ``rows`` as JSONL, CSV or Parquet; readers never see a half-written file (temp then rename)."""
+    columns = columns_of(rows)
+    full = [{c: row.get(c) for c in columns} for row in rows]  # the same columns on every row
+    if fmt == "jsonl":
+        atomic_write(path, lambda tmp: tmp.write_text(
+            "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in full), encoding="utf-8"))
+    elif fmt == "csv":
+        def write_csv(tmp: Path) -> None:
+            with tmp.open("w", encoding="utf-8", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                for row in full:  # nested values (messages, dict items) as JSON text: CSV has no nesting
+                    writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
+                                     for k, v in row.items()})
+        atomic_write(path, write_csv)
+    elif fmt == "parquet":
+        atomic_write(path, lambda tmp: _write_parquet(tmp, full))
+    else:
+        raise ConfigError(f"unknown format {fmt!r}; use jsonl, csv or parquet")
+
+
+def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # values of one column with differing types (raw rows of freeform jobs): keep them as JSON text
+        mixed = {k for k in rows[0] if _mixed(row.get(k) for row in rows)}
+        table = pa.Table.from_pylist([{k: json.dumps(v, ensure_ascii=False, default=str) if k in mixed and v is not None
+                                       else v for k, v in row.items()} for row in rows])
+    pq.write_table(table, path)
+
+
+def _mixed(values: Iterable[Any]) -> bool:
+    kinds = {type(v) for v in values if v is not None}
+    return len(kinds) > 1 or bool(kinds & {dict, list})
+
+
+def atomic_write(path: Path, writer: Callable[[Path], Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lineage(source: Source) -> SourceLineage:
+    exported = set(source.exported_ids)
+    scores = [float(s) for s, _ in source.scores.values() if isinstance(s, (int, float))]
+    kept = [float(s) for rid, (s, _) in source.scores.items() if rid in exported and isinstance(s, (int, float))]
+    return SourceLineage(job=source.job, exported=len(exported), evaluation=source.evaluation, scores=scores,
+                         exported_scores=kept)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
