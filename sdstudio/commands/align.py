@@ -1,0 +1,120 @@
+"""``sdstudio align``: DPO preference pairs or KTO labelled completions, K judged candidates per prompt."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+from .common import EXIT_OK, ProgressBar, add_model_flags, apply_overrides, build_config, load_job_data, report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    al = sub.add_parser("align", help="DPO pairs / KTO labelled completions: K candidates per prompt, judge-ranked")
+    add_model_flags(al)
+    source = al.add_mutually_exclusive_group()
+    source.add_argument("--job", type=int, metavar="JOB_ID", help="a generation job whose items hold the prompts")
+    source.add_argument("--input", metavar="FILE", help="CSV, JSONL or Parquet with a prompt column")
+    source.add_argument("--topics", nargs="+", metavar="TOPIC", help="write prompts for these topics first")
+    source.add_argument("--topics-file", help="--topics from a file: JSON list, or one topic per line")
+    al.add_argument("--prompt-col", metavar="C", help="--input: the prompt column; --job: the item field")
+    al.add_argument("--use-case", help="topics: the use case that writes the prompts (default: alignment)")
+    al.add_argument("--per-topic", type=int, metavar="N", help="topics: prompts per topic")
+    al.add_argument("--limit", type=int, metavar="N", help="at most N prompts (the first ones)")
+    al.add_argument("--method", choices=("dpo", "kto"), help="dpo (default): pairs; kto: labelled completions")
+    al.add_argument("-k", "--candidates", type=int, metavar="K", help="candidates per prompt (default 4)")
+    al.add_argument("--temperatures", type=float, nargs="+", metavar="X", help="candidate temperatures, in turn")
+    al.add_argument("--candidate-models", nargs="+", metavar="M",
+                    help="models answering in turn (same provider and endpoint as --model)")
+    al.add_argument("--system-prompt", help="sent before every prompt when candidates are written")
+    al.add_argument("--judge-model", metavar="M", help="the judge (default: --model at temperature 0)")
+    al.add_argument("--judge-provider", metavar="P", help="the judge's provider (default: --provider)")
+    al.add_argument("--judge-base-url", metavar="URL")
+    al.add_argument("--criteria-file", metavar="F", help="judge criteria, as text")
+    al.add_argument("--scale", metavar="LOW-HIGH", help="integer score range (default 1-5)")
+    al.add_argument("--min-margin", type=float, metavar="X", help="dpo: drop pairs whose score gap is smaller")
+    al.add_argument("--desirable-at", type=int, metavar="S", help="kto: label true at score >= S")
+    al.add_argument("--undesirable-at", type=int, metavar="S", help="kto: label false at score <= S")
+    al.add_argument("--rebalance", type=float, metavar="RATIO",
+                    help="kto: down-sample the larger label to at most RATIO:1 (fixed --seed)")
+    al.add_argument("--seed", type=int)
+    al.add_argument("--resume", type=int, metavar="JOB_ID", help="continue a killed or cancelled alignment job")
+    al.add_argument("--dry-run", action="store_true", help="show the first request and the estimate; no call")
+    al.set_defaults(handler=run)
+
+
+def config_data(args: argparse.Namespace) -> dict[str, Any]:
+    """The config file (or the resumed job's config) with the flags applied."""
+    from .evaluate import parse_scale, read_criteria
+    from .generate import read_topics
+
+    data = load_job_data(args, "alignment")
+    if args.resume is not None and not args.config:
+        from ..store import Store
+
+        data = Store.open(args.home).get_job("generation", args.resume)["config"] or {}
+        if data.get("kind") != "alignment":
+            raise ConfigError(f"generation job {args.resume} is not an alignment job; `sdstudio jobs` lists them")
+    topics = read_topics(args.topics_file) if args.topics_file else args.topics
+    chosen = {"source_job": args.job, "input_file": args.input, "topics": topics}
+    picked = next((key for key, value in chosen.items() if value is not None), None)
+    if picked is not None:
+        for key in chosen:
+            data.pop(key, None)
+        data[picked] = chosen[picked]
+    for flag, key in (("prompt_col", "prompt_column"), ("use_case", "use_case"), ("per_topic", "prompts_per_topic"),
+                      ("limit", "limit"), ("method", "method"), ("candidates", "candidates"),
+                      ("temperatures", "temperatures"), ("system_prompt", "system_prompt"),
+                      ("min_margin", "min_margin"), ("desirable_at", "desirable_at"),
+                      ("undesirable_at", "undesirable_at"), ("rebalance", "rebalance"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            data[key] = getattr(args, flag)
+    if data.get("input_file") is not None and not data.get("prompt_column"):
+        raise ConfigError(f"--input {data['input_file']} needs --prompt-col (the column holding the prompts)")
+    if args.criteria_file:
+        data["criteria"] = read_criteria(args.criteria_file)
+    if args.scale:
+        data["scale"] = parse_scale(args.scale)
+    apply_overrides(data, args)
+    model = data["model"]
+    if args.candidate_models:
+        data["candidate_models"] = [{**model, "model": name} for name in args.candidate_models]
+    if args.judge_model or args.judge_provider or args.judge_base_url:
+        judge = dict(data.get("judge") or {})
+        judge.setdefault("provider", model.get("provider", "local"))
+        for flag, key in (("judge_provider", "provider"), ("judge_model", "model"), ("judge_base_url", "base_url")):
+            if getattr(args, flag) is not None:
+                judge[key] = getattr(args, flag)
+        if judge["provider"] == model.get("provider"):  # same provider: the same server and key, another model
+            for key in ("base_url", "region", "api_key_env"):
+                if key not in judge and model.get(key):
+                    judge[key] = model[key]
+        data["judge"] = judge
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import AlignmentJob
+    from ..workflows.alignment import AlignmentRun, preview
+
+    config = build_config(AlignmentJob, config_data(args), args.config or "align flags")
+    if args.dry_run:
+        shown = preview(config, home=args.home)
+        if args.json:
+            print(json.dumps(shown.to_json(), ensure_ascii=False))
+        else:
+            print(shown.prompt)
+            approx = "" if shown.exact_tokens else "~"
+            cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown (no price for a model)"
+            print(f"\n--- first {shown.first_stage} request: {approx}{shown.prompt_tokens} tokens; job: "
+                  f"{shown.prompts} prompts x {shown.candidates} candidates, {shown.requests} requests with judging, "
+                  f"~{shown.est_tokens_in} tokens in, ~{shown.est_tokens_out} out, cost {cost}", file=sys.stderr)
+        return EXIT_OK
+    alignment = AlignmentRun(config, home=args.home)  # bad sources, models and templates fail before the bar shows
+    bar = ProgressBar(not args.json)
+    try:
+        result = alignment.run(resume=args.resume, on_progress=bar)
+    finally:
+        bar.close()
+    return report(result, args, config.run.max_failed_ratio)
