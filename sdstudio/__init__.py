@@ -20,6 +20,10 @@ _EXPORTS = {
     "EvaluationRun": "workflows.evaluate", "evaluate": "workflows.evaluate",
     "histogram": "reviews", "latest_scores": "reviews", "review": "reviews", "scores": "reviews",
     "select": "reviews", "summary": "reviews",
+    "ExportResult": "export", "ExportUploadError": "export", "export_dataset": "export",
+    "AlignmentJob": "config", "AlignmentRun": "workflows.alignment", "align": "workflows.alignment",
+    "WorkflowJob": "config", "WorkflowStep": "config", "WorkflowRun": "workflows.custom",
+    "run_workflow": "workflows.custom",
     "dedup_records": "dedup", "find_duplicates": "dedup", "parse_items": "parsing",
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -152,3 +152,41 @@ def test_review_panel_stores_verdicts_and_edits_beside_the_original(openai_serve
     assert latest["edited_output"]["solution"] == "a better solution"
     original = app.store.connection().execute("SELECT output FROM records WHERE id = ?", (source,)).fetchone()[0]
     assert "a better solution" not in original
+
+
+def test_export_app_writes_files_and_shows_the_history(openai_server, home):
+    from sdstudio.config import GenerationJob, ModelSpec
+    from sdstudio.ui import ExportApp
+    from sdstudio.workflows.sft import GenerationRun
+
+    spec = ModelSpec(provider="openai_compatible", model="fake-model", base_url=openai_server.url)
+    GenerationRun(GenerationJob(topics=["Stacks"], num_per_topic=2, batch_size=2, model=spec), home=home).run()
+    app = ExportApp(home=home)
+    app.style.value, app.format.value = "sft-prompt-completion", "jsonl"
+    app.export_button.click()
+    assert app.last.rows == 2 and "2 rows written" in app.status.value
+    lines = [json.loads(line) for line in open(app.last.paths[0])]
+    assert set(lines[0]) == {"prompt", "completion"}
+    assert "sft-prompt-completion" in app.history.value
+    app.style.value = "dpo"
+    app.export_button.click()
+    assert "dpo" in app.status.value and "sds-error" in app.status.value
+
+
+def test_workflow_app_previews_runs_and_pages_results(openai_server, home, tmp_path):
+    from sdstudio.ui import WorkflowApp
+
+    data = tmp_path / "q.csv"
+    data.write_text("id,question\n1,What is a list?\n2,What is a dict?\n3,What is a set?\n")
+    app = WorkflowApp(home=home, provider="openai_compatible", model="fake-model", base_url=openai_server.url,
+                      input_file=str(data))
+    assert app.columns.options == ("id", "question") and "What is a dict?" in app.dataset.value
+    assert "What is a list?" in app.preview.value and "3 rows" in app.preview.value
+    app.steps.value = "- name: answer\n  template: '{{ questoin }}'\n"
+    assert "questoin" in app.preview.value and "sds-error" in app.preview.value
+    app.steps.value = "- name: answer\n  template: 'Answer: {{ question }}'\n"
+    app.preset.value, app.preset_column.value = "paraphrase", "question"
+    app.add_preset.click()
+    assert "paraphrase" in app.steps.value.lower()
+    frame = app.autorun(limit=2)
+    assert len(frame) == 2 and "answer" in frame.columns and (frame["status"] == "ok").all()
