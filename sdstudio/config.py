@@ -180,6 +180,7 @@ class ExportJob(StrictModel):
     private: bool = True
     license: str = "other"  # the dataset card's license id; model outputs carry the model's own terms
     system_prompt: str | None = None  # messages styles: a system turn first (openai-chat, sft-messages)
+    conversational: bool = False  # dpo/kto: TRL's conversational form (message lists) instead of strings
 
     @field_validator("name")
     @classmethod

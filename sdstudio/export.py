@@ -123,7 +123,7 @@ def export_dataset(config: ExportJob, *, home: str | Path | None = None, store: 
     home = home if home is not None else Path(store.path).parent  # the store's home, whatever the environment
     sources = [load_source(store, job_id, home) for job_id in dict.fromkeys(config.jobs)]
     rows, dropped = collect_rows(store, sources, config)
-    shaped = [shape_row(row, config.style, config.system_prompt) for row in rows]
+    shaped = [shape_row(row, config.style, config.system_prompt, config.conversational) for row in rows]
     splits = split_rows(shaped, config.test_fraction, config.seed)
 
     name = config.name or default_name(config)
@@ -282,8 +282,9 @@ def style_mismatch(style: str, shape: str, item: dict[str, Any], source: Source)
 
 # -- styles ----------------------------------------------------------------------------------------
 
-def shape_row(row: dict[str, Any], style: str, system_prompt: str | None = None) -> dict[str, Any]:
-    """One exported row in ``style``'s exact columns."""
+def shape_row(row: dict[str, Any], style: str, system_prompt: str | None = None,
+              conversational: bool = False) -> dict[str, Any]:
+    """One exported row in ``style``'s exact columns (dpo/kto: strings, or TRL's conversational form)."""
     item, source = row["item"], row["source"]
     if style == "raw":
         out = dict(item)
@@ -302,8 +303,18 @@ def shape_row(row: dict[str, Any], style: str, system_prompt: str | None = None)
     if style == "sft-prompt-completion":
         return {"prompt": _text(prompt), "completion": _text(completion)}
     if style == "dpo":
-        return {"prompt": _text(prompt), "chosen": _text(item["chosen"]), "rejected": _text(item["rejected"])}
-    return {"prompt": _text(prompt), "completion": _text(completion), "label": _label(item["label"])}
+        row_out = {"prompt": _text(prompt), "chosen": _text(item["chosen"]), "rejected": _text(item["rejected"])}
+        return conversational_form(row_out, ("chosen", "rejected"), system_prompt) if conversational else row_out
+    row_out = {"prompt": _text(prompt), "completion": _text(completion), "label": _label(item["label"])}
+    return conversational_form(row_out, ("completion",), system_prompt) if conversational else row_out
+
+
+def conversational_form(row: dict[str, Any], answers: tuple[str, ...], system_prompt: str | None) -> dict[str, Any]:
+    """TRL's conversational preference form: the prompt as a list of messages (system turn first when
+    given), each answer as a one-message assistant turn; the column names stay the same."""
+    prompt = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    prompt.append({"role": "user", "content": row["prompt"]})
+    return {**row, "prompt": prompt, **{k: [{"role": "assistant", "content": row[k]}] for k in answers}}
 
 
 def _text(value: Any) -> str:

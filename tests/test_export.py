@@ -121,6 +121,22 @@ def test_every_trl_style_loads_with_datasets_with_exactly_its_columns(store, tmp
         assert isinstance(first["label"], bool)
 
 
+@pytest.mark.parametrize("style, answers", [("dpo", ("chosen", "rejected")), ("kto", ("completion",))])
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_dpo_and_kto_have_trls_conversational_form_on_request(store, tmp_path, style, answers, fmt):
+    job = alignment_job(store, style, n=4)
+    result = export_dataset(ExportJob(jobs=[job], style=style, format=fmt, conversational=True,
+                                      system_prompt="Be brief."), store=store)
+    data = load(result.paths, fmt, tmp_path / "cache")["train"]
+    assert data.column_names == TRL_COLUMNS[style] and data.num_rows == 4
+    first = data[0]
+    assert first["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "p0"}]
+    for answer in answers:
+        assert [m["role"] for m in first[answer]] == ["assistant"] and first[answer][0]["content"]
+    if style == "kto":
+        assert isinstance(first["label"], bool)
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_raw_keeps_items_topic_provenance_score_and_review(store, tmp_path, fmt):
     job = sft_job(store, n=4)

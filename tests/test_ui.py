@@ -190,3 +190,26 @@ def test_workflow_app_previews_runs_and_pages_results(openai_server, home, tmp_p
     assert "paraphrase" in app.steps.value.lower()
     frame = app.autorun(limit=2)
     assert len(frame) == 2 and "answer" in frame.columns and (frame["status"] == "ok").all()
+
+
+def test_alignment_app_previews_runs_and_shows_pairs_and_the_kto_balance(openai_server, home):
+    from sdstudio.ui import AlignmentApp
+
+    def reply(body):
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {})
+        content = body["messages"][-1]["content"]
+        if "score" in schema.get("properties", {}):  # the judge: longer answers score higher
+            return json.dumps({"score": min(5, 1 + len(content) % 5), "justification": "planted"})
+        from tests.fakes.openai_server import default_reply
+        return default_reply(body)
+
+    openai_server.reply = reply
+    app = AlignmentApp(home=home, provider="openai_compatible", model="fake-model", base_url=openai_server.url)
+    assert "candidates" in app.preview.value and "requests" in app.preview.value
+    app.method.value = "kto"
+    app.candidates.value = 3
+    app.controls.run_button.click()
+    result = app.controls.wait(120)
+    assert result.status == "done" and result.ok > 0 and app.table.total == result.ok
+    assert set(app.table.frame.columns) >= {"prompt", "completion", "label"}
+    assert app.balance_chart.value.startswith('<img class="sds-balance"')

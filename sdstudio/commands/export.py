@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--test-fraction", type=float, metavar="F", help="hold out this fraction as a test split")
     exp.add_argument("--seed", type=int, help="seed of the train/test split (default 42)")
     exp.add_argument("--system-prompt", help="a system turn first in messages styles")
+    exp.add_argument("--conversational", action="store_true", default=None,
+                     help="dpo/kto: TRL's conversational form (message lists) instead of plain strings")
     exp.add_argument("--license", help="license id for the dataset card (default: other)")
     exp.add_argument("--hf-repo", metavar="OWNER/NAME", help="also upload to this Hugging Face dataset repo "
                                                              "(token from HF_TOKEN)")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, key in (("job", "jobs"), ("style", "style"), ("format", "format"), ("out", "out"), ("name", "name"),
                       ("min_score", "min_score"), ("reviewed_only", "reviewed_only"),
                       ("test_fraction", "test_fraction"), ("seed", "seed"), ("system_prompt", "system_prompt"),
-                      ("license", "license"), ("hf_repo", "hf_repo"), ("hf_endpoint", "hf_endpoint")):
+                      ("license", "license"), ("hf_repo", "hf_repo"), ("hf_endpoint", "hf_endpoint"),
+                      ("conversational", "conversational")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     if args.ignore_edits:

@@ -1,0 +1,143 @@
+"""04_alignment: prompts (a generation job, a file column, or topics) -> K candidates -> judge -> DPO pairs or
+KTO rows; pairs side by side with their scores, and the KTO balance chart. Wiring only: the work is
+``sdstudio.workflows.alignment``."""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from ..config import AlignmentJob, ModelParameters
+from ..errors import SdstudioError
+from ..store import Store
+from .components import FULL, ModelPicker, PagedTable, RunControls, escape, message, text_lines
+
+DPO_COLUMNS = ["prompt", "chosen", "chosen_score", "rejected", "rejected_score", "margin"]
+KTO_COLUMNS = ["prompt", "completion", "label", "score", "justification"]
+
+
+class AlignmentApp(w.VBox):
+    def __init__(self, home: str | Path | None = None, provider: str = "local", model: str | None = None,
+                 base_url: str | None = None):
+        self.home = home
+        self.store = Store.open(home)
+        self.method = w.ToggleButtons(options=[("DPO pairs", "dpo"), ("KTO rows", "kto")], value="dpo")
+        self.source = w.Dropdown(description="Prompts from")
+        self.topics = w.Textarea(value="Explaining recursion to a beginner\nWriting a polite refund email",
+                                 description="Topics", layout=w.Layout(width="100%", height="5em"))
+        self.prompts_per_topic = w.BoundedIntText(value=2, min=1, max=10_000, description="Per topic")
+        self.limit = w.IntText(value=0, description="Max prompts", tooltip="0: all")
+        self.candidates = w.BoundedIntText(value=4, min=2, max=64, description="K per prompt")
+        self.min_margin = w.FloatText(value=1.0, description="Min margin")
+        self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=512))
+        self.judge_model = w.Text(value=model or "", placeholder="same as the candidates' model",
+                                  description="Judge model")
+        self.preview = w.HTML(layout=FULL)
+        self.controls = RunControls()
+        self.table = PagedTable(self._fetch, page_size=10)
+        self.balance_chart = w.HTML()
+        self.job_id: int | None = None
+        for control in (self.method, self.source, self.topics, self.prompts_per_topic, self.limit, self.candidates,
+                        self.min_margin, self.judge_model):
+            control.observe(lambda _: self.refresh_preview(), "value")
+        self.controls.run_button.on_click(lambda _: self.run())
+        super().__init__([
+            self.method, w.HTML("<h3>Prompts</h3>"), self.source, self.topics,
+            w.HBox([self.prompts_per_topic, self.limit]), w.HTML("<h3>Candidates and judge</h3>"),
+            w.HBox([self.candidates, self.min_margin, self.judge_model]), self.model,
+            w.HTML("<h3>First request</h3>"), self.preview, self.controls, self.table, self.balance_chart])
+        self.load_sources()
+
+    def load_sources(self) -> None:
+        frame = self.store.jobs("generation")
+        self.source.options = [("topics (written first)", None)] + [
+            (f"job #{r.id} · {r.use_case} · {r.ok} ok", int(r.id)) for r in frame.itertuples()
+            if r.ok and r.technique in ("sft", "documents", "workflow")]
+        self.refresh_preview()
+
+    def config(self) -> AlignmentJob:
+        from ..config import _validate
+
+        spec = self.model.spec()
+        data: dict[str, Any] = {"method": self.method.value, "candidates": self.candidates.value,
+                                "min_margin": self.min_margin.value, "limit": self.limit.value or None,
+                                "model": spec.model_dump()}
+        if self.judge_model.value.strip():
+            data["judge"] = {**spec.model_dump(), "model": self.judge_model.value.strip()}
+        if self.source.value is not None:
+            data["source_job"] = self.source.value
+        else:
+            data.update(topics=text_lines(self.topics.value), prompts_per_topic=self.prompts_per_topic.value)
+        return _validate(AlignmentJob, data, "alignment form")
+
+    def refresh_preview(self) -> None:
+        from ..workflows.candidates import preview
+
+        try:
+            shown = preview(self.config(), home=self.home)
+        except (SdstudioError, ValueError) as exc:
+            self.preview.value = message("error", str(exc))
+            return
+        cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown cost"
+        self.preview.value = (escape(f"{shown.prompts} prompts × {shown.candidates} candidates · {shown.requests} "
+                                     f"requests in all · ~{shown.est_tokens_in:,} tokens in · {cost} · first stage: "
+                                     f"{shown.first_stage}") +
+                              f'<pre class="sds-prompt" style="white-space:pre-wrap">{escape(shown.prompt)}</pre>')
+
+    def run(self):
+        from ..workflows.alignment import AlignmentRun
+
+        try:
+            job = AlignmentRun(self.config(), home=self.home)
+        except SdstudioError as exc:
+            self.controls.error(str(exc))
+            return None
+        return self.controls.start(
+            lambda handle: job.run(on_progress=handle.report, cancel_event=handle.cancel_event), self.show)
+
+    def show(self, result: Any) -> None:
+        self.job_id = result.job_id
+        self.table.show(0)
+        self.balance_chart.value = self._balance_html(result.balance) if result.balance else ""
+
+    def _fetch(self, offset: int, limit: int):
+        from ..workflows.alignment import rows
+
+        if self.job_id is None:
+            return None, 0
+        frame = rows(self.job_id, store=self.store)
+        wanted = [c for c in (DPO_COLUMNS if self.method.value == "dpo" else KTO_COLUMNS) if c in frame.columns]
+        return frame[wanted].iloc[offset:offset + limit], len(frame)
+
+    @staticmethod
+    def _balance_html(report: dict[str, Any]) -> str:
+        """The desirable:undesirable balance as a small bar chart (a PNG the page can show)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4, 2.4))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        labels = ["desirable", "undesirable", "middle band", "repeated", "not judged", "down-sampled"]
+        values = [report.get(k, 0) or 0 for k in ("desirable", "undesirable", "middle_band", "repeated",
+                                                   "not_judged", "downsampled")]
+        ax.barh(labels, values, color=["#1a7f37", "#cf222e", "#8c959f", "#8c959f", "#8c959f", "#8c959f"])
+        ax.invert_yaxis()
+        ax.set_title(f"KTO balance (ratio {report.get('ratio')})", fontsize="small")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        return (f'<img class="sds-balance" alt="KTO balance" '
+                f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"/>')
+
+    def autorun(self, timeout: float = 600) -> Any:
+        """Headless: 2 topic prompts x 2 candidates (what nbval executes with SDSTUDIO_AUTORUN=1)."""
+        self.source.value = None
+        self.topics.value = "Explaining recursion to a beginner"
+        self.prompts_per_topic.value, self.candidates.value = 2, 2
+        self.run()
+        self.controls.wait(timeout)
+        return self.table.frame
