@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 from ..errors import ConfigError
-from .common import EXIT_OK, ProgressBar, add_model_flags, apply_overrides, build_config, load_job_data, report
+from .common import (add_model_flags, apply_overrides, build_config, load_job_data, run_with_progress, show_preview)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -101,20 +99,8 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(AlignmentJob, config_data(args), args.config or "align flags")
     if args.dry_run:
         shown = preview(config, home=args.home)
-        if args.json:
-            print(json.dumps(shown.to_json(), ensure_ascii=False))
-        else:
-            print(shown.prompt)
-            approx = "" if shown.exact_tokens else "~"
-            cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown (no price for a model)"
-            print(f"\n--- first {shown.first_stage} request: {approx}{shown.prompt_tokens} tokens; job: "
-                  f"{shown.prompts} prompts x {shown.candidates} candidates, {shown.requests} requests with judging, "
-                  f"~{shown.est_tokens_in} tokens in, ~{shown.est_tokens_out} out, cost {cost}", file=sys.stderr)
-        return EXIT_OK
-    alignment = AlignmentRun(config, home=args.home)  # bad sources, models and templates fail before the bar shows
-    bar = ProgressBar(not args.json)
-    try:
-        result = alignment.run(resume=args.resume, on_progress=bar)
-    finally:
-        bar.close()
-    return report(result, args, config.run.max_failed_ratio)
+        return show_preview(shown, args, f"first {shown.first_stage} request",
+                            f"{shown.prompts} prompts x {shown.candidates} candidates, {shown.requests} requests "
+                            "with judging")
+    # bad sources, models and templates fail in the constructor, before the bar shows
+    return run_with_progress(AlignmentRun(config, home=args.home), args, config.run.max_failed_ratio)

@@ -114,3 +114,29 @@ def report(result: Any, args: argparse.Namespace, max_failed_ratio: float) -> in
     if result.status == "cancelled":
         return EXIT_INTERRUPTED
     return EXIT_FAILED_ITEMS if result.failed_ratio > max_failed_ratio else EXIT_OK
+
+
+def show_preview(shown: Any, args: argparse.Namespace, first: str, job: str, prompt: str | None = None) -> int:
+    """``--dry-run``: the first prompt on stdout and the estimate on stderr (``--json``: the preview
+    object instead). ``first`` names the first request, ``job`` sums up what the job sends."""
+    if args.json:
+        print(json.dumps(shown.to_json(), ensure_ascii=False))
+        return EXIT_OK
+    print(shown.prompt if prompt is None else prompt)
+    tokens = ""
+    if hasattr(shown, "prompt_tokens"):
+        tokens = f": {'' if getattr(shown, 'exact_tokens', False) else '~'}{shown.prompt_tokens} tokens"
+    cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown (no price for a model)"
+    print(f"\n--- {first}{tokens}; job: {job}, ~{shown.est_tokens_in} tokens in, ~{shown.est_tokens_out} out, "
+          f"cost {cost}", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_with_progress(job: Any, args: argparse.Namespace, max_failed_ratio: float) -> int:
+    """Run a workflow object (``.run(resume=, on_progress=)``) under a tqdm bar on stderr; report it."""
+    bar = ProgressBar(not args.json)
+    try:
+        result = job.run(resume=args.resume, on_progress=bar)
+    finally:
+        bar.close()
+    return report(result, args, max_failed_ratio)

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import EXIT_OK, ProgressBar, add_model_flags, apply_overrides, build_config, load_job_data, report
+from .common import (add_model_flags, apply_overrides, build_config, load_job_data, run_with_progress, show_preview)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,23 +71,9 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(EvaluationJob, data, args.config or "evaluate flags")
     if args.dry_run:
         shown = preview(config, home=args.home)
-        if args.json:
-            print(json.dumps(shown.to_json(), ensure_ascii=False))
-        else:
-            print(shown.prompt)
-            approx = "" if shown.exact_tokens else "~"
-            cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown (no price for this model)"
-            print(f"\n--- first judge prompt: {approx}{shown.prompt_tokens} tokens; job: {shown.rows} rows in "
-                  f"{shown.requests} requests, ~{shown.est_tokens_in} tokens in, ~{shown.est_tokens_out} out, "
-                  f"cost {cost}", file=sys.stderr)
-        return EXIT_OK
-    evaluation = EvaluationRun(config, home=args.home)  # bad sources and templates fail before the bar shows
-    bar = ProgressBar(not args.json)
-    try:
-        result = evaluation.run(resume=args.resume, on_progress=bar)
-    finally:
-        bar.close()
-    return report(result, args, config.run.max_failed_ratio)
+        return show_preview(shown, args, "first judge prompt", f"{shown.rows} rows in {shown.requests} requests")
+    # bad sources and templates fail in the constructor, before the bar shows
+    return run_with_progress(EvaluationRun(config, home=args.home), args, config.run.max_failed_ratio)
 
 
 def parse_scale(text: str) -> list[int]:

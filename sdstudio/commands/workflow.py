@@ -2,20 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 from ..errors import ConfigError
-from .common import (
-    EXIT_OK,
-    ProgressBar,
-    add_model_flags,
-    apply_overrides,
-    build_config,
-    load_job_data,
-    report,
-)
+from .common import (EXIT_OK, add_model_flags, apply_overrides, build_config, load_job_data, run_with_progress,
+                     show_preview)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,23 +57,13 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(WorkflowJob, apply_overrides(data, args), args.config or "workflow flags")
     if args.dry_run:
         shown = preview(config, home=args.home)
-        if args.json:
-            print(json.dumps(shown.to_json(), ensure_ascii=False))
-            return EXIT_OK
-        for number, step in enumerate(shown.steps, 1):
-            print(f"### step {number}/{len(shown.steps)} {step.step} -> {step.output_column} ({step.output_type}; "
-                  f"{step.provider} {step.model_id or ''}) ~{step.prompt_tokens} tokens\n{step.prompt}\n")
-        cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown (no price for a model)"
-        print(f"--- job: {shown.rows} rows x {len(shown.steps)} steps = {shown.requests} requests, "
-              f"~{shown.est_tokens_in} tokens in, ~{shown.est_tokens_out} out, cost {cost}", file=sys.stderr)
-        return EXIT_OK
-    workflow = WorkflowRun(config, home=args.home)  # bad input and templates fail before the bar shows
-    bar = ProgressBar(not args.json)
-    try:
-        result = workflow.run(resume=args.resume, on_progress=bar)
-    finally:
-        bar.close()
-    return report(result, args, config.run.max_failed_ratio)
+        steps = "\n".join(f"### step {number}/{len(shown.steps)} {step.step} -> {step.output_column} "
+                          f"({step.output_type}; {step.provider} {step.model_id or ''}) ~{step.prompt_tokens} "
+                          f"tokens\n{step.prompt}\n" for number, step in enumerate(shown.steps, 1))
+        return show_preview(shown, args, f"{len(shown.steps)} step(s)",
+                            f"{shown.rows} rows x {len(shown.steps)} steps = {shown.requests} requests", prompt=steps)
+    # bad input and templates fail in the constructor, before the bar shows
+    return run_with_progress(WorkflowRun(config, home=args.home), args, config.run.max_failed_ratio)
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:
