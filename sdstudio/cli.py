@@ -17,7 +17,7 @@ from typing import Any
 from .commands.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from .errors import SdstudioError
 
-COMMANDS = ("generate", "workflow", "evaluate", "export", "align", "jobs", "models", "serve")
+COMMANDS = ("generate", "documents", "workflow", "evaluate", "export", "align", "jobs", "models", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
