@@ -24,6 +24,8 @@ _EXPORTS = {
     "AlignmentJob": "config", "AlignmentRun": "workflows.alignment", "align": "workflows.alignment",
     "WorkflowJob": "config", "WorkflowStep": "config", "WorkflowRun": "workflows.custom",
     "run_workflow": "workflows.custom",
+    "DocumentJob": "config", "DocumentRun": "workflows.documents", "generate_documents": "workflows.documents",
+    "load_corpus": "documents",
     "dedup_records": "dedup", "find_duplicates": "dedup", "parse_items": "parsing",
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -8,11 +8,10 @@ all, exits 2 before any call.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..errors import ConfigError
-from .common import EXIT_OK, ProgressBar, add_model_flags, apply_overrides, build_config, load_job_data, report
+from .common import (add_model_flags, apply_overrides, build_config, load_job_data, run_with_progress, show_preview)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,23 +66,10 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(DocumentJob, data, args.config or "documents flags")
     if args.dry_run:
         shown = preview(config, home=args.home)
-        if args.json:
-            print(json.dumps(shown.to_json(), ensure_ascii=False))
-        else:
-            print(shown.prompt)
+        if not args.json:
             for message in shown.messages:
                 print(f"sdstudio: note: {message}", file=sys.stderr)
-            approx = "" if shown.exact_tokens else "~"
-            cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown (no price for this model)"
-            checks = f" + {shown.grounding_requests} grounding checks" if shown.grounding_requests else ""
-            print(f"\n--- first prompt: {approx}{shown.prompt_tokens} tokens; job: {shown.documents} document(s), "
-                  f"{shown.chunks} chunks, {shown.items} items in {shown.requests} requests{checks}, "
-                  f"~{shown.est_tokens_in} tokens in, ~{shown.est_tokens_out} out, cost {cost}", file=sys.stderr)
-        return EXIT_OK
-    runner = DocumentRun(config, home=args.home)
-    bar = ProgressBar(not args.json)
-    try:
-        result = runner.run(resume=args.resume, on_progress=bar)
-    finally:
-        bar.close()
-    return report(result, args, config.run.max_failed_ratio)
+        checks = f" + {shown.grounding_requests} grounding checks" if shown.grounding_requests else ""
+        return show_preview(shown, args, "first prompt", f"{shown.documents} document(s), {shown.chunks} chunks, "
+                            f"{shown.items} items in {shown.requests} requests{checks}")
+    return run_with_progress(DocumentRun(config, home=args.home), args, config.run.max_failed_ratio)
