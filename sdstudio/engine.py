@@ -9,6 +9,10 @@ and a handler that turns a Completion into records. The engine does the rest, th
   and regrown additively (AIMD), spaced to obey RPM, metered to obey TPM;
 * transient errors and timeouts retried with full-jitter exponential backoff; auth, bad request and
   context-length fail the item at once with the message kept;
+* a run that cannot work at all stops at once with ``RunAborted`` (one line naming the problem) instead of
+  failing every item the same way: credentials refused (auth), or, before any request has been answered,
+  a provider that cannot be reached or a 404 (unknown model or path). The job is marked failed with that
+  error; rows already saved stay, so the same job resumes once the problem is fixed;
 * records written as they finish in batched transactions (every 50 rows or 1 s) on one writer thread.
 """
 from __future__ import annotations
@@ -28,7 +32,8 @@ from .config import RunSettings
 from .limits import AdaptiveLimit, RateLimiter, TokenBucket
 from .pricing import Price
 from .providers.base import ChatRequest, Completion, Provider, ProviderError
-from .store import Record, Store
+from .errors import SdstudioError
+from .store import Record, Store, utcnow
 
 FLUSH_ROWS, FLUSH_SECONDS = 50, 1.0
 PROGRESS_INTERVAL_S = 0.1
@@ -99,13 +104,18 @@ class Cancelled(Exception):
     pass
 
 
+class RunAborted(SdstudioError):
+    """The provider cannot serve this run at all (credentials refused, endpoint unreachable, unknown model)."""
+
+
 class Engine:
     """One run of work items against one provider, writing into one job's records."""
 
     def __init__(self, provider: Provider, store: Store, job_kind: str, job_id: int,
                  settings: RunSettings | None = None, *, price: Price | None = None,
                  on_progress: Callable[[Progress], None] | None = None, output_retries: int = 0,
-                 cancel_event: Any = None, grace_s: float = 10.0):
+                 cancel_event: Any = None, grace_s: float = 10.0,
+                 failure_keys: Callable[[WorkItem], list[str]] | None = None):
         self.provider, self.store = provider, store
         self.job_kind, self.job_id = job_kind, job_id
         self.settings = settings or RunSettings()
@@ -114,6 +124,11 @@ class Engine:
         self.output_retries = output_retries
         self.cancel_event = cancel_event  # a threading.Event, set from any thread
         self.grace_s = grace_s
+        # item keys of the rows a failed request leaves (default: one row keyed by the request); a request
+        # asking for k items fails k items, so the job's counts stay in items
+        self.failure_keys = failure_keys
+        self._abort: ProviderError | None = None
+        self._answered = 0  # replies received in this run: once one arrives, the endpoint works
         ceiling = getattr(provider, "max_concurrency", None) or self.settings.concurrency
         self.limit = AdaptiveLimit(min(self.settings.concurrency, ceiling))
         self.rpm = RateLimiter(self.settings.rpm) if self.settings.rpm else None
@@ -167,11 +182,36 @@ class Engine:
             self._writer.shutdown(wait=True)
             await self.provider.aclose()  # its connections belong to this run's event loop
             self._report(force=True)
+        if self._abort is not None:
+            raise self._aborted(self._abort)
         return RunResult(self.progress, cancelled=self._cancelled(), failures=dict(self._failures))
 
     # -- internals -------------------------------------------------------------------------------
     def _cancelled(self) -> bool:
         return self.cancel_event is not None and self.cancel_event.is_set()
+
+    def _fatal(self, exc: ProviderError) -> bool:
+        """Would every other item fail the same way? Refused credentials always; an unreachable endpoint
+        or a 404 only while nothing has been answered (afterwards it is one item's bad luck)."""
+        if exc.kind == "auth":
+            return True
+        return not self._answered and (exc.unreachable or exc.status == 404)
+
+    def _aborted(self, exc: ProviderError) -> RunAborted:
+        """Mark the job failed with the reason (its saved rows stay) and build the error to raise."""
+        if exc.kind == "auth":
+            hint = "fix the credentials, then run the job again (rows already saved are kept)"
+        elif exc.unreachable:
+            hint = "no request reached the provider; check base_url (or region) and that it is up, then run again"
+        else:
+            hint = "check the model id and base_url (`sdstudio models` lists the models), then run again"
+        error = RunAborted(f"{exc}; stopped the job: {hint}")
+        try:
+            self.store.refresh_counts(self.job_kind, self.job_id)
+            self.store.update_job(self.job_kind, self.job_id, status="failed", error=str(error), finished_at=utcnow())
+        except SdstudioError:
+            pass  # a job row that is not ours to update (e.g. an engine run outside a job) changes nothing
+        return error
 
     async def _watch(self, workers: list[asyncio.Task]) -> None:
         """Periodic flush; on cancel, give in-flight requests a grace period, then cut them off."""
@@ -179,6 +219,10 @@ class Engine:
             await asyncio.sleep(min(FLUSH_SECONDS, 0.2))
             await self._flush()
             self._report()
+            if self._abort is not None:
+                for worker in workers:  # nothing more can succeed: in-flight requests are not worth waiting for
+                    worker.cancel()
+                return
             if self._cancelled():
                 deadline = time.monotonic() + self.grace_s
                 while time.monotonic() < deadline and not all(w.done() for w in workers):
@@ -190,7 +234,7 @@ class Engine:
     async def _worker(self, queue, handler: Handler, done_keys: set[str]) -> None:
         try:
             for item in queue:
-                if self._cancelled():
+                if self._cancelled() or self._abort is not None:
                     return
                 if item.key in done_keys:
                     self.progress.done += 1
@@ -227,6 +271,11 @@ class Engine:
                 self._add(records, ok=True)
                 return
             except ProviderError as exc:
+                if self._abort is not None:
+                    return
+                if (not exc.retryable or attempt >= self.settings.max_attempts) and self._fatal(exc):
+                    self._abort = exc  # not recorded as the item's failure: the job failed, not the item
+                    return
                 if not exc.retryable or attempt >= self.settings.max_attempts:
                     reason = str(exc) if attempt == 1 else f"{exc} (after {attempt} attempts)"
                     self._fail(item, reason, raw, None)
@@ -248,11 +297,13 @@ class Engine:
                 await self.rpm.wait()
             self.progress.in_flight += 1
             try:
-                completion = await asyncio.wait_for(self.provider.complete(request), self.settings.timeout_s)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.settings.timeout_s):  # unlike wait_for, no extra task per call
+                    completion = await self.provider.complete(request)
+            except TimeoutError:
                 raise ProviderError("transient", f"request timed out after {self.settings.timeout_s:g}s") from None
             finally:
                 self.progress.in_flight -= 1
+        self._answered += 1
         self.limit.on_success()
         return completion
 
@@ -271,12 +322,15 @@ class Engine:
             self._account(completion)
         self._failures[item.key] = reason
         usage = completion.usage if completion else None
+        keys = self.failure_keys(item) if self.failure_keys else [item.key]
         self._add([Record(
-            job_kind=self.job_kind, job_id=self.job_id, item_key=item.key, request_key=item.key,
+            job_kind=self.job_kind, job_id=self.job_id, item_key=key, request_key=item.key,
             status="failed", topic=item.topic, input=item.input, provenance=item.provenance,
-            error=reason, raw_text=raw, tokens_in=usage.input_tokens if usage else 0,
-            tokens_out=usage.output_tokens if usage else 0,
-            latency_ms=completion.latency_ms if completion else None)], ok=False)
+            error=reason, raw_text=raw if first else None,
+            tokens_in=usage.input_tokens if usage and first else 0,
+            tokens_out=usage.output_tokens if usage and first else 0,
+            latency_ms=completion.latency_ms if completion else None)
+            for first, key in ((i == 0, k) for i, k in enumerate(keys))], ok=False)
 
     def _add(self, records: list[Record], ok: bool) -> None:
         self._buffer.extend(records)
