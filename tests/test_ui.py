@@ -233,3 +233,13 @@ def test_documents_app_shows_chunks_with_provenance_and_runs(openai_server, home
     app.controls.run_button.click()
     result = app.controls.wait(120)
     assert result.ok >= 1 and "guide.md" in app.results.table.value
+
+
+def test_the_model_picker_lists_the_providers_models_or_says_what_is_wrong(openai_server, home):
+    app = fake_app(openai_server, home)
+    app.model.model.value = ""
+    app.model.refresh.click()
+    assert app.model.model.options == ("fake-judge", "fake-model") and "2 model(s)" in app.model.status.value
+    app.model.base_url.value = "http://127.0.0.1:9/v1"
+    app.model.refresh.click()
+    assert "sds-error" in app.model.status.value and "127.0.0.1:9" in app.model.status.value

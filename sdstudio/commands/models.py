@@ -18,20 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ModelSpec
-    from ..providers import get_provider, run_sync
+    from ..providers import list_models
 
     spec = build_config(ModelSpec, {k: v for k, v in {
         "provider": args.provider, "base_url": args.base_url, "region": args.region,
         "api_key_env": args.api_key_env, "model": args.model}.items() if v is not None}, "models flags")
-    provider = get_provider(spec)
-
-    async def listing() -> list[str]:
-        try:
-            return await provider.list_models()
-        finally:
-            await provider.aclose()
-
-    models = run_sync(listing())
+    models = list_models(spec)
     print(json.dumps(models) if args.json else "\n".join(models))
     return EXIT_OK
 

@@ -35,5 +35,19 @@ def get_provider(spec: ModelSpec) -> Provider:
     return provider_class(spec.provider)(spec)
 
 
+def list_models(spec: ModelSpec) -> list[str]:
+    """The models the provider offers, from sync code (CLI, widgets); its connections are closed after.
+    Doubles as a health check: a bad key, host or endpoint raises a ProviderError saying which."""
+    provider = get_provider(spec)
+
+    async def listing() -> list[str]:
+        try:
+            return await provider.list_models()
+        finally:
+            await provider.aclose()
+
+    return run_sync(listing())
+
+
 __all__ = ["REGISTRY", "DEFAULT_PROVIDER", "ChatRequest", "CheckResult", "Completion", "Provider",
-           "ProviderError", "Usage", "get_provider", "provider_class", "run_sync"]
+           "ProviderError", "Usage", "get_provider", "list_models", "provider_class", "run_sync"]

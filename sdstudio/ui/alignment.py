@@ -13,7 +13,7 @@ import ipywidgets as w
 from ..config import AlignmentJob, ModelParameters
 from ..errors import SdstudioError
 from ..store import Store
-from .components import FULL, ModelPicker, PagedTable, RunControls, escape, message, text_lines
+from .components import (FULL, cost_text, message, ModelPicker, PagedTable, preview_html, RunControls, text_lines)
 
 DPO_COLUMNS = ["prompt", "chosen", "chosen_score", "rejected", "rejected_score", "margin"]
 KTO_COLUMNS = ["prompt", "completion", "label", "score", "justification"]
@@ -81,22 +81,15 @@ class AlignmentApp(w.VBox):
         except (SdstudioError, ValueError) as exc:
             self.preview.value = message("error", str(exc))
             return
-        cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown cost"
-        self.preview.value = (escape(f"{shown.prompts} prompts × {shown.candidates} candidates · {shown.requests} "
-                                     f"requests in all · ~{shown.est_tokens_in:,} tokens in · {cost} · first stage: "
-                                     f"{shown.first_stage}") +
-                              f'<pre class="sds-prompt" style="white-space:pre-wrap">{escape(shown.prompt)}</pre>')
+        cost = cost_text(shown)
+        self.preview.value = preview_html(
+            f"{shown.prompts} prompts × {shown.candidates} candidates · {shown.requests} requests in all · "
+            f"~{shown.est_tokens_in:,} tokens in · {cost} · first stage: {shown.first_stage}", shown.prompt)
 
     def run(self):
         from ..workflows.alignment import AlignmentRun
 
-        try:
-            job = AlignmentRun(self.config(), home=self.home)
-        except SdstudioError as exc:
-            self.controls.error(str(exc))
-            return None
-        return self.controls.start(
-            lambda handle: job.run(on_progress=handle.report, cancel_event=handle.cancel_event), self.show)
+        return self.controls.run_job(lambda: AlignmentRun(self.config(), home=self.home), self.show)
 
     def show(self, result: Any) -> None:
         self.job_id = result.job_id

@@ -82,18 +82,10 @@ class ModelPicker(w.VBox):
     def list_models(self) -> list[str]:
         """Ask the provider for its models (also a health check: errors say what is wrong)."""
         from ..errors import SdstudioError
-        from ..providers import get_provider, run_sync
+        from ..providers import list_models
 
         try:
-            provider = get_provider(self.spec())
-
-            async def listing() -> list[str]:
-                try:
-                    return await provider.list_models()
-                finally:
-                    await provider.aclose()
-
-            models = run_sync(listing())
+            models = list_models(self.spec())
         except SdstudioError as exc:
             self.status.value = message("error", str(exc))
             return []
@@ -161,6 +153,16 @@ class PagedTable(w.VBox):
         self.next.disabled = self.page >= self.pages - 1
 
 
+def cost_text(estimate: Any) -> str:
+    """A preview's cost estimate, or why there is none."""
+    return f"${estimate.est_cost_usd:.4f}" if estimate.price_known else "unknown cost (no price for this model)"
+
+
+def preview_html(summary: str, prompt: str) -> str:
+    """A one-line estimate over the exact prompt, both escaped (prompts hold user and model text)."""
+    return f'{escape(summary)}<pre class="sds-prompt" style="white-space:pre-wrap">{escape(prompt)}</pre>'
+
+
 def text_lines(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip()]
 
@@ -211,6 +213,19 @@ class RunControls(w.VBox):
         self.handle = submit(lambda handle: job(handle), on_done=done)
         self.handle.add_listener(self.progress.update)
         return self.handle
+
+    def run_job(self, build: Callable[[], Any], on_result: Callable[[Any], None]):
+        """Build a workflow run (``.run(on_progress=, cancel_event=)``) from the form and start it; a
+        form or config problem shows as one line instead of starting anything."""
+        from ..errors import SdstudioError
+
+        try:
+            job = build()
+        except SdstudioError as exc:
+            self.error(str(exc))
+            return None
+        return self.start(lambda handle: job.run(on_progress=handle.report, cancel_event=handle.cancel_event),
+                          on_result)
 
     def cancel(self) -> None:
         if self.handle is not None:

@@ -12,7 +12,8 @@ import ipywidgets as w
 from ..config import DocumentJob, ModelParameters
 from ..errors import SdstudioError
 from ..store import Store
-from .components import FULL, ModelPicker, PagedTable, RunControls, escape, frame_html, message, text_lines
+from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
+                         RunControls, text_lines)
 from .generate import flatten
 
 
@@ -76,21 +77,15 @@ class DocumentsApp(w.VBox):
         notes = "".join(f"<br>{message('info', m)}" for m in corpus.messages())
         self.chunks.value = escape(f"{shown.documents} document(s), {shown.chunks} chunks") + notes + \
             frame_html(corpus.frame().head(20), max_chars=160)
-        cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown cost"
-        self.preview.value = (escape(f"{shown.items} items in {shown.requests} requests · ~{shown.est_tokens_in:,} "
-                                     f"tokens in · {cost}") +
-                              f'<pre class="sds-prompt" style="white-space:pre-wrap">{escape(shown.prompt)}</pre>')
+        cost = cost_text(shown)
+        self.preview.value = preview_html(
+            f"{shown.items} items in {shown.requests} requests · ~{shown.est_tokens_in:,} tokens in · {cost}",
+            shown.prompt)
 
     def run(self):
         from ..workflows.documents import DocumentRun
 
-        try:
-            job = DocumentRun(self.config(), home=self.home)
-        except SdstudioError as exc:
-            self.controls.error(str(exc))
-            return None
-        return self.controls.start(
-            lambda handle: job.run(on_progress=handle.report, cancel_event=handle.cancel_event), self.show)
+        return self.controls.run_job(lambda: DocumentRun(self.config(), home=self.home), self.show)
 
     def show(self, result: Any) -> None:
         self.job_id = result.job_id

@@ -15,7 +15,8 @@ import ipywidgets as w
 from ..config import EvaluationJob, ModelParameters
 from ..errors import SdstudioError
 from ..store import Store
-from .components import FULL, ModelPicker, PagedTable, RunControls, escape, frame_html, message, uploaded_files
+from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
+                         RunControls, uploaded_files)
 from .review import ReviewPanel
 
 
@@ -125,22 +126,15 @@ class EvaluateApp(w.VBox):
         except (SdstudioError, ValueError) as exc:
             self.preview.value = message("error", str(exc))
             return
-        cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown cost"
-        self.preview.value = (escape(f"{shown.rows} rows · {shown.requests} requests · ~{shown.est_tokens_in:,} "
-                                     f"tokens in · {cost}") +
-                              f'<pre class="sds-prompt" style="white-space:pre-wrap">{escape(shown.prompt)}</pre>')
+        cost = cost_text(shown)
+        self.preview.value = preview_html(f"{shown.rows} rows · {shown.requests} requests · ~{shown.est_tokens_in:,} "
+                                          f"tokens in · {cost}", shown.prompt)
 
     # -- running and results ------------------------------------------------------------------------
     def run(self):
         from ..workflows.evaluate import EvaluationRun
 
-        try:
-            job = EvaluationRun(self.config(), home=self.home)
-        except SdstudioError as exc:
-            self.controls.error(str(exc))
-            return None
-        return self.controls.start(
-            lambda handle: job.run(on_progress=handle.report, cancel_event=handle.cancel_event), self.show)
+        return self.controls.run_job(lambda: EvaluationRun(self.config(), home=self.home), self.show)
 
     def show(self, result: Any) -> None:
         from ..reviews import histogram, summary
@@ -179,8 +173,8 @@ class EvaluateApp(w.VBox):
             return
         kept = select(self.evaluation, min_score=self.threshold.value, accepted_only=self.accepted_only.value,
                       store=self.store)
-        self.selection.value = (escape(f"{len(kept)} rows kept (export takes the same filter: --min-score "
-                                       f"{self.threshold.value:g}{' --reviewed-only' if self.accepted_only.value else ''})")
+        flags = f"--min-score {self.threshold.value:g}" + (" --reviewed-only" if self.accepted_only.value else "")
+        self.selection.value = (escape(f"{len(kept)} rows kept (export takes the same filter: {flags})")
                                 + frame_html(kept[["record_id", "topic", "prompt", "score", "verdict"]].head(50)))
 
     def autorun(self, timeout: float = 600) -> Any:

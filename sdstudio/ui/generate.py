@@ -13,7 +13,8 @@ from ..config import GenerationJob, ModelParameters
 from ..errors import SdstudioError
 from ..store import Store
 from ..usecases import list_use_cases, load_use_case
-from .components import FULL, ModelPicker, PagedTable, RunControls, escape, message, text_lines, uploaded_files
+from .components import (FULL, cost_text, escape, message, ModelPicker, PagedTable, preview_html, RunControls,
+                         text_lines, uploaded_files)
 
 
 def flatten(records: list[dict[str, Any]], failed: bool = False):
@@ -123,11 +124,11 @@ class GenerateApp(w.VBox):
             self.preview.value = ""
             return
         approx = "" if shown.exact_tokens else "~"
-        cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown cost (no price for this model)"
+        cost = cost_text(shown)
         self.estimate.value = escape(
             f"First prompt: {approx}{shown.prompt_tokens} tokens · job: {shown.items} items in {shown.requests} "
             f"requests · ~{shown.est_tokens_in:,} tokens in, ~{shown.est_tokens_out:,} out · {cost}")
-        self.preview.value = f'<pre class="sds-prompt" style="white-space:pre-wrap">{escape(shown.prompt)}</pre>'
+        self.preview.value = preview_html("", shown.prompt)
 
     def save_config(self) -> Path | None:
         try:
@@ -146,13 +147,7 @@ class GenerateApp(w.VBox):
     def run(self):
         from ..workflows.sft import GenerationRun
 
-        try:
-            job = GenerationRun(self.config(), home=self.home)
-        except SdstudioError as exc:
-            self.controls.error(str(exc))
-            return None
-        return self.controls.start(
-            lambda handle: job.run(on_progress=handle.report, cancel_event=handle.cancel_event), self.show)
+        return self.controls.run_job(lambda: GenerationRun(self.config(), home=self.home), self.show)
 
     def show(self, result: Any) -> None:
         self.job_id = result.job_id

@@ -25,8 +25,10 @@ def configured_providers() -> dict[str, str]:
     return {
         "local": f"embedded model {Path(str(local)).name}" if local else "",
         "openai": "OPENAI_API_KEY set" if os.environ.get("OPENAI_API_KEY") else "",
-        "caii": "CDP_TOKEN set" if os.environ.get("CDP_TOKEN") else ("/tmp/jwt present" if Path("/tmp/jwt").is_file() else ""),
-        "bedrock": "AWS credentials in environment" if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE") else "",
+        "caii": "CDP_TOKEN set" if os.environ.get("CDP_TOKEN")
+        else ("/tmp/jwt present" if Path("/tmp/jwt").is_file() else ""),
+        "bedrock": "AWS credentials in environment"
+        if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE") else "",
         "openai_compatible": "any base URL (set it in a notebook)",
     }
 

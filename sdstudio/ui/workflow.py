@@ -12,7 +12,8 @@ import yaml
 from ..config import ModelParameters, WorkflowJob
 from ..errors import SdstudioError
 from ..store import Store
-from .components import FULL, ModelPicker, PagedTable, RunControls, escape, frame_html, message, uploaded_files
+from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
+                         RunControls, uploaded_files)
 
 STARTER = """\
 - name: answer
@@ -123,11 +124,10 @@ class WorkflowApp(w.VBox):
         except (SdstudioError, ValueError) as exc:
             self.preview.value = message("error", str(exc))
             return
-        cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown cost"
-        parts = [escape(f"{shown.rows} rows · {shown.requests} requests · ~{shown.est_tokens_in:,} tokens in · {cost}")]
+        parts = [escape(f"{shown.rows} rows · {shown.requests} requests · ~{shown.est_tokens_in:,} tokens in · "
+                        f"{cost_text(shown)}")]
         for step in shown.steps:
-            parts.append(f"<b>{escape(step.step)}</b> → {escape(step.output_column)} ({escape(step.model_id)})"
-                         f'<pre class="sds-prompt" style="white-space:pre-wrap">{escape(step.prompt)}</pre>')
+            parts.append(preview_html(f"{step.step} → {step.output_column} ({step.model_id})", step.prompt))
         self.preview.value = "".join(parts)
 
     def save(self) -> Path | None:
@@ -147,13 +147,7 @@ class WorkflowApp(w.VBox):
     def run(self):
         from ..workflows.custom import WorkflowRun
 
-        try:
-            job = WorkflowRun(self.config(), home=self.home)
-        except SdstudioError as exc:
-            self.controls.error(str(exc))
-            return None
-        return self.controls.start(
-            lambda handle: job.run(on_progress=handle.report, cancel_event=handle.cancel_event), self.show)
+        return self.controls.run_job(lambda: WorkflowRun(self.config(), home=self.home), self.show)
 
     def show(self, result: Any) -> None:
         self.job_id = result.job_id
