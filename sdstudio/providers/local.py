@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +46,18 @@ def cpu_threads() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:
         return os.cpu_count() or 1
+
+
+_model_thread: ThreadPoolExecutor | None = None
+
+
+def model_thread() -> ThreadPoolExecutor:
+    """The one thread every embedded-model call runs on (the models answer one request at a time anyway)."""
+    global _model_thread
+    with _registry_lock:
+        if _model_thread is None:
+            _model_thread = ThreadPoolExecutor(1, thread_name_prefix="sdstudio-llama")
+        return _model_thread
 
 
 def load_model(path: Path, n_ctx: int) -> tuple[Any, threading.Lock]:
@@ -135,7 +148,9 @@ class LocalProvider(BaseProvider):
                           latency_ms=(time.perf_counter() - started) * 1000)
 
     async def complete(self, request: ChatRequest) -> Completion:
-        return await asyncio.to_thread(self._complete_sync, request)
+        # always the same thread: llama.cpp's OpenMP keeps one thread team per calling thread, and a
+        # new caller each time (asyncio.to_thread) costs a new team and leaves the old one spinning
+        return await asyncio.get_running_loop().run_in_executor(model_thread(), self._complete_sync, request)
 
     async def list_models(self) -> list[str]:
         return [self.model]
