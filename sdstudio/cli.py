@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .commands.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from .errors import SdstudioError
@@ -20,9 +20,16 @@ from .errors import SdstudioError
 COMMANDS = ("generate", "documents", "workflow", "evaluate", "export", "align", "jobs", "models", "serve")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (the contract for exit 2), not a page of usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdstudio", description="Synthetic Data Studio: generate, judge and "
-                                     "export synthetic datasets for LLM fine-tuning")
+    parser = Parser(prog="sdstudio", description="Synthetic Data Studio: generate, judge and "
+                    "export synthetic datasets for LLM fine-tuning")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).register(sub)

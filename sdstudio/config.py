@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import safeyaml
 from .errors import ConfigError
 
 
@@ -442,7 +443,7 @@ def _read_yaml(source: str | os.PathLike[str]) -> Any:
     else:
         text = str(source)
     try:
-        data = yaml.safe_load(text)
+        data = safeyaml.load(text, _label(source))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -137,11 +137,15 @@ def _parse_text(text: str, kind: str | None, label: str):
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"input file {label}: line {number} is not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise DatasetError(f"input file {label}: line {number} nests JSON too deeply to be a row") from None
         return _frame_from_records(rows, label)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"input file {label} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise DatasetError(f"input file {label} nests JSON too deeply to be a table of rows") from None
     if isinstance(value, dict):  # {"data": [...]} / {"rows": [...]}: the one list of rows inside
         lists = [v for v in value.values() if isinstance(v, list)]
         if len(lists) != 1:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import redact
 from .errors import ConfigError, SdstudioError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -70,6 +71,7 @@ def hub_token() -> str:
     if not token:
         raise ConfigError("uploading to the Hugging Face Hub needs a token with write access in the HF_TOKEN "
                           "environment variable (create one under Settings > Access Tokens)")
+    redact.register(token)
     return token
 
 

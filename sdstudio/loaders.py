@@ -18,12 +18,18 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import SdstudioError
 
 SUPPORTED = {".pdf": "pdf", ".docx": "docx", ".txt": "text", ".text": "text", ".md": "markdown",
              ".markdown": "markdown", ".html": "html", ".htm": "html"}
 PARAGRAPH = "\n\n"
+# Decompression-bomb limits: real documents stay far below them; a hostile one is refused before it can
+# cost minutes of CPU or gigabytes of RAM (a 144 KB PDF can hold a 70 MB stream shared by 50 pages).
+MAX_UNPACKED_MB = 200  # DOCX: the zip's members, inflated
+MAX_PDF_CONTENT_MB = 150  # PDF: the pages' content streams, decoded, summed over pages
+MAX_PAGE_CONTENT_MB = 32  # PDF: one page's (text extraction walks every drawing operator, ~1 s per 10 MB)
 # Elements whose text is never content: code, styling, and the page chrome around an article.
 HTML_DROP = ("script", "style", "noscript", "template", "iframe", "svg", "nav", "header", "footer", "aside",
              "form", "button", "head")
@@ -161,13 +167,43 @@ def _read_pdf(data: bytes, name: str, password: str | None) -> tuple[list[tuple[
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         raise DocumentError(f"{name}: not a readable PDF ({_brief(exc)})") from None
     texts = []
+    budget = MAX_PDF_CONTENT_MB * 2**20
     for number, page in enumerate(pages, start=1):
+        size = _content_bytes(page)
+        budget -= size
+        if size > MAX_PAGE_CONTENT_MB * 2**20 or budget < 0:
+            raise DocumentError(f"{name}: refused: its pages unpack to more than {MAX_PAGE_CONTENT_MB} MB a page "
+                                f"or {MAX_PDF_CONTENT_MB} MB in all (a decompression bomb?)")
         try:
             raw = page.extract_text() or ""
         except Exception:  # noqa: BLE001 - one broken page must not lose the rest of the document
             raw = ""
         texts.append((number, _clean(raw)))
     return texts, count
+
+
+def _content_bytes(page: Any) -> int:
+    """Decoded size of a page's content stream(s); pypdf caches the decoded data, so a stream shared by
+    many pages is decoded once but counts for every page that draws it."""
+    try:
+        contents = page.get_contents()
+        return len(contents.get_data()) if contents is not None else 0
+    except Exception:  # noqa: BLE001 - a broken stream is extract_text's problem, reported per page
+        return 0
+
+
+def _check_unpacked_size(data: bytes, name: str) -> None:
+    """Refuse a DOCX whose zip would inflate past the limit, before any XML parser sees it."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DocumentError(f"{name}: not a readable DOCX ({_brief(exc)})") from None
+    if unpacked > MAX_UNPACKED_MB * 2**20:
+        raise DocumentError(f"{name}: refused: it unpacks to {unpacked / 2**20:,.0f} MB, over the "
+                            f"{MAX_UNPACKED_MB} MB limit (a decompression bomb?)")
 
 
 def _docx_text(data: bytes, name: str) -> str:
@@ -177,6 +213,7 @@ def _docx_text(data: bytes, name: str) -> str:
     import docx
     from docx.table import Table
 
+    _check_unpacked_size(data, name)
     try:
         document = docx.Document(io.BytesIO(data))
         blocks = []

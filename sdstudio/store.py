@@ -10,8 +10,10 @@ have run. Never edit an old migration: add a new one. Secrets have no column any
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -30,6 +32,23 @@ JOB_TABLES = {
 RECORD_STATUSES = ("ok", "failed", "filtered")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 BUSY_TIMEOUT_S = 60.0
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Switching a new database needs an exclusive lock, and SQLite answers a process racing
+    another one through it "database is locked" at once (busy_timeout does not apply): wait and retry
+    until one of them has switched it (WAL is then permanent for the file)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("database is locked (could not switch it to WAL mode)")
+        time.sleep(random.uniform(0.005, 0.05))
 
 
 def utcnow() -> str:
@@ -171,7 +190,7 @@ class Store:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                        check_same_thread=False)
                 conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")

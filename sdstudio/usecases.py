@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from . import safeyaml
 from .errors import ConfigError
 from .home import resolve_home
 
@@ -67,7 +68,7 @@ def load_use_case(name: str, home: str | Path | None = None) -> UseCase:
 def _load(folder: Path) -> UseCase:
     path = folder / "use_case.yaml"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safeyaml.load(path.read_text(encoding="utf-8"), str(path)) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read it ({' '.join(str(exc).split())[:200]})") from None
     if not isinstance(data, dict):

@@ -55,3 +55,13 @@ def test_bad_scale_is_refused():
 def test_a_key_pasted_as_api_key_env_is_refused():
     with pytest.raises(ConfigError, match="NAME of an environment variable"):
         load_config({"kind": "generation", "model": {"api_key_env": "sk-abc123/xyz"}})
+
+
+def test_a_billion_laughs_config_is_one_error_not_gigabytes(tmp_path):
+    lines = ["kind: generation", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_config(path)

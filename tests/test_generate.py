@@ -133,9 +133,9 @@ def test_only_the_shortfall_is_asked_again_with_the_earlier_items_to_avoid(opena
     result = run(openai_server, store, topics=["Heaps"], num_per_topic=2, batch_size=2)
     assert calls == [2, 1]  # round 1 asked for the one missing item only
     assert "- Question number 1-0?" in openai_server.requests[1]["messages"][-1]["content"]
-    assert (result.ok, result.failed) == (2, 1)
-    (bad,) = store.records("generation", result.job_id, "failed")
-    assert "solution" in bad["error"] and bad["raw_text"]
+    assert (result.ok, result.failed, result.filtered) == (2, 0, 1)  # the bad item was asked again: superseded
+    (bad,) = store.records("generation", result.job_id, "filtered")
+    assert bad["error"].startswith("asked again in round 1: ") and "solution" in bad["error"] and bad["raw_text"]
 
 
 def test_planted_duplicates_are_filtered_and_replaced(openai_server, store):

@@ -63,10 +63,29 @@ def load_job_data(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         return {"kind": kind}
     from ..config import load_config
 
+    _check_yaml_size(args.config)
     config = load_config(args.config)
     if config.kind != kind:
         raise ConfigError(f"{args.config} is a {config.kind} config; `sdstudio {args.command}` needs kind: {kind}")
     return config.model_dump(mode="json", exclude_none=True)
+
+
+def _check_yaml_size(path: str) -> None:
+    """Refuse a 'billion laughs' config before validation expands it (safeyaml.py says why). Problems
+    reading or parsing the file are left to load_config, which words them."""
+    import yaml
+
+    from ..safeyaml import load
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError):
+        return
+    try:
+        load(text, path)
+    except yaml.YAMLError:
+        return
 
 
 def build_config(model_cls: Any, data: dict[str, Any], label: str) -> Any:

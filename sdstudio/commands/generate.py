@@ -50,8 +50,11 @@ def read_topics(path: str) -> list[str]:
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read topics file {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read topics file {file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start}); save it as UTF-8") from None
     if file.suffix.lower() == ".json" or text.lstrip().startswith("["):
         try:
             topics = json.loads(text)

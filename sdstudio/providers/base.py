@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+from .. import redact
 from ..config import ModelParameters, ModelSpec
 from ..errors import SdstudioError
 
@@ -27,22 +28,25 @@ class ProviderError(SdstudioError):
     never contains a credential."""
 
     def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None,
-                 status: int | None = None):
+                 status: int | None = None, unreachable: bool = False):
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
         self.status = status
+        # no connection could be made (refused, unknown host, bad URL): when no request of a run has been
+        # answered yet, the engine stops the run instead of failing every item the same way
+        self.unreachable = unreachable
 
     @property
     def retryable(self) -> bool:
         return self.kind in RETRYABLE_KINDS
 
     def __reduce__(self):  # keep kind/retry_after when crossing process or thread boundaries
-        return (_rebuild_error, (self.kind, str(self), self.retry_after, self.status))
+        return (_rebuild_error, (self.kind, str(self), self.retry_after, self.status, self.unreachable))
 
 
-def _rebuild_error(kind, message, retry_after, status):
-    return ProviderError(kind, message, retry_after=retry_after, status=status)
+def _rebuild_error(kind, message, retry_after, status, unreachable=False):
+    return ProviderError(kind, message, retry_after=retry_after, status=status, unreachable=unreachable)
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,13 @@ class BaseProvider:
     def secret_from_env(self, variable: str) -> str | None:
         value = os.environ.get(variable) or None
         if value:
-            self._secrets.append(value)
+            self.add_secret(value)
         return value
+
+    def add_secret(self, value: str) -> None:
+        """A credential this provider uses: masked in its error messages and in every log record."""
+        self._secrets.append(value)
+        redact.register(value)
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:

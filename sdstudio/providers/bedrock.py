@@ -75,6 +75,12 @@ class BedrockProvider(BaseProvider):
                                 max_pool_connections=self.pool_size, connect_timeout=self.connect_timeout_s,
                                 read_timeout=self.read_timeout_s)
                 session = boto3.session.Session(region_name=self.spec.region or None)
+                credentials = session.get_credentials()  # env, profile or role: mask what botocore logs
+                if credentials is not None:
+                    frozen = credentials.get_frozen_credentials()
+                    for secret in (frozen.secret_key, frozen.token):
+                        if secret:
+                            self.add_secret(secret)
                 self._clients[service] = session.client(service, endpoint_url=self.spec.base_url or None,
                                                         config=config)
             return self._clients[service]
@@ -118,7 +124,8 @@ class BedrockProvider(BaseProvider):
             return self.error("auth", f"{where}: no usable AWS credentials ({one_line}); set "
                                       "AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
         if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):
-            return self.error("transient", f"{where}: cannot reach Bedrock: {one_line}")
+            unreachable = isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError))
+            return self.error("transient", f"{where}: cannot reach Bedrock: {one_line}", unreachable=unreachable)
         if isinstance(exc, bx.NoRegionError):
             return self.error("bad_request", f"{where}: no AWS region; set region in the model spec "
                                              "or AWS_REGION")

@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..errors import ConfigError
 from .base import BaseProvider, ChatRequest, Completion, ProviderError, Usage
 
 CLIENT_TIMEOUT_S = 600.0  # the engine applies the per-request timeout; this only bounds a hung socket
+CONNECT_TIMEOUT_S = 30.0  # a host that drops packets is unreachable, not slow: say so long before the request timeout
 CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
 
 
@@ -45,7 +47,7 @@ class OpenAICompatibleProvider(BaseProvider):
     def endpoint(self) -> str | None:
         if not self.spec.base_url:
             raise ConfigError(f"provider {self.name} needs base_url (e.g. http://localhost:8000/v1)")
-        return self.spec.base_url.rstrip("/")
+        return checked_url(self.spec.base_url)
 
     def default_model(self) -> str:
         return ""  # listing models needs none; a call without one fails as a bad request, naming the fix
@@ -72,7 +74,8 @@ class OpenAICompatibleProvider(BaseProvider):
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         return aiohttp.ClientSession(
             headers=headers, connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S), raise_for_status=False)
+            timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S),
+            raise_for_status=False)
 
     # -- calls -----------------------------------------------------------------------------------
     def request_body(self, request: ChatRequest) -> dict[str, Any]:
@@ -100,7 +103,10 @@ class OpenAICompatibleProvider(BaseProvider):
             raise self.error("transient", f"connection to {self.base_url} broke mid-reply "
                                           f"({type(exc).__name__})") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise self.error("transient", f"connection to {self.base_url} failed ({type(exc).__name__})") from None
+            unreachable = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
+                                           aiohttp.InvalidURL))
+            raise self.error("transient", f"connection to {self.base_url} failed ({type(exc).__name__})",
+                             unreachable=unreachable) from None
         except ValueError:
             raise self.error("transient", f"malformed response from {self.base_url} (not JSON)") from None
 
@@ -161,7 +167,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
     supported_parameters = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
 
     def endpoint(self) -> str | None:
-        return self.spec.base_url
+        return checked_url(self.spec.base_url) if self.spec.base_url else None
 
     def default_model(self) -> str:
         return "gpt-4o-mini"
@@ -214,8 +220,12 @@ class OpenAIProvider(OpenAICompatibleProvider):
             return self.error("transient", f"request to {where} timed out")
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc.__context__
+            import httpx
+
             return self.error("transient", f"connection to {where} failed "
-                                           f"({type(cause).__name__ if cause else 'connection error'})")
+                                           f"({type(cause).__name__ if cause else 'connection error'})",
+                              unreachable=isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout,
+                                                             httpx.UnsupportedProtocol)))
         status = getattr(exc, "status_code", None)
         if status is None:  # a 200 whose body is not a completion
             return self.error("transient", f"malformed response from {where}: {_error_detail(exc)}")
@@ -242,8 +252,16 @@ class CaiiProvider(OpenAICompatibleProvider):
                               f"(which provides {path})") from None
         except (OSError, ValueError, KeyError, TypeError):
             raise ConfigError(f"{path} does not hold a JSON object with an access_token") from None
-        self._secrets.append(token)
+        self.add_secret(token)
         return token
+
+
+def checked_url(url: str) -> str:
+    """base_url without its trailing slash; not an http(s) URL is a config error, not 1000 failed requests."""
+    url = url.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(f"base_url {url!r} is not an http(s) URL; write it in full, e.g. http://localhost:8000/v1")
+    return url
 
 
 def _detail_from_body(raw: bytes) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import ipywidgets as w
 import yaml
 
+from .. import safeyaml
 from ..config import ModelParameters, WorkflowJob
 from ..errors import SdstudioError
 from ..store import Store
@@ -96,7 +97,7 @@ class WorkflowApp(w.VBox):
         from ..config import _validate
 
         try:
-            steps = yaml.safe_load(self.steps.value) or []
+            steps = safeyaml.load(self.steps.value, "workflow steps") or []
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             raise SdstudioError(f"steps are not valid YAML{f' (line {mark.line + 1})' if mark else ''}") from None

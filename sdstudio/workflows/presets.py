@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .. import safeyaml
 from ..config import WorkflowJob, WorkflowStep, _validate
 from ..errors import ConfigError
 from ..home import resolve_home
@@ -67,8 +68,8 @@ def load_preset(name: str, home: str | Path | None = None) -> Preset:
         known = ", ".join(list_presets(home)) or "none"
         raise ConfigError(f"unknown workflow preset {name!r}; presets: {known}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        data = safeyaml.load(path.read_text(encoding="utf-8"), f"preset {path}")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"preset {path}: cannot read it ({' '.join(str(exc).split())[:160]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list) or not data["steps"]:
         raise ConfigError(f"preset {path}: needs a list of steps")

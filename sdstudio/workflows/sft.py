@@ -5,6 +5,12 @@ shortfall (items that failed validation, were cut off, or were removed as duplic
 a bounded list of what the topic already has so it does not repeat itself. A round's prompts depend only
 on the rows of earlier rounds, listed in a fixed order, so a killed run rebuilds the very same requests
 and the engine skips those already answered: resuming never pays twice.
+
+Counts are in items: a request for k items that fails leaves k failed rows, a reply with fewer items than
+asked leaves failed rows for the missing ones. When a later round asks a topic again, that topic's failed
+rows from earlier rounds become ``filtered`` ("asked again in round r: <reason>"), so ``failed`` counts
+only items that ended failed (the exit code's failed ratio), the reasons stay readable, and a resumed run
+never re-sends an earlier round's request (filtered rows count as answered).
 """
 from __future__ import annotations
 
@@ -89,10 +95,15 @@ class GenerationRun:
 
     # -- replies -----------------------------------------------------------------------------------
     def handle(self, item: WorkItem, completion: Completion) -> list[Record]:
-        """Reply -> one record per item: valid ones ok, invalid ones failed with the reason and raw text."""
+        """Reply -> one record per item asked: valid ones ok, invalid or missing ones failed with the reason
+        and raw text."""
         meta: CallMeta = item.meta
         result = parse_items(completion.text, self.plan.item_schema, list_key=LIST_KEY)
         if result.error is not None:
+            if result.truncated and completion.finish_reason == "stop":
+                # the model ended the reply itself: more max_tokens would not help, the JSON is broken
+                raise InvalidOutput("reply is malformed JSON: it ends before its JSON closes, though the "
+                                    "model finished normally")
             raise InvalidOutput(result.error)
         if not result.items:
             raise InvalidOutput("the reply holds no items")
@@ -106,7 +117,27 @@ class GenerationRun:
                 raw_text=completion.text if (error or first) else None,
                 tokens_in=completion.usage.input_tokens if first else 0,
                 tokens_out=completion.usage.output_tokens if first else 0))
+        missing = f"the reply held {len(records)} of the {meta.count} items asked"
+        if completion.finish_reason == "length":
+            missing += "; it was cut off at max_tokens"
+        records.extend(Record(job_kind=KIND, job_id=0, item_key=f"{item.key}:{index}", status="failed",
+                              topic=meta.topic, input=item.input, error=missing)
+                       for index in range(len(records), meta.count))
         return records
+
+    @staticmethod
+    def failure_keys(item: WorkItem) -> list[str]:
+        """A failed request fails every item it asked for (the keys its items would have had)."""
+        return [f"{item.key}:{index}" for index in range(item.meta.count)]
+
+    def supersede_failures(self, job_id: int, round_no: int, topics: set[str]) -> None:
+        """This round asks these topics again: their failed rows of earlier rounds become filtered."""
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "UPDATE records SET status = 'filtered', error = ? || COALESCE(error, 'failed') "
+                "WHERE job_kind = ? AND job_id = ? AND topic = ? AND status = 'failed' "
+                "AND CAST(json_extract(input, '$.round') AS INTEGER) < ?",
+                [(f"asked again in round {round_no}: ", KIND, job_id, topic, round_no) for topic in sorted(topics)])
 
     def _check(self, value: Any) -> str | None:
         """Use-case validators beyond the schema (text2sql: the SQL must run against the schema)."""
@@ -135,9 +166,12 @@ class GenerationRun:
                 work = self.round_items(round_no, job_id)
                 if not work:
                     break
+                if round_no:
+                    self.supersede_failures(job_id, round_no, {w.topic for w in work})
                 totals.planned(len(work))
                 engine = Engine(self.provider, self.store, KIND, job_id, self.config.run, price=price,
-                                on_progress=totals, output_retries=1, cancel_event=cancel_event)
+                                on_progress=totals, output_retries=1, cancel_event=cancel_event,
+                                failure_keys=self.failure_keys)
                 result = engine.run(work, self.handle)
                 totals.end_round(result.progress)
                 if result.cancelled:
