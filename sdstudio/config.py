@@ -30,6 +30,13 @@ class StrictModel(BaseModel):
         return _validate(cls, data, _label(source))
 
 
+def env_variable_name(value: str | None, field: str, example: str, secret: str) -> str | None:
+    """Secrets come from the environment only: a config names the variable, never holds the value."""
+    if value is not None and not value.replace("_", "").isalnum():
+        raise ValueError(f"{field} is the NAME of an environment variable (e.g. {example}), not the {secret} itself")
+    return value
+
+
 class ModelParameters(StrictModel):
     """Sampling parameters; each provider maps what it supports and warns about the rest."""
 
@@ -55,10 +62,7 @@ class ModelSpec(StrictModel):
     @field_validator("api_key_env")
     @classmethod
     def _env_name_not_key(cls, value: str | None) -> str | None:
-        if value is not None and not value.replace("_", "").isalnum():
-            raise ValueError("api_key_env is the NAME of an environment variable (e.g. MY_KEY), "
-                             "not the key itself")
-        return value
+        return env_variable_name(value, "api_key_env", "MY_KEY", "key")
 
 
 class RunSettings(StrictModel):
@@ -378,13 +382,11 @@ class DocumentJob(StrictModel):
 
     _judge_temperature = field_validator("judge", mode="before")(
         EvaluationJob._judges_default_to_temperature_zero.__func__)
+
     @field_validator("password_env")
     @classmethod
     def _password_env_is_a_name(cls, value: str | None) -> str | None:
-        if value is not None and not value.replace("_", "").isalnum():
-            raise ValueError("password_env is the NAME of an environment variable (e.g. PDF_PASSWORD), "
-                             "not the password itself")
-        return value
+        return env_variable_name(value, "password_env", "PDF_PASSWORD", "password")
 
     @field_validator("files")
     @classmethod
