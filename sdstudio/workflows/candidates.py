@@ -34,7 +34,7 @@ from ..pricing import price_for
 from ..providers import ChatRequest, Completion, get_provider
 from ..store import Record, Store
 from ..usecases import load_use_case
-from .jobs import JobResult, ProgressTotals, close_job, open_job
+from .jobs import Estimate, JobResult, ProgressTotals, close_job, open_job
 
 KIND = "generation"
 USE_CASE = "alignment"
@@ -269,7 +269,7 @@ class CandidatesRun:
 # -- dry run -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class AlignmentPreview:
+class AlignmentPreview(Estimate):
     """What an alignment job will send and roughly cost, computed without a single call."""
 
     prompt: str           # the exact first request: the prompt-writing prompt (topics) or the first candidate's
@@ -279,15 +279,6 @@ class AlignmentPreview:
     prompts: int          # prompts to answer (from topics: how many are asked for)
     candidates: int       # K per prompt
     requests: int         # every call: writing prompts, K candidates per prompt, one judgement per candidate
-    est_tokens_in: int
-    est_tokens_out: int
-    est_cost_usd: float
-    price_known: bool
-
-    def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return {**asdict(self), "est_cost_usd": round(self.est_cost_usd, 6)}
 
 
 def preview(config: AlignmentJob, *, home: str | Path | None = None) -> AlignmentPreview:

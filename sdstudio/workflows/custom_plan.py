@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..errors import ConfigError, SdstudioError
 from ..pricing import price_for
 from ..providers import ChatRequest, Completion, get_provider
 from ..templates import TemplateError, environment, render, variables
+from .jobs import Estimate
 
 RESERVED = ("row", "variation", "variations")
 _DICT_METHODS = {"items", "keys", "values", "get"}
@@ -242,24 +243,17 @@ class StepPreview:
 
 
 @dataclass(frozen=True)
-class WorkflowPreview:
+class WorkflowPreview(Estimate):
     """What a workflow will send and roughly cost, computed without a call or a write."""
 
     steps: list[StepPreview]
     rows: int  # output rows (selected rows x variations)
     requests: int
     columns: list[str]  # the selected input columns
-    est_tokens_in: int
-    est_tokens_out: int
-    est_cost_usd: float
-    price_known: bool
 
     @property
     def prompt(self) -> str:
         return self.steps[0].prompt
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "est_cost_usd": round(self.est_cost_usd, 6)}
 
 
 PREVIEW_SAMPLE = 200  # rows rendered for the estimate; the rest are scaled from them
@@ -291,8 +285,9 @@ def preview(config: WorkflowJob, *, home: str | Path | None = None, frame: Any =
         price = price_for(model_id, price_home)
         known = known and price.known
         tokens_in, tokens_out, cost = tokens_in + step_in, tokens_out + step_out, cost + price.cost(step_in, step_out)
-    return WorkflowPreview(shown, len(plan.rows), len(plan.rows) * len(plan.steps), plan.columns, tokens_in,
-                           tokens_out, cost, known)
+    return WorkflowPreview(steps=shown, rows=len(plan.rows), requests=len(plan.rows) * len(plan.steps),
+                           columns=plan.columns, est_tokens_in=tokens_in, est_tokens_out=tokens_out,
+                           est_cost_usd=cost, price_known=known)
 
 
 def _shown_prompt(plan: WorkflowPlan, row: RowInput, sp: StepPlan, pending: dict[str, Any]) -> str:

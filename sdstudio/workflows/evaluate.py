@@ -54,7 +54,7 @@ from ..reviews import (
 from ..store import Record, Store
 from ..templates import render, variables
 from ..usecases import UseCase, load_use_case
-from .jobs import JobResult, ProgressTotals, close_job, open_job
+from .jobs import Estimate, JobResult, ProgressTotals, close_job, open_job
 
 KIND = "evaluation"
 ENUM_LIMIT = 100  # scales up to this many values also get an enum (constrains grammar-based decoding)
@@ -408,7 +408,7 @@ def evaluate(config: EvaluationJob, *, home: str | Path | None = None, resume: i
 # -- dry run ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class EvaluationPreview:
+class EvaluationPreview(Estimate):
     """What an evaluation will send and roughly cost, computed without a single call."""
 
     prompt: str           # the exact prompt of the first judgement
@@ -417,13 +417,6 @@ class EvaluationPreview:
     model_id: str | None
     requests: int         # one per pair (twice with a second judge)
     rows: int
-    est_tokens_in: int
-    est_tokens_out: int
-    est_cost_usd: float
-    price_known: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "est_cost_usd": round(self.est_cost_usd, 6)}
 
 
 def preview(config: EvaluationJob, *, home: str | Path | None = None) -> EvaluationPreview:

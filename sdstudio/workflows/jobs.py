@@ -55,6 +55,20 @@ class JobResult:
         return self.failed / total if total else 0.0
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """The token and cost estimate every workflow's preview (``--dry-run``) carries; each preview adds
+    what it shows (the first prompt, its counts). ``to_json`` is what ``--dry-run --json`` prints."""
+
+    est_tokens_in: int
+    est_tokens_out: int
+    est_cost_usd: float
+    price_known: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "est_cost_usd": round(self.est_cost_usd, 6)}
+
+
 def open_job(store: Store, kind: str, config: StrictModel, resume: int | None, **fields: Any) -> tuple[int, bool]:
     """(job id, resumed?). An explicit ``resume`` must exist and be of this kind; otherwise the newest
     job made from the same config is resumed, or a new one is created."""

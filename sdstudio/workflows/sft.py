@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import GenerationJob
-from ..errors import ConfigError
 from ..engine import Engine, InvalidOutput, Progress, WorkItem, request_key
+from ..errors import ConfigError
 from ..parsing import parse_items
 from ..pricing import price_for
 from ..providers import Completion, get_provider
 from ..sqlcheck import check_sql
 from ..store import Record, Store
-from .jobs import JobResult, ProgressTotals, close_job, open_job
+from .jobs import Estimate, JobResult, ProgressTotals, close_job, open_job
 from .plan import LIST_KEY, GenerationPlan
 
 KIND = "generation"
@@ -196,7 +196,7 @@ def generate(config: GenerationJob, *, home: str | Path | None = None, resume: i
 
 
 @dataclass(frozen=True)
-class GenerationPreview:
+class GenerationPreview(Estimate):
     """What a job will send and roughly cost, computed without a single call."""
 
     prompt: str            # the exact prompt of the first call (first topic)
@@ -205,15 +205,6 @@ class GenerationPreview:
     model_id: str | None
     requests: int          # calls of the first round; follow-up rounds only fill shortfalls
     items: int
-    est_tokens_in: int
-    est_tokens_out: int
-    est_cost_usd: float
-    price_known: bool
-
-    def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return {**asdict(self), "est_cost_usd": round(self.est_cost_usd, 6)}
 
 
 def preview(config: GenerationJob, *, home: str | Path | None = None) -> GenerationPreview:
