@@ -18,16 +18,16 @@ memory per repo so tests can read them back, and ``fail`` injects an HTTP error 
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 REPO_TYPES = ("model", "dataset", "space")
 KNOWN_TASK_CATEGORIES = {"text-generation", "question-answering", "text-classification", "summarization",
@@ -57,8 +57,10 @@ class FakeRepo:
         return self.files[path].decode("utf-8")
 
 
-class FakeHubServer:
+class FakeHubServer(LoopbackServer):
     """Start with ``with FakeHubServer(tokens={"hf_good": "alice"}) as hub:``; ``hub.url`` is the endpoint."""
+
+    label = "fake Hub server"
 
     def __init__(self, *, tokens: dict[str, str] | None = None, orgs: dict[str, list[str]] | None = None,
                  port: int = 0):
@@ -68,11 +70,7 @@ class FakeHubServer:
         self.requests: list[tuple[str, str]] = []  # (method, path) in arrival order
         self.authorizations: list[str | None] = []  # Authorization headers received (tests check secrets)
         self.fail: dict[str, int] = {}  # step -> HTTP status to answer once
-        self._port = port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.url = ""
+        super().__init__(port)
 
     # -- test helpers --------------------------------------------------------------------------
     def repo(self, repo_id: str, repo_type: str = "dataset") -> FakeRepo:
@@ -83,29 +81,8 @@ class FakeHubServer:
         self.repos[(repo_type, repo_id)] = repo
         return repo
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    def __enter__(self) -> "FakeHubServer":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake Hub server did not start")
-
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start_site())
-        ready.set()
-        self._loop.run_forever()
-
-    async def _start_site(self) -> None:
+    # -- lifecycle (LoopbackServer does the rest) -----------------------------------------------
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1024 ** 3, middlewares=[self._log])
         app.router.add_post("/api/repos/create", self._create)
         app.router.add_post("/api/validate-yaml", self._validate_yaml)
@@ -114,19 +91,7 @@ class FakeHubServer:
         app.router.add_post(base + "/commit/{revision}", self._commit)
         app.router.add_get(base, self._info)
         app.router.add_get(base + "/revision/{revision}", self._info)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = None
+        return app
 
     # -- plumbing ------------------------------------------------------------------------------
     @web.middleware

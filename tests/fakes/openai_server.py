@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.loopback import LoopbackServer
+
 FAULTS = ("rate_limit", "server_error", "slow", "malformed_body", "truncated", "bad_json", "context_length")
 
 
@@ -68,8 +70,10 @@ def default_reply(body: dict[str, Any]) -> str:
     return f"reply {key}: {last[:200]}"
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(LoopbackServer):
     """Start with ``with FakeOpenAIServer() as server:``; ``server.url`` is the ``base_url``."""
+
+    label, url_path, backlog = "fake OpenAI server", "/v1", 1024
 
     def __init__(self, *, latency: float = 0.0, reply: Callable[[dict[str, Any]], str] | None = None,
                  fault_rates: dict[str, float] | None = None, seed: int = 0, retry_after: float = 0.05,
@@ -91,56 +95,21 @@ class FakeOpenAIServer:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.arrivals: list[float] = []
-        self._port = port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.url = ""
+        super().__init__(port)
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    def __enter__(self) -> "FakeOpenAIServer":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake OpenAI server did not start")
-
-    def _serve(self, ready: threading.Event) -> None:
+    # -- lifecycle (LoopbackServer does the rest) -----------------------------------------------
+    def new_loop(self) -> asyncio.AbstractEventLoop:
         try:
             import uvloop  # the fake should never be the bottleneck of a client benchmark
-            self._loop = uvloop.new_event_loop()
+            return uvloop.new_event_loop()
         except ImportError:
-            self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start_site())
-        ready.set()
-        self._loop.run_forever()
+            return asyncio.new_event_loop()
 
-    async def _start_site(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self._port, backlog=1024)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/v1"
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = None
+        return app
 
     # -- handlers ------------------------------------------------------------------------------
     def _unauthorized(self, request: web.Request) -> web.Response | None:
