@@ -163,6 +163,19 @@ def preview_html(summary: str, prompt: str) -> str:
     return f'{escape(summary)}<pre class="sds-prompt" style="white-space:pre-wrap">{escape(prompt)}</pre>'
 
 
+def json_list(value: str, what: str) -> list[Any]:
+    """A textarea holding a JSON list (one object alone counts as a list of one); bad JSON is one line."""
+    import json
+
+    from ..errors import SdstudioError
+
+    try:
+        data = json.loads(value or "[]")
+    except json.JSONDecodeError as exc:
+        raise SdstudioError(f"{what} are not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return data if isinstance(data, list) else [data]
+
+
 def text_lines(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip()]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ import ipywidgets as w
 from ..config import EvaluationJob, ModelParameters
 from ..errors import SdstudioError
 from ..store import Store
-from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
-                         RunControls, uploaded_files)
+from .components import (FULL, cost_text, escape, frame_html, json_list, message, ModelPicker, PagedTable,
+                         preview_html, RunControls, uploaded_files)
 from .review import ReviewPanel
 
 
@@ -102,10 +101,7 @@ class EvaluateApp(w.VBox):
     def config(self) -> EvaluationJob:
         from ..config import _validate
 
-        try:
-            examples = json.loads(self.examples.value or "[]")
-        except json.JSONDecodeError as exc:
-            raise SdstudioError(f"judge examples are not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        examples = json_list(self.examples.value, "judge examples")
         data: dict[str, Any] = {"criteria": self.criteria.value, "scale": [self.scale_min.value, self.scale_max.value],
                                 "examples": examples, "model": self.model.spec().model_dump()}
         if self.source.value is not None:

@@ -13,8 +13,8 @@ from ..config import GenerationJob, ModelParameters
 from ..errors import SdstudioError
 from ..store import Store
 from ..usecases import list_use_cases, load_use_case
-from .components import (FULL, cost_text, escape, message, ModelPicker, PagedTable, preview_html, RunControls,
-                         text_lines, uploaded_files)
+from .components import (FULL, cost_text, escape, json_list, message, ModelPicker, PagedTable, preview_html,
+                         RunControls, text_lines, uploaded_files)
 
 
 def flatten(records: list[dict[str, Any]], failed: bool = False):
@@ -87,13 +87,9 @@ class GenerateApp(w.VBox):
         self.refresh_preview()
 
     def config(self) -> GenerationJob:
-        try:
-            examples = json.loads(self.examples.value or "[]")
-        except json.JSONDecodeError as exc:
-            raise SdstudioError(f"examples are not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        if not isinstance(examples, list):
-            examples = [examples]
         from ..config import _validate
+
+        examples = json_list(self.examples.value, "examples")
 
         return _validate(GenerationJob, {
             "use_case": self.use_case.value, "instruction": self.instruction.value, "examples": examples,
