@@ -118,6 +118,16 @@ class JudgeExample(StrictModel):
     justification: str
 
 
+def check_scale(scale: tuple[int, int], examples: list[JudgeExample]) -> None:
+    """A judge's scale must be a real range, and its few-shot examples must score inside it."""
+    low, high = scale
+    if low >= high:
+        raise ValueError(f"scale {low}-{high} is empty; the low end must be below the high end")
+    for ex in examples:
+        if not low <= ex.score <= high:
+            raise ValueError(f"judge example score {ex.score} is outside the scale {low}-{high}")
+
+
 class EvaluationJob(StrictModel):
     """LLM-as-judge over a generation job or an uploaded prompt/completion dataset."""
 
@@ -153,12 +163,7 @@ class EvaluationJob(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> "EvaluationJob":
         if self.scale is not None:
-            low, high = self.scale
-            if low >= high:
-                raise ValueError(f"scale {low}-{high} is empty; the low end must be below the high end")
-            for ex in self.examples:
-                if not low <= ex.score <= high:
-                    raise ValueError(f"judge example score {ex.score} is outside the scale {low}-{high}")
+            check_scale(self.scale, self.examples)
         if (self.source_job is None) == (self.input_file is None):
             raise ValueError("give exactly one of source_job (a generation job id) or input_file")
         if self.input_file is not None and not (self.prompt_column and self.completion_column):
@@ -331,12 +336,8 @@ class AlignmentJob(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> "AlignmentJob":
+        check_scale(self.scale, self.examples)
         low, high = self.scale
-        if low >= high:
-            raise ValueError(f"scale {low}-{high} is empty; the low end must be below the high end")
-        for ex in self.examples:
-            if not low <= ex.score <= high:
-                raise ValueError(f"judge example score {ex.score} is outside the scale {low}-{high}")
         if self.source_job is not None and self.input_file is not None:
             raise ValueError("give one prompt source: source_job, input_file or topics")
         if self.topics is not None and (self.source_job is not None or self.input_file is not None):
