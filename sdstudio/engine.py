@@ -33,7 +33,7 @@ from .limits import AdaptiveLimit, RateLimiter, TokenBucket
 from .pricing import Price
 from .providers.base import ChatRequest, Completion, Provider, ProviderError
 from .errors import SdstudioError
-from .store import Record, Store, utcnow
+from .store import Record, Store
 
 FLUSH_ROWS, FLUSH_SECONDS = 50, 1.0
 PROGRESS_INTERVAL_S = 0.1
@@ -128,6 +128,7 @@ class Engine:
         # asking for k items fails k items, so the job's counts stay in items
         self.failure_keys = failure_keys
         self._abort: ProviderError | None = None
+        self._store_error: BaseException | None = None  # a write that failed: nothing more is sent
         self._answered = 0  # replies received in this run: once one arrives, the endpoint works
         ceiling = getattr(provider, "max_concurrency", None) or self.settings.concurrency
         self.limit = AdaptiveLimit(min(self.settings.concurrency, ceiling))
@@ -144,19 +145,14 @@ class Engine:
         self._started = 0.0
 
     # -- public ----------------------------------------------------------------------------------
+    def execute(self, items: Iterable[WorkItem], handler: Handler | None = None) -> RunResult:
+        """The executor seam (``executors.Executor``): run the items, every outcome into the job's records."""
+        return self.run(items, handler)
+
     def run(self, items: Iterable[WorkItem], handler: Handler | None = None, total: int | None = None) -> RunResult:
         """Blocking run on a fresh event loop (``runner.submit`` runs it in the background instead).
         Called where a loop already runs (a notebook cell), it runs on a worker thread with its own loop."""
-        def blocking() -> RunResult:
-            with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
-                return runner.run(self.arun(items, handler, total))
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return blocking()
-        with ThreadPoolExecutor(1, thread_name_prefix="sdstudio-run") as pool:
-            return pool.submit(blocking).result()
+        return run_coroutine(lambda: self.arun(items, handler, total))
 
     async def arun(self, items: Iterable[WorkItem], handler: Handler | None = None,
                    total: int | None = None) -> RunResult:
@@ -182,6 +178,8 @@ class Engine:
             self._writer.shutdown(wait=True)
             await self.provider.aclose()  # its connections belong to this run's event loop
             self._report(force=True)
+        if self._store_error is not None:
+            raise self._store_error
         if self._abort is not None:
             raise self._aborted(self._abort)
         return RunResult(self.progress, cancelled=self._cancelled(), failures=dict(self._failures))
@@ -205,13 +203,7 @@ class Engine:
             hint = "no request reached the provider; check base_url (or region) and that it is up, then run again"
         else:
             hint = "check the model id and base_url (`sdstudio models` lists the models), then run again"
-        error = RunAborted(f"{exc}; stopped the job: {hint}")
-        try:
-            self.store.refresh_counts(self.job_kind, self.job_id)
-            self.store.update_job(self.job_kind, self.job_id, status="failed", error=str(error), finished_at=utcnow())
-        except SdstudioError:
-            pass  # a job row that is not ours to update (e.g. an engine run outside a job) changes nothing
-        return error
+        return RunAborted(f"{exc}; stopped the job: {hint}")
 
     async def _watch(self, workers: list[asyncio.Task]) -> None:
         """Periodic flush; on cancel, give in-flight requests a grace period, then cut them off."""
@@ -219,7 +211,7 @@ class Engine:
             await asyncio.sleep(min(FLUSH_SECONDS, 0.2))
             await self._flush()
             self._report()
-            if self._abort is not None:
+            if self._abort is not None or self._store_error is not None:
                 for worker in workers:  # nothing more can succeed: in-flight requests are not worth waiting for
                     worker.cancel()
                 return
@@ -234,7 +226,7 @@ class Engine:
     async def _worker(self, queue, handler: Handler, done_keys: set[str]) -> None:
         try:
             for item in queue:
-                if self._cancelled() or self._abort is not None:
+                if self._cancelled() or self._abort is not None or self._store_error is not None:
                     return
                 if item.key in done_keys:
                     self.progress.done += 1
@@ -333,6 +325,8 @@ class Engine:
             for first, key in ((i == 0, k) for i, k in enumerate(keys))], ok=False)
 
     def _add(self, records: list[Record], ok: bool) -> None:
+        for rec in records:  # each record carries what it cost, so a job's cost is the sum of its records
+            rec.cost_usd = self.price.cost(rec.tokens_in, rec.tokens_out) if (rec.tokens_in or rec.tokens_out) else 0.0
         self._buffer.extend(records)
         self.progress.done += 1
         if ok:
@@ -352,9 +346,12 @@ class Engine:
         async with self._flush_lock:
             batch, self._buffer = self._buffer, []
             self._last_flush = time.monotonic()
-            if batch:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._writer, functools.partial(self.store.add_records, batch, replace_failed_requests=True))
+            if batch and self._store_error is None:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._writer, functools.partial(self.store.add_records, batch, replace_failed_requests=True))
+                except Exception as exc:  # noqa: BLE001 - full disk, replaced database...: stop sending at once
+                    self._store_error = exc
 
     def _report(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -362,6 +359,21 @@ class Engine:
         if self.on_progress and (force or now - self._last_report >= PROGRESS_INTERVAL_S):
             self._last_report = now
             self.on_progress(replace(self.progress))
+
+
+def run_coroutine(make: Callable[[], Any]) -> Any:
+    """Run ``make()``'s coroutine to the end on a fresh event loop. Called where a loop already runs (a
+    notebook cell), it runs on a worker thread with its own loop instead of failing."""
+    def blocking() -> Any:
+        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+            return runner.run(make())
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return blocking()
+    with ThreadPoolExecutor(1, thread_name_prefix="sdstudio-run") as pool:
+        return pool.submit(blocking).result()
 
 
 def fast_loop_factory():

@@ -17,3 +17,7 @@ class ConfigError(SdstudioError):
 
 class StoreError(SdstudioError):
     """metadata.db cannot be opened, migrated or written."""
+
+
+class JobBusy(SdstudioError):
+    """The job is running in another process (its lease is held by a live process)."""

@@ -1,4 +1,5 @@
-"""Background runs for notebooks: ``submit(fn) -> RunHandle``.
+"""How jobs run: ``JobRunner`` (one job's open / lease / run / close, for every workflow) and, for notebooks,
+background runs: ``submit(fn) -> RunHandle``.
 
 A notebook's kernel already runs an asyncio loop, so a job cannot ``asyncio.run`` there without
 freezing the widgets. ``submit`` runs the job on its own thread (with its own loop, made by the
@@ -7,6 +8,7 @@ engine's ``asyncio.run``) and hands back a handle to watch progress, cancel, and
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -75,3 +77,149 @@ def submit(job: Callable[[RunHandle[T]], T], *, on_done: Callable[[RunHandle[T]]
     handle.thread = threading.Thread(target=target, name=name, daemon=True)
     handle.thread.start()
     return handle
+
+
+# -- one job's life, for every workflow ------------------------------------------------------------
+
+import contextvars  # noqa: E402 - kept beside the one class that uses it
+
+# the job whose block is running on this thread: a job opened inside it (an alignment job's stages) is its child
+_CURRENT_JOB: contextvars.ContextVar[int | None] = contextvars.ContextVar("sdstudio_current_job", default=None)
+
+
+def current_job_id() -> int | None:
+    return _CURRENT_JOB.get()
+
+
+class JobRunner:
+    """Open / resume / lease / progress / cancel / errors / close of one job, the same for every workflow.
+
+    ``with JobRunner(...) as job:`` finds or creates the job and takes its lease (``JobBusy`` when another
+    live process runs it; ``wait=True`` waits for it instead), ``job.execute(...)`` runs work items through
+    an executor, and ``job.finish()`` recomputes counts, tokens and cost from the records and closes the
+    job. Whatever escapes the block closes the job too: Ctrl-C as ``cancelled``, any other exception (a
+    full disk, a read-only home, a replaced database, a provider that cannot work) as ``failed`` with its
+    first line, so no process that is gone leaves a job ``running``; the exception is re-raised.
+    """
+
+    def __init__(self, store: Any, family: str, kind: str, config: Any, *, resume: int | None = None,
+                 parent_id: int | None = None, fields: dict[str, Any] | None = None,
+                 on_progress: Callable[[Any], None] | None = None, cancel_event: threading.Event | None = None,
+                 wait: bool = False, with_children: bool = False):
+        from .workflows.jobs import ProgressTotals
+
+        self.store, self.family, self.kind, self.config = store, family, kind, config
+        self.resume, self.fields = resume, fields or {}
+        self.parent_id = parent_id if parent_id is not None else current_job_id()
+        self.cancel_event, self.wait, self.with_children = cancel_event, wait, with_children
+        self.totals = ProgressTotals(on_progress)
+        self.notes: list[str] = []
+        self.cancelled = False
+        self.job_id = 0
+        self.resumed = False
+        self.result: Any = None
+        self._owner = ""
+        self._stop_heartbeat = threading.Event()
+
+    # -- open ------------------------------------------------------------------------------------------
+    def __enter__(self) -> "JobRunner":
+        from .errors import JobBusy
+        from .store import lease
+        from .workflows.jobs import config_hash
+
+        self.started = time.monotonic()
+        self._owner = lease.this_owner()
+        config_json = self.config.model_dump(mode="json") if hasattr(self.config, "model_dump") else self.config
+        digest = config_hash(self.config)
+        while True:
+            try:
+                self.job_id, self.resumed = self.store.open_job(
+                    self.family, kind=self.kind, config=config_json, config_hash=digest, resume=self.resume,
+                    parent_id=self.parent_id, fields=self.fields, owner=self._owner)
+                break
+            except JobBusy:
+                if not self.wait or self._cancel_requested():
+                    raise
+                time.sleep(1.0)
+        threading.Thread(target=self._heartbeat, name=f"sdstudio-lease-{self.job_id}", daemon=True).start()
+        self._context_token = _CURRENT_JOB.set(self.job_id)
+        return self
+
+    def _cancel_requested(self) -> bool:
+        return self.cancel_event is not None and self.cancel_event.is_set()
+
+    def _heartbeat(self) -> None:
+        """Renew the lease while the job runs (what another host sees; this host checks the pid)."""
+        from .store import lease
+
+        while not self._stop_heartbeat.wait(lease.HEARTBEAT_S):
+            try:
+                self.store.heartbeat(self.job_id, self._owner)
+            except Exception:  # noqa: BLE001 - a full disk fails the run itself; the lease can wait
+                pass
+
+    # -- run -------------------------------------------------------------------------------------------
+    def execute(self, provider: Any, items: Any, handler: Any = None, *, settings: Any, price: Any = None,
+                family: str | None = None, plan: bool = True, **options: Any) -> Any:
+        """Run work items through the local executor into this job's records; one round of the job
+        (``plan=False``: the caller already added the items to the progress total)."""
+        from .executors import LocalExecutor
+
+        executor = LocalExecutor(provider, self.store, family or self.family, self.job_id, settings, price=price,
+                                 on_progress=self.totals, cancel_event=self.cancel_event, **options)
+        if plan:
+            self.totals.planned(len(items))
+        result = executor.execute(items, handler)
+        self.totals.end_round(result.progress)
+        if result.cancelled:
+            self.cancelled = True
+        return result
+
+    def note_price(self, price: Any, model_id: str) -> None:
+        if not price.known:
+            note = f"no price known for {model_id}: cost shown as 0"
+            if note not in self.notes:
+                self.notes.append(note)
+
+    # -- close -----------------------------------------------------------------------------------------
+    def finish(self, *, error: str | None = None) -> Any:
+        """Counts, tokens and cost from the records; the final status; the lease given up."""
+        from .store import utcnow
+        from .workflows.jobs import JobResult
+
+        self._stop_heartbeat.set()
+        counts = self.store.refresh_counts(self.family, self.job_id, with_children=self.with_children)
+        status = "failed" if error else "cancelled" if self.cancelled else "done"
+        self.store.release_job(self.job_id, self._owner, status=status, finished_at=utcnow(), error=error)
+        row = self.store.get_job(None, self.job_id)
+        self.result = JobResult(kind=self.family, job_id=self.job_id, status=status, ok=counts["ok"],
+                                failed=counts["failed"], filtered=counts["filtered"], tokens_in=int(row["tokens_in"]),
+                                tokens_out=int(row["tokens_out"]), cost_usd=float(row["cost_usd"] or 0.0),
+                                elapsed_s=time.monotonic() - self.started, resumed=self.resumed,
+                                requests_sent=self.totals.sent, notes=self.notes)
+        return self.result
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self._stop_heartbeat.set()
+        _CURRENT_JOB.reset(self._context_token)
+        if self.result is not None:
+            return False
+        if exc is None:
+            self.finish()
+            return False
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self.cancelled = True
+            error = None
+        else:
+            error = one_line(exc)
+        try:
+            self.finish(error=error)
+        except Exception:  # noqa: BLE001 - the store itself failed (full disk...): the lease shows it interrupted
+            pass
+        return False
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type when it has none), as jobs and the CLI show it."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

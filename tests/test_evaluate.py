@@ -433,7 +433,7 @@ def test_cli_evaluates_a_generation_job_and_prints_one_json_summary(openai_serve
 def test_cli_without_json_prints_a_human_summary_with_the_average(openai_server, cli):
     assert cli("generate", *fake(openai_server), "--topics", "Heaps", "--per-topic", "2", "--json")[0] == 0
     code, out, err = cli("evaluate", *fake(openai_server), "--job", "1")
-    assert code == 0 and out == "" and "evaluation job 1 done: 2 ok" in err and "average score" in err
+    assert code == 0 and out == "" and "evaluation job 2 done: 2 ok" in err and "average score" in err
 
 
 def test_cli_judges_a_file_with_a_scale_and_a_criteria_file(openai_server, tmp_path, cli):
@@ -484,9 +484,10 @@ def test_cli_resume_continues_an_evaluation_and_the_example_config_runs(openai_s
     openai_server.reply = judge(lambda prompt, body: 11 if "Tries" in prompt else 4)  # out of scale: failed
     code, out, _ = cli("evaluate", *fake(openai_server), "--job", "1", "--max-failed-ratio", "0.25", "--json")
     assert code == 1 and json.loads(out)["failed"] == 2
+    evaluation = json.loads(out)["job_id"]
     openai_server.reply = judge(lambda prompt, body: 3)
     before = len(openai_server.requests)
-    code, out, _ = cli("evaluate", *fake(openai_server), "--resume", "1", "--json")
+    code, out, _ = cli("evaluate", *fake(openai_server), "--resume", str(evaluation), "--json")
     assert code == 0 and json.loads(out)["ok"] == 4 and len(openai_server.requests) - before == 2
     code, out, _ = cli("evaluate", "--config", str(ROOT / "examples" / "evaluate.yaml"), *fake(openai_server), "--json")
     assert code == 0 and json.loads(out)["status"] == "done"

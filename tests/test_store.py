@@ -18,18 +18,32 @@ EXPECTED_COLUMNS = {
     "generation_metadata": {
         "id", "created_at", "finished_at", "status", "technique", "use_case", "model_id", "inference_type",
         "model_parameters", "prompt_template", "topics", "examples", "num_per_topic", "requested", "ok",
-        "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error"},
+        "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error",
+        "kind", "parent_id"},
     "evaluation_metadata": {
         "id", "created_at", "finished_at", "status", "source_generation_id", "model_id", "inference_type",
         "model_parameters", "criteria", "scale_min", "scale_max", "examples", "average_score",
         "score_distribution", "topic_stats", "requested", "ok", "failed", "filtered", "tokens_in",
-        "tokens_out", "cost_usd", "config", "config_hash", "error"},
+        "tokens_out", "cost_usd", "config", "config_hash", "error", "kind", "parent_id"},
     "export_metadata": {
         "id", "created_at", "status", "source_job_ids", "destination", "format", "style", "path", "repo_id",
-        "revision", "row_count", "file_hashes", "filters", "config", "error"},
+        "revision", "row_count", "file_hashes", "filters", "config", "error", "kind", "parent_id"},
+    "jobs": {
+        "id", "kind", "parent_id", "created_at", "started_at", "finished_at", "status", "requested", "ok",
+        "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error",
+        "lease_owner", "lease_heartbeat"},
+    "generation_jobs": {
+        "job_id", "technique", "use_case", "model_id", "prompt_template", "topics", "examples", "num_per_topic",
+        "inference_type", "model_parameters"},
+    "evaluation_jobs": {
+        "job_id", "source_generation_id", "model_id", "criteria", "scale_min", "scale_max", "examples",
+        "average_score", "score_distribution", "topic_stats", "inference_type", "model_parameters"},
+    "export_jobs": {
+        "job_id", "source_job_ids", "destination", "format", "style", "path", "repo_id", "revision", "row_count",
+        "file_hashes", "filters"},
     "records": {
         "id", "job_kind", "job_id", "item_key", "request_key", "topic", "provenance", "input", "output",
-        "status", "error", "raw_text", "tokens_in", "tokens_out", "latency_ms", "created_at"},
+        "status", "error", "raw_text", "tokens_in", "tokens_out", "latency_ms", "created_at", "cost_usd"},
     "reviews": {"id", "record_id", "reviewer", "verdict", "edited_output", "note", "created_at"},
 }
 
@@ -38,7 +52,7 @@ def table_columns(path) -> dict[str, set[str]]:
     conn = sqlite3.connect(path)
     try:
         tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'")]
         return {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
     finally:
         conn.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,7 +49,8 @@ from .candidates import (
     prompts_from_file,
     prompts_from_job,
 )
-from .jobs import JobResult, ProgressTotals, close_job, open_job
+from ..runner import JobRunner
+from .jobs import JobResult
 
 KIND = "generation"
 STALE = "stale: no longer produced by this job's prompts and candidates"
@@ -156,11 +156,8 @@ class AlignmentRun:
 
     # -- the job -----------------------------------------------------------------------------------
     def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
-            cancel_event: threading.Event | None = None) -> AlignmentResult:
-        started = time.monotonic()
+            cancel_event: threading.Event | None = None, wait: bool = False) -> AlignmentResult:
         meta = self.metadata()
-        job_id, resumed = open_job(self.store, KIND, self.config, resume, **meta)
-        self.store.update_job(KIND, job_id, status="running", finished_at=None, error=None)
         stages, stage_jobs, results = StageProgress(on_progress), {}, []
 
         def stage(name: str, label: str, runner: Callable[..., JobResult], ahead: int = 0, **kw: Any) -> JobResult:
@@ -172,36 +169,32 @@ class AlignmentRun:
             return result
 
         prompts: list[Prompt] = []
-        try:
+        # the stages are this job's children: its tokens and cost are theirs, recomputed from their records
+        with JobRunner(self.store, KIND, "alignment", self.config, resume=resume, fields=meta,
+                       cancel_event=cancel_event, wait=wait, with_children=True) as job:
             prompts = self.prompts or []
             if self.prompts is None:
                 written = stage("prompts", "writing prompts", self.prompt_run.run)
                 if written.status == "cancelled":
-                    return self._close(job_id, started, resumed, results, stage_jobs, prompts, cancelled=True)
+                    return self._close(job, results, stage_jobs, prompts, cancelled=True)
                 prompts = prompts_from_job(self.store, written.job_id, None, self.config.limit, self.home)
             total = len(prompts) * self.config.candidates
-            self.store.update_job(KIND, job_id, requested=len(prompts) if self.config.method == "dpo" else total)
+            self.store.update_job(KIND, job.job_id, requested=len(prompts) if self.config.method == "dpo" else total)
             cands = stage("candidates", "writing candidates", self.candidates.run, ahead=total,
                           prompts=prompts)
             if cands.status == "cancelled":
-                return self._close(job_id, started, resumed, results, stage_jobs, prompts, cancelled=True)
+                return self._close(job, results, stage_jobs, prompts, cancelled=True)
             if cands.ok:
                 from .evaluate import EvaluationRun
 
                 judging = EvaluationRun(judge_config(self.config, cands.job_id), home=self.home, store=self.store)
                 judged = stage("evaluation", "judging candidates", judging.run)
                 if judged.status == "cancelled":
-                    return self._close(job_id, started, resumed, results, stage_jobs, prompts, cancelled=True)
+                    return self._close(job, results, stage_jobs, prompts, cancelled=True)
             meta["model_parameters"]["stage_jobs"] = stage_jobs
-            self.store.update_job(KIND, job_id, model_parameters=meta["model_parameters"])
-            self.write(job_id, self.select(prompts, stage_jobs), stage_jobs, {p.id: p.text for p in prompts})
-        except KeyboardInterrupt:
-            self._close(job_id, started, resumed, results, stage_jobs, prompts, cancelled=True)
-            raise
-        except SdstudioError as exc:
-            self._close(job_id, started, resumed, results, stage_jobs, prompts, error=str(exc))
-            raise
-        return self._close(job_id, started, resumed, results, stage_jobs, prompts)
+            self.store.update_job(KIND, job.job_id, model_parameters=meta["model_parameters"])
+            self.write(job.job_id, self.select(prompts, stage_jobs), stage_jobs, {p.id: p.text for p in prompts})
+            return self._close(job, results, stage_jobs, prompts)
 
     # -- selection ---------------------------------------------------------------------------------
     def gather(self, prompts: list[Prompt], candidates_job: int,
@@ -279,18 +272,13 @@ class AlignmentRun:
         self.store.set_record_status([r["id"] for k, r in existing.items() if k not in keys and r["error"] != STALE],
                                      "filtered", STALE)
 
-    def _close(self, job_id: int, started: float, resumed: bool, results: list[JobResult],
-               stage_jobs: dict[str, int], prompts: list[Prompt], *, cancelled: bool = False,
-               error: str | None = None) -> AlignmentResult:
-        notes = list(dict.fromkeys(n for r in results for n in r.notes if n.startswith("no price")))
-        base = close_job(self.store, KIND, job_id, started=started, cancelled=cancelled, totals=ProgressTotals(None),
-                         resumed=resumed, notes=notes, error=error)
-        spent = [self.store.get_job("evaluation" if name == "evaluation" else KIND, jid)
-                 for name, jid in stage_jobs.items()]
-        result = AlignmentResult(**{**asdict(base), "tokens_in": sum(int(j["tokens_in"]) for j in spent),
-                                    "tokens_out": sum(int(j["tokens_out"]) for j in spent),
-                                    "cost_usd": sum(float(j["cost_usd"] or 0) for j in spent),
-                                    "requests_sent": sum(r.requests_sent for r in results)},
+    def _close(self, job: JobRunner, results: list[JobResult], stage_jobs: dict[str, int], prompts: list[Prompt], *,
+               cancelled: bool = False) -> AlignmentResult:
+        job.notes.extend(dict.fromkeys(n for r in results for n in r.notes if n.startswith("no price")))
+        job.cancelled = job.cancelled or cancelled
+        base = job.finish()
+        job_id = base.job_id
+        result = AlignmentResult(**{**asdict(base), "requests_sent": sum(r.requests_sent for r in results)},
                                  method=self.config.method, prompts=len(prompts), stage_jobs=dict(stage_jobs))
         if self.config.method == "kto" and base.status == "done":
             result.balance = balance(job_id, store=self.store)

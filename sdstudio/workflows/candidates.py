@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +27,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..config import AlignmentJob, GenerationJob, ModelSpec, RunSettings, StrictModel
-from ..engine import Engine, InvalidOutput, Progress, WorkItem, request_key
+from ..engine import InvalidOutput, Progress, WorkItem, request_key
 from ..errors import ConfigError
 from ..pricing import price_for
 from ..providers import ChatRequest, Completion, get_provider
 from ..store import Record, Store
 from ..usecases import load_use_case
-from .jobs import Estimate, JobResult, ProgressTotals, close_job, open_job
+from ..runner import JobRunner
+from .jobs import Estimate, JobResult
 
 KIND = "generation"
 USE_CASE = "alignment"
@@ -237,33 +237,19 @@ class CandidatesRun:
 
     def run(self, prompts: list[Prompt], *, on_progress: Callable[[Progress], None] | None = None,
             cancel_event: threading.Event | None = None) -> JobResult:
-        started = time.monotonic()
-        job_id, resumed = open_job(self.store, KIND, self.identity(prompts), None, **self.metadata(prompts))
-        self.store.update_job(KIND, job_id, status="running", finished_at=None, error=None)
-        totals = ProgressTotals(on_progress)
         home = Path(self.store.path).parent
-        notes: list[str] = []
-        cancelled = False
         groups = self.work(prompts)
-        totals.planned(sum(len(items) for items in groups.values()))
-        try:
+        with JobRunner(self.store, KIND, "candidates", self.identity(prompts), fields=self.metadata(prompts),
+                       on_progress=on_progress, cancel_event=cancel_event) as job:
+            job.totals.planned(sum(len(items) for items in groups.values()))
             for key, items in groups.items():
                 price = price_for(self.model_ids[key], home)
-                if not price.known:
-                    notes.append(f"no price known for {self.model_ids[key]}: cost shown as 0")
-                engine = Engine(self.providers[key], self.store, KIND, job_id, self.config.run, price=price,
-                                on_progress=totals, output_retries=1, cancel_event=cancel_event)
-                result = engine.run(items, self.handle)
-                totals.end_round(result.progress)
-                if result.cancelled:
-                    cancelled = True
+                job.note_price(price, self.model_ids[key])
+                job.execute(self.providers[key], items, self.handle, settings=self.config.run, price=price,
+                            output_retries=1, plan=False)
+                if job.cancelled:
                     break
-        except KeyboardInterrupt:
-            close_job(self.store, KIND, job_id, started=started, cancelled=True, totals=totals, resumed=resumed,
-                      notes=notes)
-            raise
-        return close_job(self.store, KIND, job_id, started=started, cancelled=cancelled, totals=totals,
-                         resumed=resumed, notes=notes)
+            return job.finish()
 
 
 # -- dry run -----------------------------------------------------------------------------------------

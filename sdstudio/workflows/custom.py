@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from ..datasets import (
     save_upload,
     select_rows,
 )
-from ..engine import Progress, WorkItem, fast_loop_factory, request_key
+from ..engine import Progress, WorkItem, request_key, run_coroutine
 from ..errors import ConfigError, SdstudioError
 from ..pricing import price_for
 from ..providers import Completion, get_provider
@@ -52,7 +51,8 @@ from .custom_plan import (
     WorkflowPreview,
     preview,
 )
-from .jobs import JobResult, ProgressTotals, close_job, open_job
+from ..runner import JobRunner
+from .jobs import JobResult
 from .pipeline import MergedProgress, Outcome, QueueEngine, RecordSink
 
 KIND = "generation"
@@ -81,6 +81,7 @@ class WorkflowRun:
         self.config = config
         self.store = store or Store.open(home)
         self.job_id = 0  # set by run()
+        self.prices: dict[str, Any] = {}  # endpoint -> its price, set by the run
         self.providers: dict[str, Any] = {}
         self.model_ids: dict[str, str] = {}
         for sp in self.plan.steps:
@@ -107,6 +108,7 @@ class WorkflowRun:
         info = list(state.steps.values())
         tokens_in = sum(s["tokens_in"] for s in info)
         tokens_out = sum(s["tokens_out"] for s in info)
+        cost = sum(s.get("cost_usd") or 0.0 for s in info)
         provenance: dict[str, Any] = {"row": state.row.index, "variation": state.row.variation,
                                       "input_file": self.config.input_file, "steps": state.steps}
         status, error, raw, request_key_ = "ok", None, None, info[-1]["key"] if info else None
@@ -119,14 +121,19 @@ class WorkflowRun:
             if outcome.completion is not None:
                 tokens_in += outcome.completion.usage.input_tokens
                 tokens_out += outcome.completion.usage.output_tokens
+                cost += self._cost(sp, outcome.completion.usage)
         elif state.next_step < len(steps):
             status = "failed"
             error = (f"unfinished: stopped before step {steps[state.next_step].name} "
                      f"({state.next_step}/{len(steps)} steps done); run the workflow again to finish it")
         return Record(job_kind=KIND, job_id=self.job_id, item_key=state.row.key, request_key=request_key_, status=status,
                       input=state.row.values, output={**state.row.values, **state.outputs}, provenance=provenance,
-                      error=error, raw_text=raw, tokens_in=tokens_in, tokens_out=tokens_out,
+                      error=error, raw_text=raw, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost,
                       latency_ms=sum(s.get("latency_ms") or 0.0 for s in info) or None)
+
+    def _cost(self, sp: StepPlan, usage: Any) -> float:
+        price = self.prices.get(sp.endpoint)
+        return price.cost(usage.input_tokens, usage.output_tokens) if price and usage else 0.0
 
     # -- resume ------------------------------------------------------------------------------------
     def restore(self, job_id: int) -> list[RowState]:
@@ -173,44 +180,26 @@ class WorkflowRun:
 
     # -- the job -----------------------------------------------------------------------------------
     def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
-            cancel_event: threading.Event | None = None) -> JobResult:
+            cancel_event: threading.Event | None = None, wait: bool = False) -> JobResult:
         """Run (or resume) the job to the end; rows are in metadata.db as they finish."""
-        started = time.monotonic()
-        job_id, resumed = open_job(self.store, KIND, self.config, resume, **self.plan.metadata(self.model_ids))
-        self.job_id = job_id
-        self.store.update_job(KIND, job_id, status="running", finished_at=None, error=None)
-        notes: list[str] = []
-        stale = self.mark_stale(job_id)
-        if stale:
-            notes.append(f"{stale} earlier row(s) no longer match the input and are marked filtered (stale)")
-        states = self.restore(job_id)
-        steps = len(self.plan.steps)
-        merged = MergedProgress(on_progress, total=len(states) * steps,
-                                cached=sum(s.next_step for s in states))
-        totals = ProgressTotals(None)
-        try:
-            cancelled = self._loop_run(self._pipeline(job_id, states, merged, cancel_event, notes))
-        except KeyboardInterrupt:
-            self._close(job_id, started, True, merged, totals, resumed, notes)
-            raise
-        except Exception as exc:  # the job row must not stay 'running'; rows saved so far stay saved
-            self._close(job_id, started, False, merged, totals, resumed, notes, error=f"{type(exc).__name__}: {exc}")
-            raise
-        result = self._close(job_id, started, cancelled, merged, totals, resumed, notes)
-        result.notes.extend(self._failure_notes(job_id))
+        with JobRunner(self.store, KIND, "workflow", self.config, resume=resume,
+                       fields=self.plan.metadata(self.model_ids), cancel_event=cancel_event, wait=wait) as job:
+            self.job_id = job.job_id
+            stale = self.mark_stale(job.job_id)
+            if stale:
+                job.notes.append(f"{stale} earlier row(s) no longer match the input and are marked filtered (stale)")
+            states = self.restore(job.job_id)
+            steps = len(self.plan.steps)
+            merged = MergedProgress(on_progress, total=len(states) * steps,
+                                    cached=sum(s.next_step for s in states))
+            try:
+                job.cancelled = run_coroutine(lambda: self._pipeline(job.job_id, states, merged, cancel_event, job.notes))
+            finally:
+                job.totals.end_round(merged.combined())
+                job.totals.sent = merged.sent
+            result = job.finish()
+        result.notes.extend(self._failure_notes(job.job_id))
         return result
-
-    @staticmethod
-    def _loop_run(coro: Any) -> bool:
-        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
-            return runner.run(coro)
-
-    def _close(self, job_id: int, started: float, cancelled: bool, merged: MergedProgress, totals: ProgressTotals,
-               resumed: bool, notes: list[str], error: str | None = None) -> JobResult:
-        totals.end_round(merged.combined())
-        totals.sent = merged.sent
-        return close_job(self.store, KIND, job_id, started=started, cancelled=cancelled, totals=totals,
-                         resumed=resumed, notes=notes, error=error)
 
     async def _pipeline(self, job_id: int, states: list[RowState], merged: MergedProgress,
                         cancel_event: threading.Event | None, notes: list[str]) -> bool:
@@ -220,6 +209,7 @@ class WorkflowRun:
             price = price_for(self.model_ids[endpoint], home)
             if not price.known:
                 notes.append(f"no price known for {self.model_ids[endpoint]}: cost shown as 0")
+            self.prices[endpoint] = price
             engines[endpoint] = QueueEngine(provider, self.store, KIND, job_id, self.config.run, price=price,
                                             on_progress=merged.part(endpoint), output_retries=1,
                                             cancel_event=cancel_event)
@@ -284,6 +274,7 @@ class WorkflowRun:
             state.steps[sp.name] = {"key": item.key, "model": self.model_ids[sp.endpoint],
                                     "tokens_in": usage.input_tokens if usage else 0,
                                     "tokens_out": usage.output_tokens if usage else 0,
+                                    "cost_usd": self._cost(sp, usage),
                                     "latency_ms": round(outcome.completion.latency_ms, 1) if outcome.completion else None}
             state.next_step += 1
             sink.put(self.record(state))

@@ -41,7 +41,8 @@ from ..providers import ChatRequest, Completion, get_provider
 from ..store import Record
 from ..templates import render, variables
 from ..usecases import SHIPPED_TEMPLATES
-from .jobs import JobResult, ProgressTotals, close_job
+from ..runner import JobRunner
+from .jobs import JobResult
 from .plan import GenerationPlan
 from .sft import KIND, GenerationPreview, GenerationRun
 
@@ -142,6 +143,7 @@ def with_file_hashes(config: DocumentJob, corpus: Corpus) -> DocumentJob:
 
 
 class DocumentRun(GenerationRun):
+    JOB_KIND = "documents"
     """One document job: load and chunk the files, then generate (and optionally ground) per chunk."""
 
     def __init__(self, config: DocumentJob, *, home: str | Path | None = None, store: Any = None,
@@ -203,24 +205,18 @@ class DocumentRun(GenerationRun):
 
     def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
             cancel_event: threading.Event | None = None) -> JobResult:
-        started = time.monotonic()
         if resume is not None and self.store.get_job(KIND, resume).get("technique") != TECHNIQUE:
             raise ConfigError(f"job {resume} is not a documents job; `sdstudio jobs` lists them")
         self.phases, self.cancel_event, self.checks_sent = _Phases(on_progress), cancel_event, 0
         result = super().run(resume=resume, on_progress=self.phases.generation, cancel_event=cancel_event)
         if self.config.grounding and result.status == "done" and self._unchecked(result.job_id):
             # the last round's items (or a check cut short): check them before the job counts as done
-            sent, job_id = result.requests_sent, result.job_id
-            self.store.update_job(KIND, job_id, status="running", finished_at=None)
-            try:
-                cancelled = self.ground(job_id)
-            except KeyboardInterrupt:
-                close_job(self.store, KIND, job_id, started=started, cancelled=True, totals=ProgressTotals(None),
-                          resumed=result.resumed, notes=result.notes)
-                raise
-            result = close_job(self.store, KIND, job_id, started=started, cancelled=cancelled,
-                               totals=ProgressTotals(None), resumed=result.resumed, notes=result.notes)
-            result.requests_sent = sent
+            sent, resumed, notes = result.requests_sent, result.resumed, result.notes
+            with JobRunner(self.store, KIND, self.JOB_KIND, self.config, resume=result.job_id,
+                           cancel_event=cancel_event) as job:
+                job.cancelled = self.ground(job.job_id)
+                result = job.finish()
+            result.requests_sent, result.resumed, result.notes = sent, resumed, notes
         result.requests_sent += self.checks_sent
         result.notes = [*self.corpus.messages(), *result.notes]
         return result
@@ -246,9 +242,6 @@ class DocumentRun(GenerationRun):
         result = engine.run(work, self._verdict)
         self.phases.end_grounding(result.progress)
         self.checks_sent += result.progress.done - result.progress.cached
-        if result.progress.cost_usd:
-            cost = float(self.store.get_job(KIND, job_id).get("cost_usd") or 0.0) + result.progress.cost_usd
-            self.store.update_job(KIND, job_id, cost_usd=cost)
         return result.cancelled
 
     def _check_item(self, row: Any, job_id: int) -> WorkItem:
@@ -283,9 +276,10 @@ class DocumentRun(GenerationRun):
         with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE records SET provenance = json_set(COALESCE(provenance, '{}'), '$.grounding', json(?)), "
-                "tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, status = ?, error = ? "
-                "WHERE id = ? AND status = 'ok'",
+                "tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost_usd = cost_usd + ?, status = ?, "
+                "error = ? WHERE id = ? AND status = 'ok'",
                 (verdict, completion.usage.input_tokens, completion.usage.output_tokens,
+                 self.judge_price.cost(completion.usage.input_tokens, completion.usage.output_tokens),
                  "ok" if supported else "filtered", None if supported else f"not supported by its chunk: {reason}",
                  record_id))
             conn.execute("DELETE FROM records WHERE job_kind = ? AND job_id = ? AND item_key = ? AND status = 'failed'",

@@ -28,14 +28,13 @@ import json
 import math
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..config import EvaluationJob, ModelSpec
-from ..engine import Engine, InvalidOutput, Progress, WorkItem, request_key
+from ..engine import InvalidOutput, Progress, WorkItem, request_key
 from ..errors import ConfigError
 from ..parsing import ParseError, extract_json
 from ..pricing import price_for
@@ -54,7 +53,8 @@ from ..reviews import (
 from ..store import Record, Store
 from ..templates import render, variables
 from ..usecases import UseCase, load_use_case
-from .jobs import Estimate, JobResult, ProgressTotals, close_job, open_job
+from ..runner import JobRunner, current_job_id
+from .jobs import Estimate, JobResult, ProgressTotals
 
 KIND = "evaluation"
 ENUM_LIMIT = 100  # scales up to this many values also get an enum (constrains grammar-based decoding)
@@ -333,35 +333,26 @@ class EvaluationRun:
             self.store.set_record_status([rid for rid, scored in revived if not scored], "failed", "judged again")
 
     def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
-            cancel_event: threading.Event | None = None) -> EvaluationResult:
-        started = time.monotonic()
-        job_id, resumed = open_job(self.store, KIND, self.config, resume, **self.plan.metadata(self.model_id))
-        self.store.update_job(KIND, job_id, status="running", finished_at=None, error=None,
-                              requested=len(self.plan.pairs))
-        totals = ProgressTotals(on_progress)
-        price = price_for(self.model_id, Path(self.store.path).parent)
-        notes: list[str] = [] if price.known else [f"no price known for {self.model_id}: cost shown as 0"]
-        work = self.work()
-        self._mark_stale(job_id, {w.key for w in work})
-        totals.planned(len(work))
+            cancel_event: threading.Event | None = None, wait: bool = False) -> EvaluationResult:
         extra: dict[str, Any] = {}
-        try:
-            engine = Engine(self.provider, self.store, KIND, job_id, self.config.run, price=price,
-                            on_progress=totals, output_retries=1, cancel_event=cancel_event)
-            result = engine.run(work, self.handle)
-            totals.end_round(result.progress)
-            cancelled = result.cancelled
-            if self.second_provider is not None and not cancelled:
-                second = self._run_second(job_id, totals, on_progress, cancel_event)
-                extra["agreement"] = agreement(self.store, job_id, second.job_id)
-                cancelled = second.status == "cancelled"
-        except KeyboardInterrupt:
-            close_job(self.store, KIND, job_id, started=started, cancelled=True, totals=totals, resumed=resumed,
-                      notes=notes)
-            raise
-        base = close_job(self.store, KIND, job_id, started=started, cancelled=cancelled, totals=totals,
-                         resumed=resumed, notes=notes)
-        stats = _save_stats(self.store, job_id, self.plan.scale, extra)
+        parent = current_job_id() or self.config.second_judge_of or self.config.source_job  # what it judged
+        with JobRunner(self.store, KIND, KIND, self.config, resume=resume, parent_id=parent,
+                       fields=self.plan.metadata(self.model_id), on_progress=on_progress,
+                       cancel_event=cancel_event, wait=wait) as job:
+            price = price_for(self.model_id, Path(self.store.path).parent)
+            job.note_price(price, self.model_id)
+            work = self.work()
+            self._mark_stale(job.job_id, {w.key for w in work})
+            job.execute(self.provider, work, self.handle, settings=self.config.run, price=price, output_retries=1)
+            second_cancelled = False
+            if self.second_provider is not None and not job.cancelled:
+                second = self._run_second(job.job_id, job.totals, on_progress, cancel_event)
+                extra["agreement"] = agreement(self.store, job.job_id, second.job_id)
+                second_cancelled = second.status == "cancelled"
+            job.cancelled = job.cancelled or second_cancelled
+            base = job.finish()
+        notes = base.notes
+        stats = _save_stats(self.store, base.job_id, self.plan.scale, extra)
         low, high = self.plan.scale
         if stats["average"] is not None:
             notes.append(f"average score {stats['average']:.2f} on {low}-{high} over {stats['count']} judged"

@@ -1,4 +1,5 @@
-"""The life of a job row, shared by every workflow: find or create it, run rounds, close it.
+"""What every workflow's job shares: its identity (config hash), its result, its estimate, its progress.
+The job's life itself (open, lease, run, close) is ``runner.JobRunner``.
 
 A job's identity is its config minus the run settings (concurrency, limits, retries): re-running the same
 config finds the same job and resumes it, so a killed or cancelled run continues where it stopped and a
@@ -6,23 +7,18 @@ finished one costs nothing. ``resume=JOB_ID`` picks the job explicitly.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..config import StrictModel
 from ..engine import Progress
-from ..errors import ConfigError
-from ..store import Store, utcnow
+from ..store import config_digest
 
 
 def config_hash(config: StrictModel) -> str:
     """Identity of a job: its config without the ``run`` settings, which only change how it runs."""
-    data = config.model_dump(mode="json", exclude={"run"})
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+    return config_digest(config.model_dump(mode="json", exclude={"run"}))
 
 
 @dataclass
@@ -69,24 +65,6 @@ class Estimate:
         return {**asdict(self), "est_cost_usd": round(self.est_cost_usd, 6)}
 
 
-def open_job(store: Store, kind: str, config: StrictModel, resume: int | None, **fields: Any) -> tuple[int, bool]:
-    """(job id, resumed?). An explicit ``resume`` must exist and be of this kind; otherwise the newest
-    job made from the same config is resumed, or a new one is created."""
-    digest = config_hash(config)
-    if resume is not None:
-        row = store.get_job(kind, resume)
-        if row.get("config_hash") != digest:
-            raise ConfigError(f"job {resume} was made from a different config; resume it without "
-                              "changing the job settings (only run settings such as --concurrency may change)")
-        return resume, True
-    existing = store.find_job(kind, digest)
-    if existing is not None:
-        return int(existing["id"]), True
-    config_json = config.model_dump(mode="json")
-    job_id = store.create_job(kind, config=config_json, config_hash=digest, status="queued", **fields)
-    return job_id, False
-
-
 class ProgressTotals:
     """Adds up the engine's per-round progress into one running figure for the whole job."""
 
@@ -119,17 +97,3 @@ class ProgressTotals:
                        tokens_in=base.tokens_in + cur.tokens_in, tokens_out=base.tokens_out + cur.tokens_out,
                        cost_usd=base.cost_usd + cur.cost_usd, elapsed_s=base.elapsed_s + cur.elapsed_s,
                        note=cur.note or base.note)
-
-
-def close_job(store: Store, kind: str, job_id: int, *, started: float, cancelled: bool, totals: ProgressTotals,
-              resumed: bool, notes: list[str], error: str | None = None) -> JobResult:
-    """Copy counts onto the job row and set its final status (cancelled jobs stay resumable)."""
-    counts = store.refresh_counts(kind, job_id)
-    row = store.get_job(kind, job_id)
-    status = "failed" if error else "cancelled" if cancelled else "done"
-    cost = float(row.get("cost_usd") or 0.0) + totals.base.cost_usd
-    store.update_job(kind, job_id, status=status, finished_at=utcnow(), cost_usd=cost, error=error)
-    return JobResult(kind=kind, job_id=job_id, status=status, ok=counts["ok"], failed=counts["failed"],
-                     filtered=counts["filtered"], tokens_in=int(row["tokens_in"]), tokens_out=int(row["tokens_out"]),
-                     cost_usd=cost, elapsed_s=time.monotonic() - started, resumed=resumed,
-                     requests_sent=totals.sent, notes=notes)

@@ -15,21 +15,21 @@ never re-sends an earlier round's request (filtered rows count as answered).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import GenerationJob
-from ..engine import Engine, InvalidOutput, Progress, WorkItem, request_key
+from ..engine import InvalidOutput, Progress, WorkItem, request_key
 from ..errors import ConfigError
 from ..parsing import parse_items
 from ..pricing import price_for
 from ..providers import Completion, get_provider
 from ..sqlcheck import check_sql
 from ..store import Record, Store
-from .jobs import Estimate, JobResult, ProgressTotals, close_job, open_job
+from ..runner import JobRunner
+from .jobs import Estimate, JobResult
 from .plan import LIST_KEY, GenerationPlan
 
 KIND = "generation"
@@ -45,6 +45,8 @@ class CallMeta:
 
 class GenerationRun:
     """One generation job: its plan, its provider, and the rounds that fill every topic."""
+
+    JOB_KIND = "generation"  # what ``jobs.kind`` says (the documents workflow runs the same rounds)
 
     def __init__(self, config: GenerationJob, *, home: str | Path | None = None, store: Store | None = None,
                  provider: Any = None):
@@ -150,42 +152,28 @@ class GenerationRun:
 
     # -- the job -----------------------------------------------------------------------------------
     def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
-            cancel_event: threading.Event | None = None) -> JobResult:
+            cancel_event: threading.Event | None = None, wait: bool = False) -> JobResult:
         from ..dedup import dedup_records
 
-        started = time.monotonic()
-        job_id, resumed = open_job(self.store, KIND, self.config, resume, model_id=self.model_id,
-                                   **self.plan.metadata())
-        self.store.update_job(KIND, job_id, status="running", finished_at=None, error=None)
-        totals = ProgressTotals(on_progress)
-        price = price_for(self.model_id, Path(self.store.path).parent)
-        notes: list[str] = [] if price.known else [f"no price known for {self.model_id}: cost shown as 0"]
-        cancelled = False
-        try:
+        fields = {"model_id": self.model_id, **self.plan.metadata()}
+        with JobRunner(self.store, KIND, self.JOB_KIND, self.config, resume=resume, fields=fields,
+                       on_progress=on_progress, cancel_event=cancel_event, wait=wait) as job:
+            price = price_for(self.model_id, Path(self.store.path).parent)
+            job.note_price(price, self.model_id)
             for round_no in range(self.config.max_rounds + 1):
-                work = self.round_items(round_no, job_id)
+                work = self.round_items(round_no, job.job_id)
                 if not work:
                     break
                 if round_no:
-                    self.supersede_failures(job_id, round_no, {w.topic for w in work})
-                totals.planned(len(work))
-                engine = Engine(self.provider, self.store, KIND, job_id, self.config.run, price=price,
-                                on_progress=totals, output_retries=1, cancel_event=cancel_event,
-                                failure_keys=self.failure_keys)
-                result = engine.run(work, self.handle)
-                totals.end_round(result.progress)
-                if result.cancelled:
-                    cancelled = True
+                    self.supersede_failures(job.job_id, round_no, {w.topic for w in work})
+                job.execute(self.provider, work, self.handle, settings=self.config.run, price=price,
+                            output_retries=1, failure_keys=self.failure_keys)
+                if job.cancelled:
                     break
                 if self.config.dedup_threshold is not None:
                     fields = [self.plan.summary_field] if self.plan.summary_field else None
-                    dedup_records(self.store, KIND, job_id, fields=fields, threshold=self.config.dedup_threshold)
-        except KeyboardInterrupt:
-            close_job(self.store, KIND, job_id, started=started, cancelled=True, totals=totals,
-                      resumed=resumed, notes=notes)
-            raise
-        return close_job(self.store, KIND, job_id, started=started, cancelled=cancelled, totals=totals,
-                         resumed=resumed, notes=notes)
+                    dedup_records(self.store, KIND, job.job_id, fields=fields, threshold=self.config.dedup_threshold)
+            return job.finish()
 
 
 def generate(config: GenerationJob, *, home: str | Path | None = None, resume: int | None = None,

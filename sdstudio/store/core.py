@@ -1,4 +1,4 @@
-"""metadata.db: the one SQLite file that makes every job traceable, reproducible and resumable.
+"""metadata.db: connections, transactions, records and reviews. The one SQLite file that makes every job traceable, reproducible and resumable.
 
 Why stdlib sqlite3 in WAL mode: readers (notebooks, Voilà) never block the writer, and a second process
 writing waits on ``busy_timeout`` instead of failing with "database is locked". Writes take the lock up
@@ -21,16 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
-from .home import db_path, init_home
+from ..errors import StoreError
+from ..home import db_path, init_home
+from .jobs import JobsMixin, decode_job
+from .schema import JOB_STATUSES, MIGRATIONS, SCHEMA_VERSION, VIEWS
 
-JOB_TABLES = {
-    "generation": "generation_metadata",
-    "evaluation": "evaluation_metadata",
-    "export": "export_metadata",
-}
+JOB_TABLES = VIEWS  # family -> the seed's table (a view since migration 002)
 RECORD_STATUSES = ("ok", "failed", "filtered")
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 BUSY_TIMEOUT_S = 60.0
 
 
@@ -55,81 +52,6 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-# --------------------------------------------------------------------------------------------------
-# Migrations: append only. Each takes a connection inside an open transaction.
-
-_JOB_STATUS_CHECK = "CHECK (status IN ('queued','running','done','failed','cancelled'))"
-_RUN_COLUMNS = f"""
-    created_at TEXT NOT NULL, finished_at TEXT,
-    status TEXT NOT NULL DEFAULT 'queued' {_JOB_STATUS_CHECK},
-    inference_type TEXT, model_parameters TEXT,
-    requested INTEGER NOT NULL DEFAULT 0, ok INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0, filtered INTEGER NOT NULL DEFAULT 0,
-    tokens_in INTEGER NOT NULL DEFAULT 0, tokens_out INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0, config TEXT, config_hash TEXT, error TEXT
-"""
-
-
-def _run_script(conn: sqlite3.Connection, script: str) -> None:
-    """Run ';'-separated DDL inside the caller's transaction (``executescript`` would COMMIT it)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def _m001_initial(conn: sqlite3.Connection) -> None:
-    _run_script(conn, f"""
-    CREATE TABLE generation_metadata (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        technique TEXT NOT NULL DEFAULT 'sft', use_case TEXT, model_id TEXT,
-        prompt_template TEXT, topics TEXT, examples TEXT, num_per_topic INTEGER,
-        {_RUN_COLUMNS}
-    );
-    CREATE INDEX generation_config_hash ON generation_metadata(config_hash);
-    CREATE TABLE evaluation_metadata (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        source_generation_id INTEGER REFERENCES generation_metadata(id) ON DELETE SET NULL,
-        model_id TEXT, criteria TEXT, scale_min INTEGER, scale_max INTEGER, examples TEXT,
-        average_score REAL, score_distribution TEXT, topic_stats TEXT,
-        {_RUN_COLUMNS}
-    );
-    CREATE INDEX evaluation_config_hash ON evaluation_metadata(config_hash);
-    CREATE TABLE export_metadata (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        created_at TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'done' {_JOB_STATUS_CHECK},
-        source_job_ids TEXT, destination TEXT NOT NULL CHECK (destination IN ('files','huggingface')),
-        format TEXT, style TEXT, path TEXT, repo_id TEXT, revision TEXT,
-        row_count INTEGER NOT NULL DEFAULT 0, file_hashes TEXT, filters TEXT, config TEXT, error TEXT
-    );
-    CREATE TABLE records (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        job_kind TEXT NOT NULL CHECK (job_kind IN ('generation','evaluation')),
-        job_id INTEGER NOT NULL,
-        item_key TEXT NOT NULL,
-        request_key TEXT,
-        topic TEXT, provenance TEXT, input TEXT, output TEXT,
-        status TEXT NOT NULL CHECK (status IN ('ok','failed','filtered')),
-        error TEXT, raw_text TEXT,
-        tokens_in INTEGER NOT NULL DEFAULT 0, tokens_out INTEGER NOT NULL DEFAULT 0,
-        latency_ms REAL, created_at TEXT NOT NULL,
-        UNIQUE (job_kind, job_id, item_key)
-    );
-    CREATE INDEX records_by_status ON records(job_kind, job_id, status);
-    CREATE INDEX records_by_request ON records(job_kind, job_id, request_key);
-    CREATE TABLE reviews (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        record_id INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
-        reviewer TEXT NOT NULL,
-        verdict TEXT CHECK (verdict IN ('accept','reject')),
-        edited_output TEXT, note TEXT, created_at TEXT NOT NULL
-    );
-    CREATE INDEX reviews_by_record ON reviews(record_id);
-    """)
-
-
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,6 +75,7 @@ class Record:
     tokens_out: int = 0
     latency_ms: float | None = None
     created_at: str = field(default_factory=utcnow)
+    cost_usd: float = 0.0
 
 
 _JSON_RECORD_FIELDS = ("provenance", "input", "output")
@@ -167,14 +90,16 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-class Store:
+class Store(JobsMixin):
     """Access to one metadata.db. Safe to share between threads: each thread gets its own connection."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._local = threading.local()
         self._columns: dict[str, tuple[str, ...]] = {}
+        self._identity: tuple[int, int] | None = None
         self._migrate()
+        self._identity = self._file_identity()
 
     @classmethod
     def open(cls, home: str | Path | None = None) -> "Store":
@@ -200,17 +125,38 @@ class Store:
             self._local.conn = conn
         return conn
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def check_identity(self) -> None:
+        """Raise if metadata.db was deleted or replaced since this store opened it: SQLite would go on
+        writing into the unlinked file and every row written from now on would be lost unseen."""
+        if self._identity is not None and self._file_identity() != self._identity:
+            raise StoreError(f"{self.path} was deleted or replaced while sdstudio was using it; rows written "
+                             "since then are not in it. Put the database back (or start over) and run the job again")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the write lock at once (no lock-upgrade deadlocks)."""
+        """A write transaction that takes the write lock at once (no lock-upgrade deadlocks). A write that
+        SQLite refuses (full disk, read-only home, I/O error) becomes one StoreError line."""
+        self.check_identity()
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc}; rows saved before this are kept"
+                             + ("; free some space and run the job again" if "full" in str(exc) else "")) from None
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -239,78 +185,6 @@ class Store:
             rows = self.connection().execute(f"PRAGMA table_info({table})").fetchall()
             self._columns[table] = tuple(r["name"] for r in rows)
         return self._columns[table]
-
-    # -- jobs -----------------------------------------------------------------------------------
-    def _job_table(self, kind: str) -> str:
-        try:
-            return JOB_TABLES[kind]
-        except KeyError:
-            raise StoreError(f"unknown job kind {kind!r}; expected one of {sorted(JOB_TABLES)}") from None
-
-    def _encode_fields(self, table: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        known = self.columns(table)
-        unknown = sorted(set(fields) - set(known))
-        if unknown:
-            raise StoreError(f"{table} has no column(s) {', '.join(unknown)}")
-        return {k: _dumps(v) if isinstance(v, (dict, list, tuple)) else v for k, v in fields.items()}
-
-    def create_job(self, kind: str, **fields: Any) -> int:
-        table = self._job_table(kind)
-        values = self._encode_fields(table, {"created_at": utcnow(), **fields})
-        names = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        with self.transaction() as conn:
-            cur = conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", tuple(values.values()))
-            return int(cur.lastrowid)
-
-    def update_job(self, kind: str, job_id: int, **fields: Any) -> None:
-        table = self._job_table(kind)
-        values = self._encode_fields(table, fields)
-        if not values:
-            return
-        sets = ", ".join(f"{name} = ?" for name in values)
-        with self.transaction() as conn:
-            cur = conn.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*values.values(), job_id))
-            if cur.rowcount == 0:
-                raise StoreError(f"no {kind} job with id {job_id}")
-
-    def get_job(self, kind: str, job_id: int) -> dict[str, Any]:
-        table = self._job_table(kind)
-        row = self.connection().execute(f"SELECT * FROM {table} WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"no {kind} job with id {job_id}; `sdstudio jobs` lists them")
-        return _decode_job(dict(row))
-
-    def find_job(self, kind: str, config_hash: str) -> dict[str, Any] | None:
-        """The newest job of this kind made from the same config (how re-running a config resumes it)."""
-        table = self._job_table(kind)
-        row = self.connection().execute(
-            f"SELECT * FROM {table} WHERE config_hash = ? ORDER BY id DESC LIMIT 1", (config_hash,)
-        ).fetchone()
-        return None if row is None else _decode_job(dict(row))
-
-    def jobs(self, kind: str | None = None):
-        """Jobs as a pandas DataFrame, newest first: one kind's full table, or an overview of all."""
-        import pandas as pd
-
-        conn = self.connection()
-        if kind is not None:
-            table = self._job_table(kind)
-            return pd.read_sql_query(f"SELECT * FROM {table} ORDER BY id DESC", conn)
-        overview = """
-            SELECT 'generation' AS kind, id, created_at, status, technique || ':' || COALESCE(use_case, '')
-                   AS what, model_id, requested, ok, failed, filtered, tokens_in, tokens_out, cost_usd
-              FROM generation_metadata
-            UNION ALL
-            SELECT 'evaluation', id, created_at, status, 'judge of #' || COALESCE(source_generation_id, '?'),
-                   model_id, requested, ok, failed, filtered, tokens_in, tokens_out, cost_usd
-              FROM evaluation_metadata
-            UNION ALL
-            SELECT 'export', id, created_at, status, destination || ':' || COALESCE(style, ''),
-                   COALESCE(repo_id, path), row_count, row_count, 0, 0, 0, 0, 0
-              FROM export_metadata
-            ORDER BY created_at DESC"""
-        return pd.read_sql_query(overview, conn)
 
     # -- records --------------------------------------------------------------------------------
     def add_records(self, records: Iterable[Record | Mapping[str, Any]], *,
@@ -394,15 +268,6 @@ class Store:
             conn.executemany("UPDATE records SET status = ?, error = ? WHERE id = ?",
                              [(status, error, rid) for rid in record_ids])
 
-    def refresh_counts(self, kind: str, job_id: int) -> dict[str, int]:
-        """Copy the ok/failed/filtered counts and token totals of a job's records onto its row."""
-        row = self.connection().execute(
-            "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0) FROM records "
-            "WHERE job_kind = ? AND job_id = ?", (kind, job_id)).fetchone()
-        counts = self.count_records(kind, job_id)
-        self.update_job(kind, job_id, **counts, tokens_in=row[0], tokens_out=row[1])
-        return counts
-
     # -- reviews --------------------------------------------------------------------------------
     def add_review(self, record_id: int, reviewer: str, verdict: str | None = None,
                    edited_output: Any = None, note: str | None = None) -> int:
@@ -430,20 +295,6 @@ class Store:
             "WHERE r.job_kind = ? AND r.job_id = ? AND v.id = "
             "(SELECT MAX(id) FROM reviews WHERE record_id = v.record_id)", (job_kind, job_id)).fetchall()
         return {r["record_id"]: {**dict(r), "edited_output": _loads(r["edited_output"])} for r in rows}
-
-
-_JOB_JSON_COLUMNS = ("model_parameters", "topics", "examples", "config", "score_distribution",
-                     "topic_stats", "source_job_ids", "file_hashes", "filters")
-
-
-def _decode_job(row: dict[str, Any]) -> dict[str, Any]:
-    for name in _JOB_JSON_COLUMNS:
-        if isinstance(row.get(name), str):
-            try:
-                row[name] = json.loads(row[name])
-            except json.JSONDecodeError:
-                pass  # free text stored by an older writer stays text
-    return row
 
 
 def _decode_record(row: dict[str, Any]) -> dict[str, Any]:

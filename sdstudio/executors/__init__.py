@@ -1,0 +1,39 @@
+"""The executor seam: ``execute(items, handler) -> RunResult`` runs a job's work items and hands every
+outcome to the job's one record sink.
+
+A work item (``engine.WorkItem``: a stable key, a ChatRequest, what its records carry) round-trips through
+JSON, and a handler is a pure function of (item, completion), so an executor that ships items to other
+processes (Spark partitions, a provider's batch API) returns the same records as the local one. Adding an
+executor = one module + one line in ``EXECUTORS``.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from typing import Protocol
+
+from ..engine import Engine, Handler, RunResult, WorkItem
+
+EXECUTORS: dict[str, str] = {
+    "local": "sdstudio.engine:Engine",  # asyncio in this process: AIMD concurrency, RPM/TPM, retries, resume
+}
+
+
+class Executor(Protocol):
+    def execute(self, items: Iterable[WorkItem], handler: Handler | None = None) -> RunResult: ...
+
+
+LocalExecutor = Engine
+
+
+def executor_class(name: str) -> type:
+    from ..errors import ConfigError
+
+    try:
+        module, _, attr = EXECUTORS[name].partition(":")
+    except KeyError:
+        raise ConfigError(f"unknown executor {name!r}; choose one of {', '.join(sorted(EXECUTORS))}") from None
+    return getattr(importlib.import_module(module), attr)
+
+
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "executor_class"]

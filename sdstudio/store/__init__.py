@@ -1,0 +1,9 @@
+"""metadata.db, the one SQLite file that makes every job traceable, reproducible and resumable.
+All SQL lives in this package: ``schema`` (migrations), ``jobs`` (the job table and its lease),
+``core`` (connections, records, reviews)."""
+from .core import BUSY_TIMEOUT_S, JOB_TABLES, RECORD_STATUSES, Record, Store, utcnow
+from .jobs import decode_job
+from .schema import JOB_STATUSES, MIGRATIONS, SCHEMA_VERSION, config_digest
+
+__all__ = ["BUSY_TIMEOUT_S", "JOB_STATUSES", "JOB_TABLES", "RECORD_STATUSES", "MIGRATIONS", "Record", "SCHEMA_VERSION", "Store",
+           "config_digest", "decode_job", "utcnow"]
