@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ConfigError": "errors", "SdstudioError": "errors", "StoreError": "errors",
     "EvaluationJob": "config", "ExportJob": "config", "GenerationJob": "config",
-    "ModelParameters": "config", "ModelSpec": "config", "RunSettings": "config", "load_config": "config",
+    "ModelParameters": "config", "ModelSpec": "config", "RunSettings": "config", "load_config": "config", "parse_job": "config",
     "init_home": "home", "resolve_home": "home",
     "Record": "store", "Store": "store",
     "GenerationRun": "workflows.sft", "generate": "workflows.sft",

@@ -3,12 +3,16 @@
 The notebooks and the CLI build the same objects, a notebook can save its config as YAML for a batch
 job, and every job row stores its config JSON so any job can be re-run exactly. Unknown keys are
 rejected (``extra="forbid"``) so a typo never silently falls back to a default.
+
+Both build configs through ``parse_job``: validation, then ``canonical()``, which leaves unset every field
+that restates its default (a use case's instruction, the judge ``None`` stands for), so a job's bytes and
+its hash (its identity, ``workflows.jobs.config_hash``) do not depend on where it was typed.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,9 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import safeyaml
 from .errors import ConfigError
 
+StrictModelT = TypeVar("StrictModelT", bound="StrictModel")
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def canonical(self, home: str | os.PathLike[str] | None = None):
+        """The same job written the one way: every field that only restates its default (the use case's
+        instruction, the judge that ``None`` already means...) is left unset. ``parse_job`` applies it, so
+        a job typed in a notebook and on the CLI is the same bytes, the same ``config_hash``, one job."""
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False,
@@ -28,6 +40,11 @@ class StrictModel(BaseModel):
     def from_yaml(cls, source: str | os.PathLike[str]):
         data = _read_yaml(source)
         return _validate(cls, data, _label(source))
+
+
+def blank_is_unset(value: Any) -> Any:
+    """An optional name, id or path given as blank text (an empty text box, ``--flag ""``) was not given."""
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 def env_variable_name(value: str | None, field: str, example: str, secret: str) -> str | None:
@@ -58,6 +75,8 @@ class ModelSpec(StrictModel):
     region: str | None = None
     api_key_env: str | None = None
     parameters: ModelParameters = Field(default_factory=ModelParameters)
+
+    _blank = field_validator("model", "base_url", "region", "api_key_env", mode="before")(blank_is_unset)
 
     @field_validator("api_key_env")
     @classmethod
@@ -99,14 +118,25 @@ class GenerationJob(StrictModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
     run: RunSettings = Field(default_factory=RunSettings)
 
+    _blank = field_validator("name", mode="before")(blank_is_unset)
+
     @field_validator("topics")
     @classmethod
     def _topics_not_blank(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
-            value = [t.strip() for t in value if t and t.strip()]
+            value = list(dict.fromkeys(t.strip() for t in value if t and t.strip()))  # a repeat adds nothing
             if not value:
                 raise ValueError("the topic list is empty; give at least one topic")
         return value
+
+    def canonical(self, home: str | os.PathLike[str] | None = None) -> "GenerationJob":
+        case = _use_case(self.use_case, home)
+        if case is None:
+            return self
+        update = _use_case_defaults(self, case, topics=True)
+        if self.technique != "sft" and self.technique == case.technique:
+            update["technique"] = "sft"  # "sft" means "the use case's own technique"
+        return self.model_copy(update=update) if update else self
 
 
 class JudgeExample(StrictModel):
@@ -147,6 +177,9 @@ class EvaluationJob(StrictModel):
     second_judge: ModelSpec | None = None  # another model judging the same rows: agreement figures
     second_judge_of: int | None = None  # set by sdstudio on a second judge's own job: the primary's id
     run: RunSettings = Field(default_factory=RunSettings)
+
+    _blank = field_validator("name", "input_file", "prompt_column", "completion_column", "topic_column", "use_case",
+                             mode="before")(blank_is_unset)
 
     @field_validator("model", "second_judge", mode="before")
     @classmethod
@@ -223,6 +256,7 @@ class StepModel(StrictModel):
     api_key_env: str | None = None
     parameters: ParameterOverrides | None = None
 
+    _blank = field_validator("provider", "model", "base_url", "region", "api_key_env", mode="before")(blank_is_unset)
     _key_env = field_validator("api_key_env")(ModelSpec._env_name_not_key.__func__)
 
     def resolve(self, default: ModelSpec) -> ModelSpec:
@@ -280,6 +314,9 @@ class WorkflowJob(StrictModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
     run: RunSettings = Field(default_factory=RunSettings)
 
+    _blank = field_validator("name", "input_file", "encoding", "sheet", "prompt_column", "completion_column",
+                             mode="before")(blank_is_unset)
+
     @model_validator(mode="after")
     def _check(self) -> "WorkflowJob":
         for what, values in (("step name", [s.name for s in self.steps]),
@@ -326,6 +363,27 @@ class AlignmentJob(StrictModel):
 
     _judge_temperature = field_validator("judge", mode="before")(
         EvaluationJob._judges_default_to_temperature_zero.__func__)
+    _blank = field_validator("name", "input_file", "prompt_column", "use_case", mode="before")(blank_is_unset)
+
+    def canonical(self, home: str | os.PathLike[str] | None = None) -> "AlignmentJob":
+        update: dict[str, Any] = {}
+        if self.use_case == ALIGNMENT_USE_CASE:
+            update["use_case"] = None
+        if self.judge is not None and _same(self.judge, default_judge(self.model)):
+            update["judge"] = None
+        if self.candidate_models is not None and len(self.candidate_models) == 1 \
+                and _same(self.candidate_models[0], self.model):
+            update["candidate_models"] = None  # the one model is `model`: the same slots
+        judging = _use_case(ALIGNMENT_USE_CASE, home)
+        if judging is not None:
+            if self.criteria is not None and self.criteria == judging.judge_criteria:
+                update["criteria"] = None
+            if self.judge_template is not None and self.judge_template == judging.evaluate_template:
+                update["judge_template"] = None
+        writing = _use_case(self.use_case or ALIGNMENT_USE_CASE, home)
+        if self.topics is not None and writing is not None and _same_topics(self.topics, writing.topics):
+            update["topics"] = None
+        return self.model_copy(update=update) if update else self
 
     def kto_thresholds(self) -> tuple[int, int]:
         """(desirable_at, undesirable_at) with the defaults filled in from the scale."""
@@ -383,6 +441,16 @@ class DocumentJob(StrictModel):
 
     _judge_temperature = field_validator("judge", mode="before")(
         EvaluationJob._judges_default_to_temperature_zero.__func__)
+    _blank = field_validator("name", "password_env", mode="before")(blank_is_unset)
+
+    def canonical(self, home: str | os.PathLike[str] | None = None) -> "DocumentJob":
+        case = _use_case(self.use_case, home)
+        update = _use_case_defaults(self, case, topics=False) if case is not None else {}
+        if self.per_chunk == DEFAULT_PER_CHUNK and self.total is None:
+            update["per_chunk"] = None
+        if self.judge is not None and _same(self.judge, default_judge(self.model)):
+            update["judge"] = None
+        return self.model_copy(update=update) if update else self
 
     @field_validator("password_env")
     @classmethod
@@ -405,6 +473,58 @@ class DocumentJob(StrictModel):
         if self.per_chunk is not None and self.total is not None:
             raise ValueError("give per_chunk or total, not both")
         return self
+
+
+ALIGNMENT_USE_CASE = "alignment"  # writes an alignment job's prompts (unless use_case names another) and judges
+DEFAULT_PER_CHUNK = 3  # a document job's items per chunk when neither per_chunk nor total is given
+
+
+def default_judge(model: ModelSpec) -> ModelSpec:
+    """The judge ``judge: None`` means: the job's model at temperature 0."""
+    return model.model_copy(update={"parameters": model.parameters.model_copy(update={"temperature": 0.0})})
+
+
+def _same(a: BaseModel, b: BaseModel) -> bool:
+    return a.model_dump() == b.model_dump()  # the values, not which of them were given explicitly
+
+
+def _use_case(name: str, home: str | os.PathLike[str] | None) -> Any:
+    """The use case whose defaults a config may restate; None when it cannot be read (the workflow's
+    plan reports that, in its own words, before any call)."""
+    from .errors import SdstudioError
+    from .usecases import load_use_case
+
+    try:
+        return load_use_case(name, home)
+    except (SdstudioError, OSError):
+        return None
+
+
+def _same_topics(topics: list[str], shipped: list[str]) -> bool:
+    return topics == list(dict.fromkeys(t.strip() for t in shipped if t and t.strip()))
+
+
+def _use_case_defaults(config: Any, case: Any, *, topics: bool) -> dict[str, Any]:
+    """Updates that unset each field equal to the use case's own value (None means exactly that value)."""
+    update: dict[str, Any] = {}
+    for field, default in (("instruction", case.instruction), ("requirements", list(case.requirements)),
+                           ("examples", list(case.examples))):
+        if getattr(config, field) is not None and getattr(config, field) == default:
+            update[field] = None
+    if topics and config.topics is not None and _same_topics(config.topics, case.topics):
+        update["topics"] = None
+    if config.inputs is not None:  # the plan lays the config's inputs over the use case's
+        own = {k: v for k, v in config.inputs.items() if k not in case.inputs or v != str(case.inputs[k])}
+        if own != config.inputs:
+            update["inputs"] = own or None
+    return update
+
+
+def parse_job(model_cls: type[StrictModelT], data: Any, label: str,
+              home: str | os.PathLike[str] | None = None) -> StrictModelT:
+    """THE way a job config is built from data, by the CLI (flags, ``--config``) and by the notebook forms
+    alike: validated, then ``canonical()`` so the same job always has the same bytes and the same hash."""
+    return _validate(model_cls, data, label).canonical(home)
 
 
 JobConfig = Annotated[Union[GenerationJob, EvaluationJob, ExportJob, WorkflowJob, AlignmentJob,

@@ -36,6 +36,9 @@ from .errors import SdstudioError
 from .store import Record, Store
 
 FLUSH_ROWS, FLUSH_SECONDS = 50, 1.0
+# rows waiting for the writer before workers stop sending and wait for it: a writer that falls behind (a slow
+# or failing disk) must not let paid replies pile up in memory, where a failed write would lose them all
+MAX_BUFFERED_ROWS = 2 * FLUSH_ROWS
 PROGRESS_INTERVAL_S = 0.1
 
 
@@ -234,6 +237,10 @@ class Engine:
                     self._report()
                     continue
                 done_keys.add(item.key)  # the same key twice in one run is sent once
+                if len(self._buffer) >= MAX_BUFFERED_ROWS:
+                    await self._flush(force=True)
+                    if self._store_error is not None:
+                        return
                 await self._process(item, handler)
         except asyncio.CancelledError:
             return

@@ -129,6 +129,7 @@ class JobRunner:
 
         self.started = time.monotonic()
         self._owner = lease.this_owner()
+        self.store.keep_reserve()
         config_json = self.config.model_dump(mode="json") if hasattr(self.config, "model_dump") else self.config
         digest = config_hash(self.config)
         while True:
@@ -212,9 +213,16 @@ class JobRunner:
             error = None
         else:
             error = one_line(exc)
+        from .store import utcnow
+
+        status = "failed" if error else "cancelled"
+        try:  # the smallest write first: on a full disk the status may fit where the counts do not
+            self.store.release_job(self.job_id, self._owner, status=status, finished_at=utcnow(), error=error)
+        except Exception:  # noqa: BLE001 - the store itself failed: the dead lease shows the job interrupted
+            pass
         try:
             self.finish(error=error)
-        except Exception:  # noqa: BLE001 - the store itself failed (full disk...): the lease shows it interrupted
+        except Exception:  # noqa: BLE001 - counts are recomputed from the records by the next run anyway
             pass
         return False
 

@@ -143,7 +143,7 @@ def test_jobs_lists_and_shows_jobs(openai_server, tmp_path):
     assert [(j["kind"], j["id"], j["status"]) for j in listing] == [("generation", 1, "done")]
     shown = json.loads(sdstudio("jobs", "show", "1", "--json", home=tmp_path).stdout)
     assert shown["records"] == {"ok": 1, "failed": 0, "filtered": 0} and shown["config"]["topics"] == ["Heaps"]
-    assert "no generation job with id 9" in sdstudio("jobs", "show", "9", home=tmp_path, check_exit=2).stderr
+    assert "no job with id 9" in sdstudio("jobs", "show", "9", home=tmp_path, check_exit=2).stderr
 
 
 def test_models_lists_what_the_provider_offers(openai_server, tmp_path):

@@ -92,11 +92,17 @@ def config_data(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def run(args: argparse.Namespace) -> int:
+def job_config(args: argparse.Namespace):
+    """The AlignmentJob these flags (and ``--config``, or the resumed job's config) describe."""
     from ..config import AlignmentJob
+
+    return build_config(AlignmentJob, config_data(args), args.config or "align flags", args)
+
+
+def run(args: argparse.Namespace) -> int:
     from ..workflows.alignment import AlignmentRun, preview
 
-    config = build_config(AlignmentJob, config_data(args), args.config or "align flags")
+    config = job_config(args)
     if args.dry_run:
         shown = preview(config, home=args.home)
         return show_preview(shown, args, f"first {shown.first_stage} request",

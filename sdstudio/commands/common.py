@@ -33,7 +33,14 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rpm", type=int, help="requests-per-minute limit")
     parser.add_argument("--max-failed-ratio", type=float,
                         help="exit 1 when failed/(ok+failed) exceeds this (default 0.5)")
+    add_run_flags(parser)
     add_output_flags(parser)
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """What every job-running subcommand takes besides the model flags."""
+    parser.add_argument("--wait", action="store_true",
+                        help="when the job is already running in another process, wait for it instead of stopping")
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -88,10 +95,16 @@ def _check_yaml_size(path: str) -> None:
         return
 
 
-def build_config(model_cls: Any, data: dict[str, Any], label: str) -> Any:
-    from ..config import _validate
+def build_config(model_cls: Any, data: dict[str, Any], label: str, args: argparse.Namespace | None = None) -> Any:
+    """The job config the flags and the file describe, built the one way the notebooks build theirs too
+    (``config.parse_job``): the same job typed here or in a notebook has the same hash and resumes.
+    ``--resume JOB_ID`` alone takes that job's stored config as it is: a job saved before configs were
+    written canonically keeps its hash."""
+    from ..config import _validate, parse_job
 
-    return _validate(model_cls, data, label)
+    if getattr(args, "resume", None) is not None and not getattr(args, "config", None):
+        return _validate(model_cls, data, label)
+    return parse_job(model_cls, data, label, getattr(args, "home", None))
 
 
 # -- progress and results -------------------------------------------------------------------------
@@ -155,7 +168,7 @@ def run_with_progress(job: Any, args: argparse.Namespace, max_failed_ratio: floa
     """Run a workflow object (``.run(resume=, on_progress=)``) under a tqdm bar on stderr; report it."""
     bar = ProgressBar(not args.json)
     try:
-        result = job.run(resume=args.resume, on_progress=bar)
+        result = job.run(resume=args.resume, on_progress=bar, wait=args.wait)
     finally:
         bar.close()
     return report(result, args, max_failed_ratio)

@@ -34,9 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     doc.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def job_config(args: argparse.Namespace):
+    """The DocumentJob these flags (and ``--config``, or the resumed job's config) describe."""
     from ..config import DocumentJob
-    from ..workflows.documents import TECHNIQUE, DocumentRun, preview
+    from ..workflows.documents import TECHNIQUE
 
     data = load_job_data(args, "documents")
     if args.resume is not None and not args.config:
@@ -63,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
     if args.judge_model is not None:
         data["judge"] = {**(data.get("judge") or {**data["model"], "parameters": {"temperature": 0.0}}),
                          "model": args.judge_model}
-    config = build_config(DocumentJob, data, args.config or "documents flags")
+    return build_config(DocumentJob, data, args.config or "documents flags", args)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..workflows.documents import DocumentRun, preview
+
+    config = job_config(args)
     if args.dry_run:
         shown = preview(config, home=args.home)
         if not args.json:

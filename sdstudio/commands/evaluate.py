@@ -29,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def job_config(args: argparse.Namespace):
+    """The EvaluationJob these flags (and ``--config``, or the resumed job's config) describe."""
     from ..config import EvaluationJob
-    from ..workflows.evaluate import EvaluationRun, preview
 
     data = load_job_data(args, "evaluation")
     if args.resume is not None and not args.config:
@@ -68,7 +68,13 @@ def run(args: argparse.Namespace) -> int:
                 and data["model"].get("base_url"):
             second["base_url"] = data["model"]["base_url"]  # same provider, same server: another model on it
         data["second_judge"] = second
-    config = build_config(EvaluationJob, data, args.config or "evaluate flags")
+    return build_config(EvaluationJob, data, args.config or "evaluate flags", args)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..workflows.evaluate import EvaluationRun, preview
+
+    config = job_config(args)
     if args.dry_run:
         shown = preview(config, home=args.home)
         return show_preview(shown, args, "first judge prompt", f"{shown.rows} rows in {shown.requests} requests")

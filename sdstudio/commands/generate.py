@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def job_config(args: argparse.Namespace):
+    """The GenerationJob these flags (and ``--config``, or the resumed job's config) describe."""
     from ..config import GenerationJob
-    from ..workflows.sft import GenerationRun, preview
 
     data = load_job_data(args, "generation")
     if args.resume is not None and not args.config:
@@ -38,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
                       ("batch_size", "batch_size")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
-    config = build_config(GenerationJob, apply_overrides(data, args), args.config or "generate flags")
+    return build_config(GenerationJob, apply_overrides(data, args), args.config or "generate flags", args)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..workflows.sft import GenerationRun, preview
+
+    config = job_config(args)
     if args.dry_run:
         shown = preview(config, home=args.home)
         return show_preview(shown, args, "first prompt", f"{shown.items} items in {shown.requests} requests")

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="list jobs, or `jobs show ID`")
     jobs.add_argument("action", nargs="?", choices=("list", "show"), default="list")
     jobs.add_argument("id", nargs="?", type=int)
-    jobs.add_argument("--kind", choices=("generation", "evaluation", "export"))
+    jobs.add_argument("--kind", help="only jobs of this kind (generation, documents, workflow, alignment, "
+                      "candidates, evaluation, export; generation/evaluation/export list the seed's table)")
     add_output_flags(jobs)
     jobs.set_defaults(handler=run)
 
@@ -25,18 +26,21 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "show":
         if args.id is None:
             raise ConfigError("`sdstudio jobs show` needs a job id")
-        row = store.get_job(args.kind or "generation", args.id)
-        if args.kind != "export":
-            row["records"] = store.count_records(args.kind or "generation", args.id)
+        family = store.job_family(args.id)
+        row = store.get_job(family, args.id)
+        if family != "export":
+            row["records"] = store.count_records(family, args.id)
+        row["children"] = [child["id"] for child in store.child_jobs(args.id)]
         print(json.dumps(row, ensure_ascii=False, indent=None if args.json else 2, default=str))
         return EXIT_OK
-    frame = store.jobs(args.kind)
+    seed_table = args.kind in ("generation", "evaluation", "export")
+    frame = store.jobs(args.kind) if seed_table else store.jobs(kind=args.kind)
     if args.json:
         print(frame.to_json(orient="records"))
     elif frame.empty:
         print("no jobs yet", file=sys.stderr)
     else:
-        columns = [c for c in ("kind", "id", "created_at", "status", "what", "use_case", "model_id", "ok", "failed",
+        columns = [c for c in ("id", "kind", "parent_id", "created_at", "status", "what", "use_case", "model_id", "ok", "failed",
                                "filtered", "tokens_in", "tokens_out", "cost_usd") if c in frame.columns]
         print(frame[columns].to_string(index=False))
     return EXIT_OK

@@ -30,7 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import WorkflowJob
     from ..workflows.custom import WorkflowRun, preview
     from ..workflows.presets import list_presets
 
@@ -38,6 +37,22 @@ def run(args: argparse.Namespace) -> int:
         for name, description in list_presets(args.home).items():
             print(f"{name}: {description}")
         return EXIT_OK
+    config = job_config(args)
+    if args.dry_run:
+        shown = preview(config, home=args.home)
+        steps = "\n".join(f"### step {number}/{len(shown.steps)} {step.step} -> {step.output_column} "
+                          f"({step.output_type}; {step.provider} {step.model_id or ''}) ~{step.prompt_tokens} "
+                          f"tokens\n{step.prompt}\n" for number, step in enumerate(shown.steps, 1))
+        return show_preview(shown, args, f"{len(shown.steps)} step(s)",
+                            f"{shown.rows} rows x {len(shown.steps)} steps = {shown.requests} requests", prompt=steps)
+    # bad input and templates fail in the constructor, before the bar shows
+    return run_with_progress(WorkflowRun(config, home=args.home), args, config.run.max_failed_ratio)
+
+
+def job_config(args: argparse.Namespace):
+    """The WorkflowJob these flags (and ``--config``, or the resumed job's config) describe."""
+    from ..config import WorkflowJob
+
     data = load_job_data(args, "workflow")
     if args.resume is not None and not args.config:
         from ..store import Store
@@ -54,16 +69,7 @@ def run(args: argparse.Namespace) -> int:
         data["sample"] = True
     if not data.get("steps"):
         raise ConfigError("the workflow has no steps: give --config WF.yaml (with steps) or --preset NAME")
-    config = build_config(WorkflowJob, apply_overrides(data, args), args.config or "workflow flags")
-    if args.dry_run:
-        shown = preview(config, home=args.home)
-        steps = "\n".join(f"### step {number}/{len(shown.steps)} {step.step} -> {step.output_column} "
-                          f"({step.output_type}; {step.provider} {step.model_id or ''}) ~{step.prompt_tokens} "
-                          f"tokens\n{step.prompt}\n" for number, step in enumerate(shown.steps, 1))
-        return show_preview(shown, args, f"{len(shown.steps)} step(s)",
-                            f"{shown.rows} rows x {len(shown.steps)} steps = {shown.requests} requests", prompt=steps)
-    # bad input and templates fail in the constructor, before the bar shows
-    return run_with_progress(WorkflowRun(config, home=args.home), args, config.run.max_failed_ratio)
+    return build_config(WorkflowJob, apply_overrides(data, args), args.config or "workflow flags", args)
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

@@ -29,6 +29,7 @@ from .schema import JOB_STATUSES, MIGRATIONS, SCHEMA_VERSION, VIEWS
 JOB_TABLES = VIEWS  # family -> the seed's table (a view since migration 002)
 RECORD_STATUSES = ("ok", "failed", "filtered")
 BUSY_TIMEOUT_S = 60.0
+RESERVE_BYTES = 256 * 1024
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
@@ -125,6 +126,28 @@ class Store(JobsMixin):
             self._local.conn = conn
         return conn
 
+    # -- room to fail in ----------------------------------------------------------------------------
+    @property
+    def _reserve(self) -> Path:
+        return self.path.with_name(self.path.name + "-reserve")
+
+    def keep_reserve(self) -> None:
+        """Hold RESERVE_BYTES of the disk in a ballast file beside the database. When the disk fills up,
+        the first refused write frees it, so the job's final status (failed, with the reason) still fits
+        instead of the job being left ``running``."""
+        try:
+            if not self._reserve.exists():
+                with open(self._reserve, "wb") as file:
+                    file.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)  # no room for it: nothing more to give back later either
+
+    def _free_reserve(self) -> None:
+        try:
+            self._reserve.unlink(missing_ok=True)
+        except OSError:
+            pass
+
     def _file_identity(self) -> tuple[int, int] | None:
         try:
             stat = self.path.stat()
@@ -155,6 +178,8 @@ class Store(JobsMixin):
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                self._free_reserve()
             raise StoreError(f"cannot write {self.path}: {exc}; rows saved before this are kept"
                              + ("; free some space and run the job again" if "full" in str(exc) else "")) from None
 

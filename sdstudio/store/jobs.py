@@ -100,6 +100,13 @@ class JobsMixin:
             raise StoreError(f"no {family or ''} job with id {job_id}; `sdstudio jobs` lists them".replace("  ", " "))
         return self._reaped(decode_job(row))
 
+    def job_family(self, job_id: int) -> str:
+        """Which family's details a job has (``get_job(job_family(i), i)`` shows any job by its id)."""
+        for family in VIEWS:
+            if self.connection().execute(f"SELECT 1 FROM {family}_jobs WHERE job_id = ?", (job_id,)).fetchone():
+                return family
+        raise StoreError(f"no job with id {job_id}; `sdstudio jobs` lists them")
+
     def find_job(self, family: str, config_hash: str) -> dict[str, Any] | None:
         """The newest job of this family made from the same config (how re-running a config resumes it)."""
         row = self.connection().execute(
@@ -111,8 +118,9 @@ class JobsMixin:
         rows = self.connection().execute("SELECT * FROM jobs WHERE parent_id = ? ORDER BY id", (job_id,))
         return [decode_job(r) for r in rows]
 
-    def jobs(self, family: str | None = None):
-        """Jobs as a pandas DataFrame, newest first: one family's seed table, or an overview of all."""
+    def jobs(self, family: str | None = None, *, kind: str | None = None):
+        """Jobs as a pandas DataFrame, newest first: one family's seed table, or an overview of all jobs
+        (of one ``kind`` when given)."""
         import pandas as pd
 
         self.reap_interrupted()
@@ -129,8 +137,9 @@ class JobsMixin:
               FROM jobs j LEFT JOIN generation_jobs g ON g.job_id = j.id
                           LEFT JOIN evaluation_jobs e ON e.job_id = j.id
                           LEFT JOIN export_jobs x ON x.job_id = j.id
+             WHERE ? IS NULL OR j.kind = ?
              ORDER BY j.id DESC"""
-        return pd.read_sql_query(overview, conn)
+        return pd.read_sql_query(overview, conn, params=(kind, kind))
 
     def refresh_counts(self, family: str | None, job_id: int, *, with_children: bool = False) -> dict[str, int]:
         """Recompute a job's counts, tokens and cost from its records and write them on its row. Tokens

@@ -59,19 +59,23 @@ class AlignmentApp(w.VBox):
         self.refresh_preview()
 
     def config(self) -> AlignmentJob:
-        from ..config import _validate
+        """The form as an AlignmentJob, built as ``sdstudio align`` builds one (``parse_job``). The judge
+        model is another model on the same endpoint, as ``--judge-model``: its own default parameters at
+        temperature 0, not the candidates' sampling; the candidates' own model is no judge of its own."""
+        from ..config import parse_job
 
         spec = self.model.spec()
         data: dict[str, Any] = {"method": self.method.value, "candidates": self.candidates.value,
                                 "min_margin": self.min_margin.value, "limit": self.limit.value or None,
                                 "model": spec.model_dump()}
-        if self.judge_model.value.strip():
-            data["judge"] = {**spec.model_dump(), "model": self.judge_model.value.strip()}
+        judge = self.judge_model.value.strip()
+        if judge and judge != spec.model:
+            data["judge"] = {**spec.model_dump(exclude={"parameters"}), "model": judge}
         if self.source.value is not None:
             data["source_job"] = self.source.value
         else:
             data.update(topics=text_lines(self.topics.value), prompts_per_topic=self.prompts_per_topic.value)
-        return _validate(AlignmentJob, data, "alignment form")
+        return parse_job(AlignmentJob, data, "alignment form", self.home)
 
     def refresh_preview(self) -> None:
         from ..workflows.candidates import preview

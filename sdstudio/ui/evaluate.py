@@ -87,6 +87,7 @@ class EvaluateApp(w.VBox):
         self._loading = True
         self.criteria.value = case.judge_criteria
         self.scale_min.value, self.scale_max.value = case.judge_scale
+        self._loaded = (self.criteria.value, (self.scale_min.value, self.scale_max.value))
         self._loading = False
         self.refresh_preview()
 
@@ -99,18 +100,22 @@ class EvaluateApp(w.VBox):
         self.refresh_preview()
 
     def config(self) -> EvaluationJob:
-        from ..config import _validate
+        from ..config import parse_job
 
-        examples = json_list(self.examples.value, "judge examples")
-        data: dict[str, Any] = {"criteria": self.criteria.value, "scale": [self.scale_min.value, self.scale_max.value],
-                                "examples": examples, "model": self.model.spec().model_dump()}
+        # criteria and scale still as the use case filled them in stay unset, as without --criteria-file/--scale
+        criteria, scale = self.criteria.value, (self.scale_min.value, self.scale_max.value)
+        loaded_criteria, loaded_scale = getattr(self, "_loaded", (None, None))
+        data: dict[str, Any] = {"criteria": None if criteria == loaded_criteria else criteria,
+                                "scale": None if scale == loaded_scale else list(scale),
+                                "examples": json_list(self.examples.value, "judge examples"),
+                                "model": self.model.spec().model_dump()}
         if self.source.value is not None:
             data["source_job"] = self.source.value
         else:
             data.update(input_file=str(self.dataset_path) if self.dataset_path else None,
                         prompt_column=self.prompt_column.value or None,
                         completion_column=self.completion_column.value or None)
-        return _validate(EvaluationJob, data, "evaluation form")
+        return parse_job(EvaluationJob, data, "evaluation form", self.home)
 
     def refresh_preview(self) -> None:
         if getattr(self, "_loading", False):

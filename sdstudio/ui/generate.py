@@ -83,19 +83,26 @@ class GenerateApp(w.VBox):
         self.examples.value = json.dumps(case.examples, indent=2, ensure_ascii=False)
         self.requirements.value = "\n".join(case.requirements)
         self.topics.value = "\n".join(case.topics)
+        self._loaded = {name: getattr(self, name).value for name in ("instruction", "examples", "requirements",
+                                                                      "topics")}
         self._loading = False
         self.refresh_preview()
 
     def config(self) -> GenerationJob:
-        from ..config import _validate
+        """The form as a GenerationJob, built as the CLI builds one (``parse_job``). A field still showing
+        what the use case filled in stays unset, as on the CLI: the same job, the same hash."""
+        from ..config import parse_job
 
-        examples = json_list(self.examples.value, "examples")
+        def edited(name: str, value: Any) -> Any:
+            return None if getattr(self, name).value == self._loaded.get(name) else value
 
-        return _validate(GenerationJob, {
-            "use_case": self.use_case.value, "instruction": self.instruction.value, "examples": examples,
-            "requirements": text_lines(self.requirements.value), "topics": text_lines(self.topics.value),
+        return parse_job(GenerationJob, {
+            "use_case": self.use_case.value, "instruction": edited("instruction", self.instruction.value),
+            "examples": edited("examples", json_list(self.examples.value, "examples")),
+            "requirements": edited("requirements", text_lines(self.requirements.value)),
+            "topics": edited("topics", text_lines(self.topics.value)),
             "num_per_topic": self.per_topic.value, "batch_size": self.batch_size.value,
-            "model": self.model.spec().model_dump()}, "generation form")
+            "model": self.model.spec().model_dump()}, "generation form", self.home)
 
     def read_topics_upload(self) -> None:
         from ..commands.generate import read_topics

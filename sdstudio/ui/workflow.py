@@ -94,17 +94,21 @@ class WorkflowApp(w.VBox):
 
     # -- the workflow -------------------------------------------------------------------------------
     def config(self) -> WorkflowJob:
-        from ..config import _validate
+        """The form as a WorkflowJob, built as ``sdstudio workflow`` builds one (``parse_job``); every column
+        chosen is ``columns: None`` (all), as without ``--columns``."""
+        from ..config import parse_job
 
         try:
             steps = safeyaml.load(self.steps.value, "workflow steps") or []
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             raise SdstudioError(f"steps are not valid YAML{f' (line {mark.line + 1})' if mark else ''}") from None
-        return _validate(WorkflowJob, {
-            "input_file": self.input_file.value.strip() or None, "columns": list(self.columns.value) or None,
+        columns = list(self.columns.value)
+        return parse_job(WorkflowJob, {
+            "input_file": self.input_file.value.strip() or None,
+            "columns": None if not columns or set(columns) == set(self.columns.options) else columns,
             "limit": self.limit.value or None, "sample": self.sample.value, "steps": steps,
-            "model": self.model.spec().model_dump()}, "workflow form")
+            "model": self.model.spec().model_dump()}, "workflow form", self.home)
 
     def apply_preset(self) -> None:
         from ..workflows.presets import apply_preset

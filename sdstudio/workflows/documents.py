@@ -204,11 +204,11 @@ class DocumentRun(GenerationRun):
         return records
 
     def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
-            cancel_event: threading.Event | None = None) -> JobResult:
+            cancel_event: threading.Event | None = None, wait: bool = False) -> JobResult:
         if resume is not None and self.store.get_job(KIND, resume).get("technique") != TECHNIQUE:
             raise ConfigError(f"job {resume} is not a documents job; `sdstudio jobs` lists them")
         self.phases, self.cancel_event, self.checks_sent = _Phases(on_progress), cancel_event, 0
-        result = super().run(resume=resume, on_progress=self.phases.generation, cancel_event=cancel_event)
+        result = super().run(resume=resume, on_progress=self.phases.generation, cancel_event=cancel_event, wait=wait)
         if self.config.grounding and result.status == "done" and self._unchecked(result.job_id):
             # the last round's items (or a check cut short): check them before the job counts as done
             sent, resumed, notes = result.requests_sent, result.resumed, result.notes
@@ -328,9 +328,9 @@ def document_job(files: Sequence[str | Path | Upload] = (), *, home: str | Path 
     data = {**base, **fields}
     if paths:
         data["files"] = [*(base.get("files") or []), *paths]
-    from ..config import _validate
+    from ..config import parse_job
 
-    return _validate(DocumentJob, data, "documents job")
+    return parse_job(DocumentJob, data, "documents job", home)
 
 
 def _stored(entry: str | Path | Upload, home: str | Path | None) -> str | Path:
