@@ -16,8 +16,9 @@ from typing import Any, NoReturn
 
 from .commands.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from .errors import SdstudioError
+from .workflows import registry
 
-COMMANDS = ("generate", "documents", "workflow", "evaluate", "export", "align", "jobs", "models", "serve")
+UTILITY_COMMANDS = ("sdstudio.commands.jobs", "sdstudio.commands.models", "sdstudio.commands.serve")
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="sdstudio", description="Synthetic Data Studio: generate, judge and "
                     "export synthetic datasets for LLM fine-tuning")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f".commands.{name}", __package__).register(sub)
+    for module in (*registry.commands(), *UTILITY_COMMANDS):  # one subcommand per registered workflow
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -527,23 +527,20 @@ def parse_job(model_cls: type[StrictModelT], data: Any, label: str,
     return _validate(model_cls, data, label).canonical(home)
 
 
-JobConfig = Annotated[Union[GenerationJob, EvaluationJob, ExportJob, WorkflowJob, AlignmentJob,
-                          DocumentJob],
-                    Field(discriminator="kind")]
+def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> StrictModel:
+    """Load any job config (YAML file path, YAML text or dict); ``kind`` picks the model from the workflow
+    registry (``workflows/registry.py``), the one list of kinds."""
+    from .workflows import registry
 
-
-class _AnyJob(StrictModel):
-    job: JobConfig
-
-
-def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> (
-        GenerationJob | EvaluationJob | ExportJob | WorkflowJob | AlignmentJob | DocumentJob):
-    """Load any job config (YAML file path, YAML text or dict); ``kind`` picks the model."""
     data = source if isinstance(source, dict) else _read_yaml(source)
     label = "config" if isinstance(source, dict) else _label(source)
-    if isinstance(data, dict) and "kind" not in data:
-        raise ConfigError(f"{label}: missing 'kind' (one of generation, evaluation, export, workflow, alignment, documents)")
-    return _validate(_AnyJob, {"job": data}, label).job
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping with a 'kind' (one of {', '.join(registry.kinds())})")
+    if "kind" not in data:
+        raise ConfigError(f"{label}: missing 'kind' (one of {', '.join(registry.kinds())})")
+    if data["kind"] not in registry.kinds():
+        raise ConfigError(f"{label}: unknown kind {data['kind']!r} (one of {', '.join(registry.kinds())})")
+    return _validate(registry.config_class(data["kind"]), data, label)
 
 
 def _label(source: Any) -> str:
@@ -588,10 +585,7 @@ def _validate(cls: type[BaseModel], data: Any, label: str):
 def describe_validation_error(exc: ValidationError) -> str:
     """One line for the first problem, naming the key (pydantic's own text spans many lines)."""
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if p != "job"]
-    # discriminated unions add the tag as a path element; it says nothing to the user
-    loc = [p for p in loc if p not in ("generation", "evaluation", "export", "workflow", "alignment",
-                                     "documents")]
+    loc = [str(p) for p in err["loc"]]
     where = ".".join(loc) or "config"
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":

@@ -228,11 +228,8 @@ def dedup_records(store: Store, job_kind: str, job_id: int, fields: Sequence[str
         updates = []
         for dup in duplicates:
             how = "exact" if dup.kind == "exact" else f"near, similarity {dup.similarity:.2f}"
-            updates.append((f"duplicate of record #{rows[dup.of][0]} ({how})", rows[dup.index][0]))
-        with store.transaction() as conn:
-            # Only rows still ok: a concurrent reviewer or re-run may have changed some meanwhile.
-            conn.executemany("UPDATE records SET status = 'filtered', error = ? WHERE id = ? AND status = 'ok'",
-                             updates)
+            updates.append((rows[dup.index][0], f"duplicate of record #{rows[dup.of][0]} ({how})"))
+        store.filter_if_ok(updates)  # only rows still ok: a reviewer or re-run may have changed some meanwhile
         store.refresh_counts(job_kind, job_id)
     exact = sum(dup.kind == "exact" for dup in duplicates)
     return DedupReport(checked=len(rows), exact=exact, near=len(duplicates) - exact)

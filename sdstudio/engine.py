@@ -23,7 +23,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -118,7 +118,9 @@ class Engine:
                  settings: RunSettings | None = None, *, price: Price | None = None,
                  on_progress: Callable[[Progress], None] | None = None, output_retries: int = 0,
                  cancel_event: Any = None, grace_s: float = 10.0,
-                 failure_keys: Callable[[WorkItem], list[str]] | None = None):
+                 failure_keys: Callable[[WorkItem], list[str]] | None = None,
+                 on_failure: Callable[[WorkItem, str, str | None, Completion | None], None] | None = None,
+                 skip_done: bool = True):
         self.provider, self.store = provider, store
         self.job_kind, self.job_id = job_kind, job_id
         self.settings = settings or RunSettings()
@@ -130,6 +132,10 @@ class Engine:
         # item keys of the rows a failed request leaves (default: one row keyed by the request); a request
         # asking for k items fails k items, so the job's counts stay in items
         self.failure_keys = failure_keys
+        self.on_failure = on_failure  # told of every item that ended failed (after its rows are buffered)
+        # skip keys the job already answered (resume); a caller that feeds items as it goes and tracks what
+        # is done itself (pipeline.QueueEngine) turns it off and gets every item it feeds processed
+        self.skip_done = skip_done
         self._abort: ProviderError | None = None
         self._store_error: BaseException | None = None  # a write that failed: nothing more is sent
         self._answered = 0  # replies received in this run: once one arrives, the endpoint works
@@ -157,8 +163,10 @@ class Engine:
         Called where a loop already runs (a notebook cell), it runs on a worker thread with its own loop."""
         return run_coroutine(lambda: self.arun(items, handler, total))
 
-    async def arun(self, items: Iterable[WorkItem], handler: Handler | None = None,
+    async def arun(self, items: Iterable[WorkItem] | AsyncIterator[WorkItem], handler: Handler | None = None,
                    total: int | None = None) -> RunResult:
+        """Run ``items``: an iterable, or an async iterator that yields items while the run goes on (so
+        requests that depend on earlier replies can be fed in); it ends when the source is exhausted."""
         handler = handler or default_handler
         self._flush_lock = asyncio.Lock()
         self._started = time.monotonic()
@@ -168,8 +176,8 @@ class Engine:
         if not self.price.known:
             self.progress.note = "no price known for this model: cost shown as 0"
         done_keys = await asyncio.get_running_loop().run_in_executor(
-            self._writer, self.store.done_request_keys, self.job_kind, self.job_id)
-        queue = iter(items)
+            self._writer, self.store.done_request_keys, self.job_kind, self.job_id) if self.skip_done else None
+        queue = items if hasattr(items, "__anext__") else iter(items)
         workers = [asyncio.create_task(self._worker(queue, handler, done_keys))
                    for _ in range(self.limit.maximum)]
         watcher = asyncio.create_task(self._watch(workers))
@@ -226,24 +234,36 @@ class Engine:
                     worker.cancel()
                 return
 
-    async def _worker(self, queue, handler: Handler, done_keys: set[str]) -> None:
+    async def _worker(self, queue, handler: Handler, done_keys: set[str] | None) -> None:
         try:
-            for item in queue:
-                if self._cancelled() or self._abort is not None or self._store_error is not None:
-                    return
-                if item.key in done_keys:
-                    self.progress.done += 1
-                    self.progress.cached += 1
-                    self._report()
-                    continue
-                done_keys.add(item.key)  # the same key twice in one run is sent once
-                if len(self._buffer) >= MAX_BUFFERED_ROWS:
-                    await self._flush(force=True)
-                    if self._store_error is not None:
+            if hasattr(queue, "__anext__"):
+                async for item in queue:
+                    if not await self._take(item, handler, done_keys):
                         return
-                await self._process(item, handler)
+            else:
+                for item in queue:
+                    if not await self._take(item, handler, done_keys):
+                        return
         except asyncio.CancelledError:
             return
+
+    async def _take(self, item: WorkItem, handler: Handler, done_keys: set[str] | None) -> bool:
+        """Process one item unless it is done already; False when the run must stop sending."""
+        if self._cancelled() or self._abort is not None or self._store_error is not None:
+            return False
+        if done_keys is not None:
+            if item.key in done_keys:
+                self.progress.done += 1
+                self.progress.cached += 1
+                self._report()
+                return True
+            done_keys.add(item.key)  # the same key twice in one run is sent once
+        if len(self._buffer) >= MAX_BUFFERED_ROWS:
+            await self._flush(force=True)
+            if self._store_error is not None:
+                return False
+        await self._process(item, handler)
+        return True
 
     async def _process(self, item: WorkItem, handler: Handler) -> None:
         request, attempt, output_attempt = item.request, 0, 0
@@ -330,6 +350,8 @@ class Engine:
             tokens_out=usage.output_tokens if usage and first else 0,
             latency_ms=completion.latency_ms if completion else None)
             for first, key in ((i == 0, k) for i, k in enumerate(keys))], ok=False)
+        if self.on_failure is not None:
+            self.on_failure(item, reason, raw, completion)
 
     def _add(self, records: list[Record], ok: bool) -> None:
         for rec in records:  # each record carries what it cost, so a job's cost is the sum of its records

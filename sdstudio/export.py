@@ -190,19 +190,10 @@ def load_source(store: Store, job_id: int, home: str | Path | None = None) -> So
             prompt_field, completion_field = use_case.prompt_field or None, use_case.completion_field or None
         except ConfigError:
             pass  # a use case removed since: the items' own keys still decide what fits
-    evaluation = store.connection().execute(
-        "SELECT * FROM evaluation_metadata WHERE source_generation_id = ? AND status = 'done' ORDER BY id DESC LIMIT 1",
-        (job_id,)).fetchone()
-    scores: dict[int, tuple[Any, Any]] = {}
-    if evaluation is not None:
-        for rid, score, why in store.connection().execute(
-                "SELECT json_extract(provenance, '$.source_record_id'), json_extract(output, '$.score'), "
-                "json_extract(output, '$.justification') FROM records "
-                "WHERE job_kind = 'evaluation' AND job_id = ? AND status = 'ok'", (evaluation["id"],)):
-            if rid is not None:
-                scores[int(rid)] = (score, why)
+    evaluation = store.newest_done_evaluation(job_id)
+    scores = store.judge_scores(evaluation["id"]) if evaluation is not None else {}
     return Source(job=job, prompt_field=prompt_field, completion_field=completion_field,
-                  evaluation=None if evaluation is None else dict(evaluation), scores=scores,
+                  evaluation=evaluation, scores=scores,
                   reviews=store.latest_reviews("generation", job_id))
 
 

@@ -15,7 +15,6 @@ the same while a job runs and after it finished. Decisions:
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .errors import ConfigError
@@ -40,11 +39,8 @@ def source_key(provenance: dict[str, Any] | None) -> str:
 
 def _scored(store: Store, job_id: int) -> list[tuple[str | None, str, int | None, Any]]:
     """(topic, status, score, provenance) of a job's current judgements (stale ones left out)."""
-    rows = store.connection().execute(
-        "SELECT topic, status, json_extract(output, '$.score'), provenance FROM records "
-        "WHERE job_kind = ? AND job_id = ? AND status != 'filtered' ORDER BY id", (KIND, job_id)).fetchall()
-    return [(t, s, int(v) if s == "ok" and v is not None else None, json.loads(p) if p else None)
-            for t, s, v, p in rows]
+    return [(t, s, int(v) if s == "ok" and v is not None else None, p)
+            for t, s, v, p in store.current_judgements(job_id)]
 
 
 def _mean(values: list[int]) -> float | None:
@@ -90,21 +86,14 @@ def agreement(store: Store, first_job: int, second_job: int) -> dict[str, Any]:
 
 def second_judge_job(store: Store, job_id: int) -> int | None:
     """The newest second-judge job that double-checked evaluation ``job_id``."""
-    row = store.connection().execute(
-        "SELECT id FROM evaluation_metadata WHERE json_extract(config, '$.second_judge_of') = ? "
-        "ORDER BY id DESC LIMIT 1", (job_id,)).fetchone()
-    return None if row is None else int(row[0])
+    return store.newest_second_judge(job_id)
 
 
 # -- what export reads --------------------------------------------------------------------------
 
 def latest_evaluation(store: Store, generation_job_id: int) -> int | None:
     """The most recently finished (primary, not second-judge) evaluation of a generation job."""
-    row = store.connection().execute(
-        "SELECT id FROM evaluation_metadata WHERE source_generation_id = ? AND status = 'done' "
-        "AND json_extract(config, '$.second_judge_of') IS NULL "
-        "ORDER BY COALESCE(finished_at, created_at) DESC, id DESC LIMIT 1", (generation_job_id,)).fetchone()
-    return None if row is None else int(row[0])
+    return store.latest_primary_evaluation(generation_job_id)
 
 
 def latest_scores(store: Store, generation_job_id: int) -> dict[int, int]:
@@ -258,13 +247,7 @@ def histogram(job_id: int, store: Store | None = None):
 # -- human review -------------------------------------------------------------------------------
 
 def _record(store: Store, record_id: int) -> dict[str, Any] | None:
-    row = store.connection().execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
-    if row is None:
-        return None
-    data = dict(row)
-    for name in ("provenance", "input", "output"):
-        data[name] = json.loads(data[name]) if data[name] is not None else None
-    return data
+    return store.record(record_id)
 
 
 def review(record_id: int, reviewer: str, verdict: str | None = None, edited_output: Any = None,

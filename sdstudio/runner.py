@@ -193,7 +193,7 @@ class JobRunner:
         status = "failed" if error else "cancelled" if self.cancelled else "done"
         self.store.release_job(self.job_id, self._owner, status=status, finished_at=utcnow(), error=error)
         row = self.store.get_job(None, self.job_id)
-        self.result = JobResult(kind=self.family, job_id=self.job_id, status=status, ok=counts["ok"],
+        self.result = JobResult(kind=self.kind, job_id=self.job_id, status=status, ok=counts["ok"],
                                 failed=counts["failed"], filtered=counts["filtered"], tokens_in=int(row["tokens_in"]),
                                 tokens_out=int(row["tokens_out"]), cost_usd=float(row["cost_usd"] or 0.0),
                                 elapsed_s=time.monotonic() - self.started, resumed=self.resumed,

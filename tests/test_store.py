@@ -203,3 +203,29 @@ def test_two_threads_and_a_second_process_write_concurrently_without_locking_err
     assert proc.returncode == 0, stderr
     assert errors == []
     assert store.count_records("generation", job)["ok"] == 3 * 40 * 25
+
+
+# Statements reach metadata.db only through a connection or transaction, and run as SQL text: a module
+# holding either belongs in sdstudio/store/. ``job.execute(provider, items, ...)`` (JobRunner, executors)
+# runs work items, not SQL, so ``.execute(`` counts only with SQL text (a string, or a ``sql`` variable).
+SQL_OUTSIDE_STORE = re.compile(
+    r"\.connection\(\)|\.transaction\(\)|\.executemany\(|\.executescript\("
+    r"|\.execute\(\s*(?:[rRfFbBuU]{0,2}[\"']|sql\b|query\b|statement\b)|\bsqlite3\b|\bread_sql")
+SQL_ALLOWED = {"sqlcheck.py"}  # runs the user's generated SQL against an in-memory schema, not metadata.db
+
+
+def test_no_sql_outside_the_store_package():
+    from pathlib import Path
+
+    import sdstudio
+
+    assert SQL_OUTSIDE_STORE.search('store.connection().execute("SELECT 1")')
+    assert SQL_OUTSIDE_STORE.search("conn.execute(f'UPDATE records SET x = 1')")
+    assert not SQL_OUTSIDE_STORE.search("job.execute(self.provider, work, self.handle, settings=run)")
+    package = Path(sdstudio.__file__).parent
+    found = [f"{path.relative_to(package.parent)}:{number}: {line.strip()}"
+             for path in sorted(package.rglob("*.py"))
+             if "store" not in path.relative_to(package).parts[:1] and str(path.relative_to(package)) not in SQL_ALLOWED
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if SQL_OUTSIDE_STORE.search(line)]
+    assert found == [], "SQL belongs in sdstudio/store/ (add a named Store method):\n" + "\n".join(found)

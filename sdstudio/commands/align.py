@@ -79,8 +79,10 @@ def config_data(args: argparse.Namespace) -> dict[str, Any]:
     if args.candidate_models:
         data["candidate_models"] = [{**model, "model": name} for name in args.candidate_models]
     if args.judge_model or args.judge_provider or args.judge_base_url:
+        from ..providers import DEFAULT_PROVIDER
+
         judge = dict(data.get("judge") or {})
-        judge.setdefault("provider", model.get("provider", "local"))
+        judge.setdefault("provider", model.get("provider", DEFAULT_PROVIDER))
         for flag, key in (("judge_provider", "provider"), ("judge_model", "model"), ("judge_base_url", "base_url")):
             if getattr(args, flag) is not None:
                 judge[key] = getattr(args, flag)

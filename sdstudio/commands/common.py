@@ -21,8 +21,10 @@ EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """The overrides every model-calling subcommand takes (the CLI contract's 'common model flags')."""
+    from ..providers import DEFAULT_PROVIDER, provider_names
+
     parser.add_argument("--config", help="job config YAML (a notebook's 'save config' writes one)")
-    parser.add_argument("--provider", help="local | openai | openai_compatible | caii | bedrock")
+    parser.add_argument("--provider", help=f"{' | '.join(provider_names())} (default {DEFAULT_PROVIDER})")
     parser.add_argument("--model", help="model id (or a .gguf path for the local provider)")
     parser.add_argument("--base-url", help="endpoint of an OpenAI-compatible or CAII server")
     parser.add_argument("--region", help="AWS region for Bedrock")

@@ -58,8 +58,10 @@ def job_config(args: argparse.Namespace):
         data["scale"] = parse_scale(args.scale)
     apply_overrides(data, args)
     if args.second_model or args.second_provider or args.second_base_url:
+        from ..providers import DEFAULT_PROVIDER
+
         second = dict(data.get("second_judge") or {})
-        second.setdefault("provider", data["model"].get("provider", "local"))
+        second.setdefault("provider", data["model"].get("provider", DEFAULT_PROVIDER))
         for flag, key in (("second_provider", "provider"), ("second_model", "model"),
                           ("second_base_url", "base_url")):
             if getattr(args, flag) is not None:

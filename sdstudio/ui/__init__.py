@@ -8,13 +8,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_APPS = {"HomeApp": "home", "GenerateApp": "generate", "EvaluateApp": "evaluate", "ReviewPanel": "review",
-         "ExportApp": "export", "DocumentsApp": "documents", "WorkflowApp": "workflow", "AlignmentApp": "alignment"}
-__all__ = list(_APPS)
+from ..workflows import registry
+
+_PAGES = {"HomeApp": "sdstudio.ui.home", "ReviewPanel": "sdstudio.ui.review"}  # pages no workflow owns
+__all__ = [*_PAGES, *registry.apps()]
 
 
 def __getattr__(name: str) -> Any:
-    module = _APPS.get(name)
+    module = {**_PAGES, **registry.apps()}.get(name)  # one app per registered workflow
     if module is None:
         raise AttributeError(f"module 'sdstudio.ui' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    return getattr(importlib.import_module(module), name)

@@ -12,6 +12,7 @@ import ipywidgets as w
 
 from ..config import AlignmentJob, ModelParameters
 from ..errors import SdstudioError
+from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from .components import (FULL, cost_text, message, ModelPicker, PagedTable, preview_html, RunControls, text_lines)
 
@@ -20,7 +21,7 @@ KTO_COLUMNS = ["prompt", "completion", "label", "score", "justification"]
 
 
 class AlignmentApp(w.VBox):
-    def __init__(self, home: str | Path | None = None, provider: str = "local", model: str | None = None,
+    def __init__(self, home: str | Path | None = None, provider: str = DEFAULT_PROVIDER, model: str | None = None,
                  base_url: str | None = None):
         self.home = home
         self.store = Store.open(home)

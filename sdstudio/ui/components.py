@@ -14,7 +14,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..config import ModelParameters, ModelSpec
-from ..providers import REGISTRY
+from ..providers import DEFAULT_PROVIDER, describe, provider_names
 
 FULL = w.Layout(width="100%")
 
@@ -42,16 +42,23 @@ def frame_html(frame, max_chars: int = 400) -> str:
 
 
 class ModelPicker(w.VBox):
-    """Provider, model (listed by the provider), endpoint, and the sampling parameters."""
+    """Provider, model (listed by the provider), endpoint, and the sampling parameters.
 
-    def __init__(self, provider: str = "local", model: str | None = None, base_url: str | None = None,
-                 region: str | None = None, parameters: ModelParameters | None = None):
+    Which of the ModelSpec fields (model, base_url, region, api_key_env) show is what the chosen
+    provider declares in ``ui_fields``; a hidden field keeps its value and still goes into ``spec()``."""
+
+    SPEC_FIELDS = ("model", "base_url", "region", "api_key_env")
+
+    def __init__(self, provider: str = DEFAULT_PROVIDER, model: str | None = None, base_url: str | None = None,
+                 region: str | None = None, parameters: ModelParameters | None = None,
+                 api_key_env: str | None = None):
         params = parameters or ModelParameters()
-        self.provider = w.Dropdown(options=sorted(REGISTRY), value=provider, description="Provider")
+        self.provider = w.Dropdown(options=provider_names(), value=provider, description="Provider")
         self.model = w.Combobox(value=model or "", placeholder="model id", description="Model",
                                 ensure_option=False)
         self.base_url = w.Text(value=base_url or "", placeholder="http://host:port/v1", description="Base URL")
         self.region = w.Text(value=region or "", placeholder="us-east-1", description="Region")
+        self.api_key_env = w.Text(value=api_key_env or "", description="Key env var")
         self.temperature = w.FloatSlider(value=params.temperature or 0.0, min=0, max=2, step=0.05,
                                          description="temperature")
         self.top_p = w.FloatSlider(value=params.top_p or 1.0, min=0.05, max=1, step=0.05, description="top_p")
@@ -61,15 +68,21 @@ class ModelPicker(w.VBox):
         self.status = w.HTML()
         self.refresh.on_click(lambda _: self.list_models())
         self.provider.observe(lambda _: self._show_fields(), "value")
-        super().__init__([w.HBox([self.provider, self.model, self.refresh]), w.HBox([self.base_url, self.region]),
+        super().__init__([w.HBox([self.provider, self.model, self.refresh]),
+                          w.HBox([self.base_url, self.region, self.api_key_env]),
                           w.HBox([self.temperature, self.top_p]), w.HBox([self.top_k, self.max_tokens]),
                           self.status])
         self._show_fields()
 
     def _show_fields(self) -> None:
-        remote = self.provider.value in ("openai_compatible", "caii", "openai")
-        self.base_url.layout.display = None if remote else "none"
-        self.region.layout.display = None if self.provider.value == "bedrock" else "none"
+        info = describe(self.provider.value)
+        for name in self.SPEC_FIELDS:
+            getattr(self, name).layout.display = None if name in info.ui_fields else "none"
+        self.api_key_env.placeholder = info.key_env or "NAME of the variable holding the key"
+
+    def shown_fields(self) -> tuple[str, ...]:
+        """The ModelSpec fields on screen for the chosen provider."""
+        return tuple(name for name in self.SPEC_FIELDS if getattr(self, name).layout.display != "none")
 
     def spec(self) -> ModelSpec:
         params = ModelParameters(temperature=self.temperature.value,
@@ -77,15 +90,21 @@ class ModelPicker(w.VBox):
                                  top_k=self.top_k.value or None, max_tokens=self.max_tokens.value)
         return ModelSpec(provider=self.provider.value, model=self.model.value.strip() or None,
                          base_url=self.base_url.value.strip() or None, region=self.region.value.strip() or None,
-                         parameters=params)
+                         api_key_env=self.api_key_env.value.strip() or None, parameters=params)
 
     def list_models(self) -> list[str]:
         """Ask the provider for its models (also a health check: errors say what is wrong)."""
+        from pydantic import ValidationError
+
         from ..errors import SdstudioError
         from ..providers import list_models
 
         try:
             models = list_models(self.spec())
+        except ValidationError as exc:  # e.g. a key typed where its variable's NAME belongs: never echo the input
+            self.status.value = message("error", "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)))
+            return []
         except SdstudioError as exc:
             self.status.value = message("error", str(exc))
             return []

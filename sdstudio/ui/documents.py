@@ -11,6 +11,7 @@ import ipywidgets as w
 
 from ..config import DocumentJob, ModelParameters
 from ..errors import SdstudioError
+from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
                          RunControls, text_lines)
@@ -18,7 +19,7 @@ from .generate import flatten
 
 
 class DocumentsApp(w.VBox):
-    def __init__(self, home: str | Path | None = None, provider: str = "local", model: str | None = None,
+    def __init__(self, home: str | Path | None = None, provider: str = DEFAULT_PROVIDER, model: str | None = None,
                  base_url: str | None = None, files: list[str] | None = None):
         self.home = home
         self.store = Store.open(home)

@@ -13,6 +13,7 @@ import ipywidgets as w
 
 from ..config import EvaluationJob, ModelParameters
 from ..errors import SdstudioError
+from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from .components import (FULL, cost_text, escape, frame_html, json_list, message, ModelPicker, PagedTable,
                          preview_html, RunControls, uploaded_files)
@@ -20,7 +21,7 @@ from .review import ReviewPanel
 
 
 class EvaluateApp(w.VBox):
-    def __init__(self, home: str | Path | None = None, provider: str = "local", model: str | None = None,
+    def __init__(self, home: str | Path | None = None, provider: str = DEFAULT_PROVIDER, model: str | None = None,
                  base_url: str | None = None, mode: str = "judge"):
         self.home = home
         self.store = Store.open(home)

@@ -11,6 +11,7 @@ import ipywidgets as w
 
 from ..config import GenerationJob, ModelParameters
 from ..errors import SdstudioError
+from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from ..usecases import list_use_cases, load_use_case
 from .components import (FULL, cost_text, escape, json_list, message, ModelPicker, PagedTable, preview_html,
@@ -34,7 +35,7 @@ def flatten(records: list[dict[str, Any]], failed: bool = False):
 
 
 class GenerateApp(w.VBox):
-    def __init__(self, home: str | Path | None = None, provider: str = "local", model: str | None = None,
+    def __init__(self, home: str | Path | None = None, provider: str = DEFAULT_PROVIDER, model: str | None = None,
                  base_url: str | None = None, use_case: str = "code_generation"):
         self.home = home
         self.store = Store.open(home)

@@ -1,36 +1,23 @@
 """00_home: job history from metadata.db, which providers are configured (and a check), links onward."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import ipywidgets as w
 
 from ..store import Store
+from ..workflows import registry
 from .components import escape, frame_html, message
 
-NOTEBOOKS = (("01_generate.ipynb", "Generate (SFT / freeform from topics)"),
-             ("02_documents.ipynb", "Documents (grounded Q/A from PDF, DOCX, HTML...)"),
-             ("03_custom_workflow.ipynb", "Custom workflows over your data"),
-             ("04_alignment.ipynb", "Alignment data (DPO / KTO)"),
-             ("05_evaluate.ipynb", "Evaluate and review (LLM as judge)"),
-             ("06_export.ipynb", "Export (files, Hugging Face Hub)"))
+NOTEBOOKS = tuple(registry.notebooks())
 
 
 def configured_providers() -> dict[str, str]:
-    """Which providers have what they need, judged from the environment alone (no network)."""
-    from ..providers.local import packaged_model_path
+    """Which providers have what they need, judged from the environment alone (no network): each
+    provider's own ``status()``."""
+    from ..providers import statuses
 
-    local = os.environ.get("SDSTUDIO_LOCAL_MODEL") or packaged_model_path()
-    return {
-        "local": f"embedded model {Path(str(local)).name}" if local else "",
-        "openai": "OPENAI_API_KEY set" if os.environ.get("OPENAI_API_KEY") else "",
-        "caii": "CDP_TOKEN set" if os.environ.get("CDP_TOKEN")
-        else ("/tmp/jwt present" if Path("/tmp/jwt").is_file() else ""),
-        "bedrock": "AWS credentials in environment"
-        if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE") else "",
-        "openai_compatible": "any base URL (set it in a notebook)",
-    }
+    return statuses()
 
 
 class HomeApp(w.VBox):
@@ -69,10 +56,10 @@ class HomeApp(w.VBox):
         """Load the embedded model and ask it for its health (seconds on a laptop, no network)."""
         from ..config import ModelSpec
         from ..errors import SdstudioError
-        from ..providers import get_provider, run_sync
+        from ..providers import DEFAULT_PROVIDER, get_provider, run_sync
 
         try:
-            result = run_sync(get_provider(ModelSpec(provider="local")).check())
+            result = run_sync(get_provider(ModelSpec(provider=DEFAULT_PROVIDER)).check())
         except SdstudioError as exc:
             self.check_status.value = message("error", str(exc))
             return str(exc)

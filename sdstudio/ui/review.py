@@ -128,18 +128,15 @@ class ReviewPanel(w.VBox):
 
     def _edit_for(self, record_id: int, completion: str) -> Any:
         """An edited completion as the partial output the review API merges (its completion field)."""
-        row = self.store.connection().execute("SELECT job_kind, provenance, output FROM records WHERE id = ?",
-                                              (record_id,)).fetchone()
-        provenance = json.loads(row["provenance"] or "null") or {}
+        row = self.store.record(record_id)
+        provenance = row["provenance"] or {}
         source = provenance.get("source_record_id")
         if row["job_kind"] == "evaluation" and source is None:
             return {"completion": completion}
         from ..usecases import load_use_case
 
-        job = self.store.connection().execute(
-            "SELECT g.use_case FROM records r JOIN generation_metadata g ON g.id = r.job_id WHERE r.id = ?",
-            (source,)).fetchone()
-        field = load_use_case(job["use_case"]).completion_field if job and job["use_case"] else "completion"
+        use_case = self.store.generation_use_case(source)
+        field = load_use_case(use_case).completion_field if use_case else "completion"
         if not field:  # a freeform row has no completion field: the edit is the whole row, as JSON
             try:
                 return json.loads(completion)

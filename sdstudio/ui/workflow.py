@@ -12,6 +12,7 @@ import yaml
 from .. import safeyaml
 from ..config import ModelParameters, WorkflowJob
 from ..errors import SdstudioError
+from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
                          RunControls, uploaded_files)
@@ -26,7 +27,7 @@ STARTER = """\
 
 
 class WorkflowApp(w.VBox):
-    def __init__(self, home: str | Path | None = None, provider: str = "local", model: str | None = None,
+    def __init__(self, home: str | Path | None = None, provider: str = DEFAULT_PROVIDER, model: str | None = None,
                  base_url: str | None = None, input_file: str | None = None):
         from ..workflows.presets import list_presets
 

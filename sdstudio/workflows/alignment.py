@@ -32,7 +32,7 @@ from typing import Any
 
 from ..config import AlignmentJob, EvaluationJob
 from ..engine import Progress
-from ..errors import ConfigError, SdstudioError
+from ..errors import ConfigError
 from ..providers import get_provider
 from ..store import Record, Store
 from ..usecases import load_use_case
@@ -247,10 +247,7 @@ class AlignmentRun:
 
     def write(self, job_id: int, rows: list[pairs.Row], stage_jobs: dict[str, int], texts: dict[str, str]) -> None:
         """Rows in place: new keys inserted, changed ones updated, keys no longer produced marked stale."""
-        existing = {r["item_key"]: r for r in self.store.connection().execute(
-            "SELECT id, item_key, status, input, output, error, provenance, topic FROM records "
-            "WHERE job_kind = ? AND job_id = ?",
-            (KIND, job_id)).fetchall()}
+        existing = {r["item_key"]: r for r in self.store.records(KIND, job_id)}
         new, changed = [], []
         for row in rows:
             prov = {**row.provenance, **{f"{k}_job": v for k, v in stage_jobs.items()}}
@@ -260,14 +257,13 @@ class AlignmentRun:
                 new.append(Record(job_kind=KIND, job_id=job_id, item_key=row.key, status=row.status, topic=row.topic,
                                   input=given, output=row.output, error=row.reason, provenance=prov))
                 continue
-            values = (row.status, _dumps(given), _dumps(row.output), row.reason, _dumps(prov), row.topic)
-            if tuple(old)[2:] != values:
-                changed.append((*values, old["id"]))
+            values = {"status": row.status, "input": given, "output": row.output, "error": row.reason,
+                      "provenance": prov, "topic": row.topic}
+            if any((_dumps(old[k]) != _dumps(v)) if k in _JSON_FIELDS else (old[k] != v) for k, v in values.items()):
+                changed.append((old["id"], values))
         self.store.add_records(new)
         if changed:
-            with self.store.transaction() as conn:
-                conn.executemany("UPDATE records SET status = ?, input = ?, output = ?, error = ?, provenance = ?, "
-                                 "topic = ? WHERE id = ?", changed)
+            self.store.rewrite_records(changed)
         keys = {row.key for row in rows}
         self.store.set_record_status([r["id"] for k, r in existing.items() if k not in keys and r["error"] != STALE],
                                      "filtered", STALE)
@@ -286,7 +282,11 @@ class AlignmentRun:
         return result
 
 
+_JSON_FIELDS = ("input", "output", "provenance")
+
+
 def _dumps(value: Any) -> str | None:
+    """As the store writes JSON fields: a row is rewritten only when its stored text would change."""
     return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
 
 
@@ -296,8 +296,7 @@ def summary_notes(result: AlignmentResult, store: Store) -> list[str]:
     if result.status != "done":
         return notes
     reasons: dict[str, int] = {}
-    for (error,) in store.connection().execute("SELECT error FROM records WHERE job_kind = ? AND job_id = ? AND "
-                                               "status != 'ok'", (KIND, result.job_id)):
+    for error in store.dropped_errors(KIND, result.job_id):
         phrase = (error or "unknown").split(":", 1)[0]
         reasons[phrase] = reasons.get(phrase, 0) + 1
     dropped = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
@@ -358,10 +357,8 @@ def balance(job_id: int, *, store: Store | None = None) -> dict[str, Any]:
     if job["technique"] != "kto":
         raise ConfigError(f"generation job {job_id} holds DPO pairs; the desirable:undesirable balance is for KTO")
     params = job.get("model_parameters") or {}
-    found = store.connection().execute(
-        "SELECT status, json_extract(output, '$.label'), error FROM records WHERE job_kind = ? AND job_id = ? "
-        "AND COALESCE(error, '') != ?", (KIND, job_id, STALE)).fetchall()
-    return pairs.balance([tuple(r) for r in found], (params.get("desirable_at"), params.get("undesirable_at")),
+    found = store.record_labels(KIND, job_id, except_error=STALE)
+    return pairs.balance(found, (params.get("desirable_at"), params.get("undesirable_at")),
                          params.get("rebalance"))
 
 

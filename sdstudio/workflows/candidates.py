@@ -151,7 +151,7 @@ def candidate_slots(config: AlignmentJob) -> list[ModelSpec]:
 
 
 def _model_id(provider: Any, spec: ModelSpec) -> str:
-    model_id = getattr(provider, "model", None) or spec.model
+    model_id = provider.model_id
     if not model_id:
         raise ConfigError(f"provider {spec.provider} needs a model id (--model); "
                           f"`sdstudio models --provider {spec.provider}` lists them")
@@ -297,7 +297,7 @@ def preview(config: AlignmentJob, *, home: str | Path | None = None) -> Alignmen
         requests, tokens_in, tokens_out = shown.requests, shown.est_tokens_in, shown.est_tokens_out
         cost, known = shown.est_cost_usd, shown.price_known
     for spec in slots:  # every prompt once per slot; a reply of up to ~300 tokens
-        model = getattr(get_provider(spec), "model", None) or spec.model  # builds no connection
+        model = get_provider(spec).model_id  # builds no connection
         t_in, t_out = (chars + count * len(system)) // CHARS_PER_TOKEN, count * min(spec.parameters.max_tokens, 300)
         price = price_for(model, where)
         tokens_in, tokens_out, cost = tokens_in + t_in, tokens_out + t_out, cost + price.cost(t_in, t_out)
@@ -306,7 +306,7 @@ def preview(config: AlignmentJob, *, home: str | Path | None = None) -> Alignmen
     judged = count * len(slots)  # the judge template, criteria, prompt and response in; a score and a sentence out
     t_in = judged * 250 + len(slots) * chars // CHARS_PER_TOKEN + count * len(slots) * 300
     t_out = judged * min(80, judge.parameters.max_tokens)
-    price = price_for(getattr(get_provider(judge), "model", None) or judge.model, where)
+    price = price_for(get_provider(judge).model_id, where)
     return AlignmentPreview(prompt=first, first_stage=stage, prompt_tokens=first_tokens, exact_tokens=exact,
                             prompts=count, candidates=len(slots), requests=requests + 2 * judged,
                             est_tokens_in=tokens_in + t_in, est_tokens_out=tokens_out + t_out,

@@ -87,7 +87,7 @@ class WorkflowRun:
         for sp in self.plan.steps:
             if sp.endpoint not in self.providers:
                 provider = get_provider(sp.spec)
-                model_id = getattr(provider, "model", None) or sp.spec.model
+                model_id = provider.model_id
                 if not model_id:
                     raise ConfigError(f"step {sp.name}: provider {sp.spec.provider} needs a model id; "
                                       f"`sdstudio models --provider {sp.spec.provider}` lists them")
@@ -167,9 +167,7 @@ class WorkflowRun:
     def mark_stale(self, job_id: int) -> int:
         """Rows no longer asked for become filtered (stale); a stale row asked for again comes back."""
         keys = {row.key for row in self.plan.rows}
-        rows = self.store.connection().execute(
-            "SELECT id, item_key, status, error FROM records WHERE job_kind = ? AND job_id = ?",
-            (KIND, job_id)).fetchall()
+        rows = [(r["id"], r["item_key"], r["status"], r["error"]) for r in self.store.record_states(KIND, job_id)]
         stale = [rid for rid, key, status, _ in rows if status != "filtered" and key not in keys]
         revived = [rid for rid, key, status, error in rows if status == "filtered" and error == STALE and key in keys]
         if stale:
@@ -230,7 +228,7 @@ class WorkflowRun:
 
         try:
             await asyncio.gather(*(rows_worker() for _ in range(max(1, slots * ACTIVE_ROWS_PER_SLOT))))
-        except asyncio.CancelledError:  # Ctrl-C: stop at once, like the engine; saved rows stay saved
+        except (asyncio.CancelledError, Exception):  # Ctrl-C or a failed write: stop sending at once
             for task in serving:
                 task.cancel()
             raise
@@ -280,10 +278,7 @@ class WorkflowRun:
             sink.put(self.record(state))
 
     def _failure_notes(self, job_id: int) -> list[str]:
-        rows = self.store.connection().execute(
-            "SELECT json_extract(provenance, '$.failed_step') AS step, COUNT(*), MIN(error) FROM records "
-            "WHERE job_kind = ? AND job_id = ? AND status = 'failed' GROUP BY step ORDER BY step",
-            (KIND, job_id)).fetchall()
+        rows = self.store.failed_steps(KIND, job_id)
         return [f"{count} row(s) failed at step {step}, e.g. {error}" if step else
                 f"{count} row(s) unfinished; run again (or --resume {job_id}) to finish them"
                 for step, count, error in rows]

@@ -273,7 +273,7 @@ def preview(config: WorkflowJob, *, home: str | Path | None = None, frame: Any =
     scale = len(plan.rows) / len(sample)
     guessed_out: dict[str, int] = {}
     for sp in plan.steps:
-        model_id = getattr(get_provider(sp.spec), "model", None) or sp.spec.model  # no connection yet
+        model_id = get_provider(sp.spec).model_id  # no connection yet
         text = _shown_prompt(plan, plan.rows[0], sp, pending)
         first_tokens, _ = count_tokens(text, sp.spec)
         shown.append(StepPreview(sp.name, sp.step.column, sp.step.output_type, sp.spec.provider, model_id, text,

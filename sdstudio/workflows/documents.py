@@ -25,7 +25,6 @@ import copy
 import json
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -122,13 +121,13 @@ def load_job_corpus(config: DocumentJob, password: str | None = None) -> Corpus:
         password = os.environ.get(config.password_env)
         if password is None:
             raise ConfigError(f"password_env names {config.password_env}, which is not set; export it first")
-    from ..tokens import count_tokens
+    from ..tokens import count_tokens, counts_exactly
 
     def exact(text: str) -> int:
         return count_tokens(text, config.model)[0]
 
     return load_corpus(config.files, chunk_tokens=config.chunk_tokens, chunk_overlap=config.chunk_overlap,
-                       password=password, count=exact if config.model.provider == "local" else None)
+                       password=password, count=exact if counts_exactly(config.model) else None)
 
 
 def with_file_hashes(config: DocumentJob, corpus: Corpus) -> DocumentJob:
@@ -171,7 +170,7 @@ class DocumentRun(GenerationRun):
         same_endpoint = spec.model_dump(exclude={"parameters"}) == config.model.model_dump(exclude={"parameters"})
         self.judge_spec: ModelSpec = spec
         self.judge = self.provider if same_endpoint else get_provider(spec)
-        self.judge_model_id = getattr(self.judge, "model", None) or spec.model
+        self.judge_model_id = self.judge.model_id
         if not self.judge_model_id:
             raise ConfigError(f"the grounding judge (provider {spec.provider}) needs a model id (judge.model)")
         self.judge_parameters = spec.parameters.model_copy(
@@ -222,11 +221,8 @@ class DocumentRun(GenerationRun):
         return result
 
     # -- grounding ---------------------------------------------------------------------------------
-    def _unchecked_rows(self, job_id: int) -> list[Any]:
-        return self.store.connection().execute(
-            "SELECT id, item_key, topic, output, provenance FROM records WHERE job_kind = ? AND job_id = ? "
-            "AND status = 'ok' AND json_extract(provenance, '$.grounding') IS NULL ORDER BY item_key",
-            (KIND, job_id)).fetchall()
+    def _unchecked_rows(self, job_id: int) -> list[dict[str, Any]]:
+        return self.store.ungrounded_records(KIND, job_id)
 
     def _unchecked(self, job_id: int) -> int:
         return len(self._unchecked_rows(job_id))
@@ -244,9 +240,9 @@ class DocumentRun(GenerationRun):
         self.checks_sent += result.progress.done - result.progress.cached
         return result.cancelled
 
-    def _check_item(self, row: Any, job_id: int) -> WorkItem:
-        output = json.loads(row["output"]) if row["output"] else {}
-        provenance = json.loads(row["provenance"]) if row["provenance"] else {}
+    def _check_item(self, row: dict[str, Any], job_id: int) -> WorkItem:
+        output = row["output"] if row["output"] is not None else {}
+        provenance = row["provenance"] if row["provenance"] is not None else {}
         chunk = self.plan.chunks.get(row["topic"])
         p_field, c_field = self.plan.use_case.prompt_field, self.plan.use_case.completion_field
         if isinstance(output, dict) and p_field in output and c_field in output:
@@ -272,18 +268,13 @@ class DocumentRun(GenerationRun):
         record_id, job_id = item.meta
         supported = value["supported"]
         reason = " ".join(str(value.get("reason", "")).split())[:300]
-        verdict = json.dumps({"supported": supported, "reason": reason, "judge": self.judge_model_id})
-        with self.store.transaction() as conn:
-            conn.execute(
-                "UPDATE records SET provenance = json_set(COALESCE(provenance, '{}'), '$.grounding', json(?)), "
-                "tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost_usd = cost_usd + ?, status = ?, "
-                "error = ? WHERE id = ? AND status = 'ok'",
-                (verdict, completion.usage.input_tokens, completion.usage.output_tokens,
-                 self.judge_price.cost(completion.usage.input_tokens, completion.usage.output_tokens),
-                 "ok" if supported else "filtered", None if supported else f"not supported by its chunk: {reason}",
-                 record_id))
-            conn.execute("DELETE FROM records WHERE job_kind = ? AND job_id = ? AND item_key = ? AND status = 'failed'",
-                         (KIND, job_id, item.key))
+        usage = completion.usage
+        self.store.stamp_grounding(
+            record_id, {"supported": supported, "reason": reason, "judge": self.judge_model_id},
+            tokens_in=usage.input_tokens, tokens_out=usage.output_tokens,
+            cost_usd=self.judge_price.cost(usage.input_tokens, usage.output_tokens),
+            error=None if supported else f"not supported by its chunk: {reason}",
+            job_kind=KIND, job_id=job_id, check_key=item.key)
         return []
 
 
@@ -370,7 +361,7 @@ def preview(config: DocumentJob, *, home: str | Path | None = None, password: st
 
     corpus = corpus or load_job_corpus(config, password)
     plan = DocumentPlan.for_corpus(with_file_hashes(config, corpus), corpus, home)
-    model_id = getattr(get_provider(config.model), "model", None) or config.model.model  # builds no connection
+    model_id = get_provider(config.model).model_id  # builds no connection
     calls = plan.calls_per_chunk()
     first = plan.prompt(*calls[0])
     first_tokens, exact = count_tokens(first, config.model)

@@ -319,9 +319,8 @@ class EvaluationRun:
     def _mark_stale(self, job_id: int, keys: set[str]) -> None:
         """Judgements of rows no longer asked about become filtered (stale); a stale one asked about
         again (its source row came back) is current again instead of being judged twice."""
-        rows = self.store.connection().execute(
-            "SELECT id, request_key, status, error, output IS NOT NULL FROM records WHERE job_kind = ? AND job_id = ?",
-            (KIND, job_id)).fetchall()
+        rows = [(r["id"], r["request_key"], r["status"], r["error"], r["has_output"])
+                for r in self.store.record_states(KIND, job_id)]
         stale = [rid for rid, key, status, _, _ in rows if status != "filtered" and key not in keys]
         revived = [(rid, scored) for rid, key, status, error, scored in rows
                    if status == "filtered" and error == STALE and key in keys]
@@ -382,7 +381,7 @@ class EvaluationRun:
 
 
 def _model_id(provider: Any, spec: ModelSpec) -> str:
-    model_id = getattr(provider, "model", None) or spec.model
+    model_id = provider.model_id
     if not model_id:
         raise ConfigError(f"provider {spec.provider} needs a model id (--model); "
                           f"`sdstudio models --provider {spec.provider}` lists them")
@@ -423,7 +422,7 @@ def preview(config: EvaluationJob, *, home: str | Path | None = None) -> Evaluat
         store = Store.open(home)
     plan = EvaluationPlan.build(config, store, home)
     judges = [config.model, *([config.second_judge] if config.second_judge else [])]
-    model_ids = [getattr(get_provider(spec), "model", None) or spec.model for spec in judges]  # no connection yet
+    model_ids = [get_provider(spec).model_id for spec in judges]  # no connection yet
     prompts = [plan.prompt(pair) for pair in plan.pairs]
     first_tokens, exact = count_tokens(prompts[0], config.model)
     per_char = first_tokens / max(len(prompts[0]), 1)

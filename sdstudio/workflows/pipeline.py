@@ -1,8 +1,8 @@
 """Plumbing for chains of dependent requests: an engine fed while it runs, and one ordered record writer.
 
 A custom workflow's step 2 for a row can only be asked once that row's step 1 came back, and each step
-may talk to another model. ``Engine.arun`` takes a fixed iterable, so ``QueueEngine`` feeds it from a
-priority queue instead: ``await engine.ask(item)`` hands one request to the engine's workers and returns
+may talk to another model. ``Engine.arun`` also takes an async item source, which ``QueueEngine`` feeds from a
+priority queue: ``await engine.ask(item)`` hands one request to the engine's workers and returns
 its ``Outcome``. Everything else is the engine's own: concurrency, RPM/TPM limits, 429 back-off,
 retries, timeouts, output retries, progress and cancel. One ``QueueEngine`` serves every step that uses
 the same model endpoint, so limits hold per endpoint however many steps share it; later steps get
@@ -12,8 +12,7 @@ The engine would write records itself, but several engines finishing steps of on
 that row out of order. ``RecordSink`` keeps the latest record per item key and writes batches on a
 single thread, so the row's newest state is the one that lands.
 
-This relies on two of ``Engine``'s internals (``_worker``'s arguments and ``_fail``); a public hook in
-engine.py (an async item source and a failure callback) would let it shed the subclass.
+It uses only the engine's public seam: an async item source and a failure callback.
 """
 from __future__ import annotations
 
@@ -61,39 +60,47 @@ class _Ask:
 
 
 class _Feed:
-    """What ``Engine.arun`` iterates: only ``QueueEngine._worker`` reads it, with ``await get()``."""
+    """The engine's item source while it runs: an async iterator over a priority queue of asks. ``None``
+    is the end (put back, so every worker of the engine sees it)."""
 
     def __init__(self) -> None:
         self.queue: asyncio.PriorityQueue = asyncio.PriorityQueue()
         self.order = itertools.count()
 
-    def __iter__(self) -> _Feed:
+    def __aiter__(self) -> _Feed:
         return self
 
-    def __next__(self) -> Any:
-        raise TypeError("a QueueEngine feed is read with `await get()`")
+    async def __anext__(self) -> WorkItem:
+        ask = (await self.queue.get())[2]
+        if ask is None:
+            self.put(math.inf, None)
+            raise StopAsyncIteration
+        return ask.item
 
     def put(self, priority: float, ask: _Ask | None) -> None:
         self.queue.put_nowait((priority, next(self.order), ask))
 
-    async def get(self) -> _Ask | None:
-        return (await self.queue.get())[2]
 
+class QueueEngine:
+    """An ``Engine`` fed while it runs, through the engine's public seam (an async item source and a
+    failure callback). Start ``serve(handler)`` as a task, ``ask`` for each request, ``close()`` when
+    nothing more will come. ``handler(item, completion)`` returns the value for the caller or raises
+    ``InvalidOutput`` (asked again while output retries allow). Records are the caller's (``RecordSink``)."""
 
-class QueueEngine(Engine):
-    """An ``Engine`` that takes requests while it runs. Start ``serve(handler)`` as a task, ``ask`` for
-    each request, ``close()`` when nothing more will come. ``handler(item, completion)`` returns the
-    value for the caller or raises ``InvalidOutput`` (asked again while output retries allow)."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, provider: Any, store: Store, job_kind: str, job_id: int, settings: Any, **options: Any):
+        self.engine = Engine(provider, store, job_kind, job_id, settings, failure_keys=lambda item: [],
+                             on_failure=self._failed, skip_done=False, **options)
         self._feed = _Feed()
         self._asks: dict[str, _Ask] = {}
         self.stopped = False
 
+    @property
+    def limit(self) -> Any:
+        return self.engine.limit
+
     async def ask(self, item: WorkItem, priority: float = 0.0) -> Outcome:
         """Send ``item`` (lower ``priority`` first) and wait for its outcome; keys must be unique."""
-        if self.stopped or self._cancelled():
+        if self.stopped or (self.engine.cancel_event is not None and self.engine.cancel_event.is_set()):
             return CANCELLED
         ask = _Ask(item, asyncio.get_running_loop().create_future())
         self._asks[item.key] = ask
@@ -107,39 +114,21 @@ class QueueEngine(Engine):
         self._feed.put(math.inf, None)
 
     async def serve(self, handler: Callable[[WorkItem, Completion], Any]) -> RunResult:
+        def answer(item: WorkItem, completion: Completion) -> list[Record]:
+            value = handler(item, completion)  # InvalidOutput propagates: the engine retries
+            ask = self._asks.get(item.key)
+            if ask is not None:
+                ask.settle(Outcome(True, value=value, raw=completion.text, completion=completion))
+            return []
+
         try:
-            return await self.arun(self._feed, handler, total=0)
+            return await self.engine.arun(self._feed, answer, total=0)
         finally:
             self.stopped = True  # cancelled, or cut off after the grace period: nobody answers now
             for ask in list(self._asks.values()):
                 ask.settle(CANCELLED)
 
-    async def _worker(self, feed: _Feed, handler, done_keys: set[str]) -> None:  # type: ignore[override]
-        try:
-            while True:
-                ask = await feed.get()
-                if ask is None:
-                    feed.put(math.inf, None)  # the next worker stops too
-                    return
-                if self._cancelled():
-                    ask.settle(CANCELLED)
-                    continue
-
-                def answer(item: WorkItem, completion: Completion, ask: _Ask = ask) -> list[Record]:
-                    value = handler(item, completion)  # InvalidOutput propagates: the engine retries
-                    ask.settle(Outcome(True, value=value, raw=completion.text, completion=completion))
-                    return []  # records are the caller's: see RecordSink
-
-                await self._process(ask.item, answer)
-                ask.settle(CANCELLED)  # no-op unless the request ended without an answer or a failure
-        except asyncio.CancelledError:
-            return
-
-    def _fail(self, item: WorkItem, reason: str, raw: str | None, completion: Completion | None) -> None:
-        if completion is not None:
-            self._account(completion)
-        self._failures[item.key] = reason
-        self._add([], ok=False)
+    def _failed(self, item: WorkItem, reason: str, raw: str | None, completion: Completion | None) -> None:
         ask = self._asks.get(item.key)
         if ask is not None:
             ask.settle(Outcome(False, reason=reason, raw=raw, completion=completion))
@@ -155,8 +144,11 @@ class RecordSink:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sdstudio-rows")
         self._writes: list[asyncio.Future] = []
         self._last = time.monotonic()
+        self.error: BaseException | None = None
 
     def put(self, record: Record) -> None:
+        if self.error is not None:
+            raise self.error
         self._pending[record.item_key] = record
         if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._last >= FLUSH_SECONDS:
             self._submit()
@@ -168,20 +160,37 @@ class RecordSink:
         self._last = time.monotonic()
         write = functools.partial(self.store.add_records, batch)
         self._writes.append(asyncio.get_running_loop().run_in_executor(self._writer, write))
-        self._writes = [w for w in self._writes if not w.done()]
+        self._check()
+
+    def _check(self) -> None:
+        """Raise the first failed write (full disk, replaced database): the rows stop here, not later."""
+        pending = []
+        for write in self._writes:
+            if not write.done():
+                pending.append(write)
+            elif write.exception() is not None and self.error is None:
+                self.error = write.exception()
+        self._writes = pending
+        if self.error is not None:
+            raise self.error
 
     async def tick(self) -> None:
         """Flush now and then, so a quiet stretch still saves the rows already finished."""
         while True:
             await asyncio.sleep(FLUSH_SECONDS / 2)
             if time.monotonic() - self._last >= FLUSH_SECONDS:
-                self._submit()
+                try:
+                    self._submit()
+                except Exception:  # noqa: BLE001 - kept in self.error; the next put raises it to the run
+                    return
 
     async def flush(self) -> None:
+        if self.error is not None:
+            return  # already raised to the run; nothing more is written after a failed write
         self._submit()
         if self._writes:
-            await asyncio.gather(*self._writes)
-            self._writes = []
+            writes, self._writes = self._writes, []
+            await asyncio.gather(*writes)
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)

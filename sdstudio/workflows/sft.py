@@ -55,7 +55,7 @@ class GenerationRun:
         self.plan = GenerationPlan.build(config, home)
         self.store = store or Store.open(home)
         self.provider = provider or get_provider(config.model)
-        self.model_id = getattr(self.provider, "model", None) or config.model.model
+        self.model_id = self.provider.model_id
         if not self.model_id:
             raise ConfigError(f"provider {config.model.provider} needs a model id (--model); "
                               f"`sdstudio models --provider {config.model.provider}` lists them")
@@ -84,16 +84,7 @@ class GenerationRun:
         return work
 
     def _kept_by_topic(self, job_id: int, before_round: int) -> dict[str, list[Any]]:
-        rows = self.store.connection().execute(
-            "SELECT topic, output FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' "
-            "AND CAST(json_extract(input, '$.round') AS INTEGER) < ? ORDER BY item_key",
-            (KIND, job_id, before_round)).fetchall()
-        import json
-
-        kept: dict[str, list[Any]] = {}
-        for topic, output in rows:
-            kept.setdefault(topic, []).append(json.loads(output))
-        return kept
+        return self.store.kept_outputs_by_topic(KIND, job_id, before_round)
 
     # -- replies -----------------------------------------------------------------------------------
     def handle(self, item: WorkItem, completion: Completion) -> list[Record]:
@@ -134,12 +125,7 @@ class GenerationRun:
 
     def supersede_failures(self, job_id: int, round_no: int, topics: set[str]) -> None:
         """This round asks these topics again: their failed rows of earlier rounds become filtered."""
-        with self.store.transaction() as conn:
-            conn.executemany(
-                "UPDATE records SET status = 'filtered', error = ? || COALESCE(error, 'failed') "
-                "WHERE job_kind = ? AND job_id = ? AND topic = ? AND status = 'failed' "
-                "AND CAST(json_extract(input, '$.round') AS INTEGER) < ?",
-                [(f"asked again in round {round_no}: ", KIND, job_id, topic, round_no) for topic in sorted(topics)])
+        self.store.supersede_failed(KIND, job_id, round_no, topics)
 
     def _check(self, value: Any) -> str | None:
         """Use-case validators beyond the schema (text2sql: the SQL must run against the schema)."""
@@ -202,7 +188,7 @@ def preview(config: GenerationJob, *, home: str | Path | None = None) -> Generat
     from ..tokens import count_tokens
 
     plan = GenerationPlan.build(config, home)
-    model_id = getattr(get_provider(config.model), "model", None) or config.model.model  # builds no connection
+    model_id = get_provider(config.model).model_id  # builds no connection
     calls = [(topic, count) for topic in plan.topics for count in plan.calls(config.num_per_topic)]
     first = plan.prompt(*calls[0])
     first_tokens, exact = count_tokens(first, config.model)

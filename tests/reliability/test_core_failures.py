@@ -216,8 +216,8 @@ def test_a_database_deleted_or_replaced_mid_run_fails_the_run_instead_of_reporti
 
 # -- any workflow: a store error mid-run leaves no job running -------------------------------------------
 
-@pytest.mark.parametrize("workflow", ["generate", "evaluate", "align"])
-def test_a_store_error_mid_run_fails_the_job_in_every_workflow(openai_server, home, monkeypatch, workflow):
+@pytest.mark.parametrize("workflow", ["generate", "evaluate", "align", "workflow", "documents"])
+def test_a_store_error_mid_run_fails_the_job_in_every_workflow(openai_server, home, monkeypatch, workflow, tmp_path):
     from sdstudio.cli import main
 
     model = ["--provider", "openai_compatible", "--model", "fake-model", "--base-url", openai_server.url]
@@ -233,7 +233,10 @@ def test_a_store_error_mid_run_fails_the_job_in_every_workflow(openai_server, ho
     monkeypatch.setattr(Store, "add_records", failing)
     args = {"generate": ["generate", "--topics", "Graphs", "--per-topic", "2"],
             "evaluate": ["evaluate", "--job", "1"],
-            "align": ["align", "--method", "dpo", "--topics", "Sorting", "--candidates", "2"]}[workflow]
+            "align": ["align", "--method", "dpo", "--topics", "Sorting", "--candidates", "2"],
+            "workflow": ["workflow", "--config", str(ROOT / "examples" / "workflow.yaml"),
+                         "--input", str(ROOT / "examples" / "data" / "questions.csv")],
+            "documents": ["documents", "--files", str(ROOT / "examples" / "docs")]}[workflow]
     assert main([*args, *model, "--json"]) == 2
     monkeypatch.setattr(Store, "add_records", real)
     assert calls["n"] >= 1

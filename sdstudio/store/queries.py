@@ -1,0 +1,153 @@
+"""The questions workflows, reviews, dedup and export ask of metadata.db, each named for what it answers,
+so their SQL lives in the store with the schema it depends on (records' JSON columns are read with
+``json_extract``; a schema change is then checked here, not hunted through the package).
+
+Records carry ``job_kind`` (the family: generation or evaluation) and ``job_id``; callers pass both, as
+they do to ``Store.records``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+
+class QueriesMixin:
+    """The query half of ``Store`` (connections and transactions come from the store itself)."""
+
+    # -- generation rounds (sft, documents) --------------------------------------------------------
+    def kept_outputs_by_topic(self, job_kind: str, job_id: int, before_round: int) -> dict[str, list[Any]]:
+        """Outputs already kept (ok) from rounds before ``before_round``, per topic in item-key order: the
+        next round asks only for each topic's shortfall and shows the model what it must not repeat."""
+        rows = self.connection().execute(
+            "SELECT topic, output FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' "
+            "AND CAST(json_extract(input, '$.round') AS INTEGER) < ? ORDER BY item_key",
+            (job_kind, job_id, before_round)).fetchall()
+        kept: dict[str, list[Any]] = {}
+        for topic, output in rows:
+            kept.setdefault(topic, []).append(json.loads(output))
+        return kept
+
+    def supersede_failed(self, job_kind: str, job_id: int, round_no: int, topics: Iterable[str]) -> None:
+        """Round ``round_no`` asks these topics again: their failed rows of earlier rounds become filtered
+        ("asked again in round N: <their error>"), in one transaction, so only the new attempt counts."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE records SET status = 'filtered', error = ? || COALESCE(error, 'failed') "
+                "WHERE job_kind = ? AND job_id = ? AND topic = ? AND status = 'failed' "
+                "AND CAST(json_extract(input, '$.round') AS INTEGER) < ?",
+                [(f"asked again in round {round_no}: ", job_kind, job_id, topic, round_no) for topic in sorted(topics)])
+
+    # -- grounding (documents) ----------------------------------------------------------------------
+    def ungrounded_records(self, job_kind: str, job_id: int) -> list[dict[str, Any]]:
+        """Ok records of a job whose provenance has no grounding verdict yet (id, item_key, topic, output,
+        provenance; JSON decoded), in item-key order: what the grounding check still has to judge."""
+        rows = self.connection().execute(
+            "SELECT id, item_key, topic, output, provenance FROM records WHERE job_kind = ? AND job_id = ? "
+            "AND status = 'ok' AND json_extract(provenance, '$.grounding') IS NULL ORDER BY item_key",
+            (job_kind, job_id)).fetchall()
+        return [{**dict(row), "output": _loads(row["output"]), "provenance": _loads(row["provenance"])}
+                for row in rows]  # an empty column reads as None too
+
+    def stamp_grounding(self, record_id: int, verdict: dict[str, Any], *, tokens_in: int, tokens_out: int,
+                        cost_usd: float, error: str | None, job_kind: str, job_id: int, check_key: str) -> None:
+        """Write a grounding verdict into a still-ok record's provenance (``$.grounding``), add the check's
+        tokens and cost to it, and filter it with ``error`` when given (not supported by its chunk); the
+        check's own failed row from an earlier attempt (``check_key``) goes in the same transaction."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE records SET provenance = json_set(COALESCE(provenance, '{}'), '$.grounding', json(?)), "
+                "tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost_usd = cost_usd + ?, status = ?, "
+                "error = ? WHERE id = ? AND status = 'ok'",
+                (json.dumps(verdict), tokens_in, tokens_out, cost_usd, "ok" if error is None else "filtered",
+                 error, record_id))
+            conn.execute("DELETE FROM records WHERE job_kind = ? AND job_id = ? AND item_key = ? AND status = 'failed'",
+                         (job_kind, job_id, check_key))
+
+    # -- stale rows (evaluate, custom workflows) ----------------------------------------------------
+    def record_states(self, job_kind: str, job_id: int) -> list[dict[str, Any]]:
+        """id, item_key, request_key, status, error and has_output of every record of a job (no JSON
+        loaded, so it stays cheap on 100k-row jobs): what a re-run needs to mark rows stale or revive them."""
+        rows = self.connection().execute(
+            "SELECT id, item_key, request_key, status, error, output IS NOT NULL AS has_output FROM records "
+            "WHERE job_kind = ? AND job_id = ? ORDER BY id", (job_kind, job_id)).fetchall()
+        return [dict(row) for row in rows]
+
+    def failed_steps(self, job_kind: str, job_id: int) -> list[tuple[Any, int, str | None]]:
+        """(step, failed rows, one error) per step at which a custom workflow's rows failed, by step; rows
+        with no ``failed_step`` (unfinished) come first, under step None."""
+        rows = self.connection().execute(
+            "SELECT json_extract(provenance, '$.failed_step') AS step, COUNT(*), MIN(error) FROM records "
+            "WHERE job_kind = ? AND job_id = ? AND status = 'failed' GROUP BY step ORDER BY step",
+            (job_kind, job_id)).fetchall()
+        return [tuple(row) for row in rows]
+
+    # -- alignment -----------------------------------------------------------------------------------
+    def dropped_errors(self, job_kind: str, job_id: int) -> list[str | None]:
+        """The error of every record of a job that is not ok (failed or filtered): why rows were not kept."""
+        rows = self.connection().execute("SELECT error FROM records WHERE job_kind = ? AND job_id = ? AND "
+                                         "status != 'ok'", (job_kind, job_id)).fetchall()
+        return [error for (error,) in rows]
+
+    def record_labels(self, job_kind: str, job_id: int, *, except_error: str) -> list[tuple[str, Any, str | None]]:
+        """(status, output's label, error) of a job's records, leaving out those whose error is
+        ``except_error`` (stale ones): what a KTO job's desirable:undesirable balance counts."""
+        rows = self.connection().execute(
+            "SELECT status, json_extract(output, '$.label'), error FROM records WHERE job_kind = ? AND job_id = ? "
+            "AND COALESCE(error, '') != ?", (job_kind, job_id, except_error)).fetchall()
+        return [tuple(row) for row in rows]
+
+    # -- judgements (reviews, export) ---------------------------------------------------------------
+    def current_judgements(self, job_id: int) -> list[tuple[str | None, str, Any, Any]]:
+        """(topic, status, score as stored, provenance decoded) of an evaluation job's judgements that are
+        not filtered (stale), in record order: what its statistics and agreement are computed from."""
+        rows = self.connection().execute(
+            "SELECT topic, status, json_extract(output, '$.score'), provenance FROM records "
+            "WHERE job_kind = ? AND job_id = ? AND status != 'filtered' ORDER BY id", ("evaluation", job_id)).fetchall()
+        return [(t, s, v, json.loads(p) if p else None) for t, s, v, p in rows]
+
+    def judge_scores(self, evaluation_job_id: int) -> dict[int, tuple[Any, Any]]:
+        """Generation record id -> (score, justification) of an evaluation job's ok judgements."""
+        scores: dict[int, tuple[Any, Any]] = {}
+        for rid, score, why in self.connection().execute(
+                "SELECT json_extract(provenance, '$.source_record_id'), json_extract(output, '$.score'), "
+                "json_extract(output, '$.justification') FROM records "
+                "WHERE job_kind = 'evaluation' AND job_id = ? AND status = 'ok'", (evaluation_job_id,)):
+            if rid is not None:
+                scores[int(rid)] = (score, why)
+        return scores
+
+    def newest_done_evaluation(self, generation_job_id: int) -> dict[str, Any] | None:
+        """The finished evaluation of a generation job with the highest id (any judge, second ones too), as
+        stored in evaluation_metadata (JSON columns left as text): the judge run an export reports."""
+        row = self.connection().execute(
+            "SELECT * FROM evaluation_metadata WHERE source_generation_id = ? AND status = 'done' ORDER BY id DESC LIMIT 1",
+            (generation_job_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def latest_primary_evaluation(self, generation_job_id: int) -> int | None:
+        """The id of the most recently finished evaluation of a generation job that is not a second judge."""
+        row = self.connection().execute(
+            "SELECT id FROM evaluation_metadata WHERE source_generation_id = ? AND status = 'done' "
+            "AND json_extract(config, '$.second_judge_of') IS NULL "
+            "ORDER BY COALESCE(finished_at, created_at) DESC, id DESC LIMIT 1", (generation_job_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def newest_second_judge(self, evaluation_job_id: int) -> int | None:
+        """The id of the newest second-judge job that double-checked evaluation ``evaluation_job_id``."""
+        row = self.connection().execute(
+            "SELECT id FROM evaluation_metadata WHERE json_extract(config, '$.second_judge_of') = ? "
+            "ORDER BY id DESC LIMIT 1", (evaluation_job_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def generation_use_case(self, record_id: int | None) -> str | None:
+        """The use case of the generation job that record ``record_id`` belongs to (None when there is no
+        such record or job, or the job names none): which field of its output is the completion."""
+        row = self.connection().execute(
+            "SELECT g.use_case FROM records r JOIN generation_metadata g ON g.id = r.job_id WHERE r.id = ?",
+            (record_id,)).fetchone()
+        return row["use_case"] if row else None
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
