@@ -95,6 +95,16 @@ class RunSettings(StrictModel):
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
     max_failed_ratio: float = Field(0.5, ge=0, le=1)
+    executor: str = "local"  # executors.EXECUTORS: where the work items run (the same records either way)
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str) -> str:
+        from .executors import EXECUTORS
+
+        if value not in EXECUTORS:
+            raise ValueError(f"unknown executor {value!r}; one of {', '.join(sorted(EXECUTORS))}")
+        return value
 
 
 class GenerationJob(StrictModel):

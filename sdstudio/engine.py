@@ -59,7 +59,23 @@ class WorkItem:
     topic: str | None = None
     input: Any = None
     provenance: Any = None
-    meta: Any = None  # the workflow's own data for its handler
+    meta: Any = None  # the workflow's own data for its handler: JSON-able (lists come back as lists)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict: how an executor ships the item to another process (Spark, a batch file)."""
+        request = self.request
+        return {"key": self.key, "messages": list(request.messages),
+                "parameters": request.parameters.model_dump(mode="json"), "json_schema": request.json_schema,
+                "topic": self.topic, "input": self.input, "provenance": self.provenance, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "WorkItem":
+        from .config import ModelParameters
+
+        request = ChatRequest.of(data["messages"], ModelParameters.model_validate(data["parameters"]),
+                                 data.get("json_schema"))
+        return cls(key=data["key"], request=request, topic=data.get("topic"), input=data.get("input"),
+                   provenance=data.get("provenance"), meta=data.get("meta"))
 
 
 class InvalidOutput(Exception):

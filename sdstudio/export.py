@@ -180,16 +180,11 @@ def default_name(config: ExportJob) -> str:
 
 def load_source(store: Store, job_id: int, home: str | Path | None = None) -> Source:
     """A generation job, its use case's prompt/completion fields, newest finished judge run and reviews."""
-    from .usecases import load_use_case
+    from .workflows.fields import job_fields
 
     job = store.get_job("generation", job_id)
-    prompt_field = completion_field = None
-    if job.get("use_case"):
-        try:
-            use_case = load_use_case(job["use_case"], home)
-            prompt_field, completion_field = use_case.prompt_field or None, use_case.completion_field or None
-        except ConfigError:
-            pass  # a use case removed since: the items' own keys still decide what fits
+    fields = job_fields(store, job_id, home)  # what its workflow says the prompt and completion are
+    prompt_field, completion_field = fields.prompt, fields.completion
     evaluation = store.newest_done_evaluation(job_id)
     scores = store.judge_scores(evaluation["id"]) if evaluation is not None else {}
     return Source(job=job, prompt_field=prompt_field, completion_field=completion_field,

@@ -162,12 +162,13 @@ class JobRunner:
     # -- run -------------------------------------------------------------------------------------------
     def execute(self, provider: Any, items: Any, handler: Any = None, *, settings: Any, price: Any = None,
                 family: str | None = None, plan: bool = True, **options: Any) -> Any:
-        """Run work items through the local executor into this job's records; one round of the job
+        """Run work items through the configured executor into this job's records; one round of the job
         (``plan=False``: the caller already added the items to the progress total)."""
-        from .executors import LocalExecutor
+        from .executors import executor_class
 
-        executor = LocalExecutor(provider, self.store, family or self.family, self.job_id, settings, price=price,
-                                 on_progress=self.totals, cancel_event=self.cancel_event, **options)
+        executor = executor_class(settings.executor)(
+            provider, self.store, family or self.family, self.job_id, settings, price=price,
+            on_progress=self.totals, cancel_event=self.cancel_event, **options)
         if plan:
             self.totals.planned(len(items))
         result = executor.execute(items, handler)

@@ -79,6 +79,14 @@ class Record:
     created_at: str = field(default_factory=utcnow)
     cost_usd: float = 0.0
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict: how an executor brings a record back from another process to the run's writer."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Record":
+        return cls(**data)
+
 
 _JSON_RECORD_FIELDS = ("provenance", "input", "output")
 _RECORD_FIELDS = tuple(Record.__dataclass_fields__)

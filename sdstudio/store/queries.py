@@ -140,13 +140,6 @@ class QueriesMixin:
             "ORDER BY id DESC LIMIT 1", (evaluation_job_id,)).fetchone()
         return None if row is None else int(row[0])
 
-    def generation_use_case(self, record_id: int | None) -> str | None:
-        """The use case of the generation job that record ``record_id`` belongs to (None when there is no
-        such record or job, or the job names none): which field of its output is the completion."""
-        row = self.connection().execute(
-            "SELECT g.use_case FROM records r JOIN generation_metadata g ON g.id = r.job_id WHERE r.id = ?",
-            (record_id,)).fetchone()
-        return row["use_case"] if row else None
 
 
 def _loads(text: str | None) -> Any:

@@ -133,10 +133,10 @@ class ReviewPanel(w.VBox):
         source = provenance.get("source_record_id")
         if row["job_kind"] == "evaluation" and source is None:
             return {"completion": completion}
-        from ..usecases import load_use_case
+        from ..workflows.fields import job_fields
 
-        use_case = self.store.generation_use_case(source)
-        field = load_use_case(use_case).completion_field if use_case else "completion"
+        judged = self.store.record(source) if source is not None else None
+        field = job_fields(self.store, judged["job_id"]).completion if judged else "completion"
         if not field:  # a freeform row has no completion field: the edit is the whole row, as JSON
             try:
                 return json.loads(completion)

@@ -350,6 +350,13 @@ def rows(job_id: int, *, store: Store | None = None, include_dropped: bool = Fal
     return frame[frame["reason"].fillna("") != STALE].reset_index(drop=True) if include_dropped else frame
 
 
+def fields(job: dict[str, Any], home: Any = None) -> Any:
+    """DPO rows are (prompt, chosen, rejected), KTO rows (prompt, completion, label)."""
+    from .fields import Fields
+
+    return Fields("prompt", "chosen" if job.get("technique") == "dpo" else "completion")
+
+
 def balance(job_id: int, *, store: Store | None = None) -> dict[str, Any]:
     """A KTO job's desirable:undesirable report: counts, ratio, share, and what was dropped and why."""
     store = store or Store.open()

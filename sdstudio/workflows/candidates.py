@@ -32,7 +32,6 @@ from ..errors import ConfigError
 from ..pricing import price_for
 from ..providers import ChatRequest, Completion, get_provider
 from ..store import Record, Store
-from ..usecases import load_use_case
 from ..runner import JobRunner
 from .jobs import Estimate, JobResult
 
@@ -74,12 +73,11 @@ def unique_prompts(rows: list[tuple[Any, str | None, dict[str, Any]]], limit: in
 def prompts_from_job(store: Store, job_id: int, prompt_field: str | None, limit: int | None = None,
                      home: str | Path | None = None) -> list[Prompt]:
     """The prompts of a generation job: each ok item's ``prompt_field`` (default: its use case's)."""
-    job = store.get_job(KIND, job_id)
+    from .fields import job_fields
+
+    store.get_job(KIND, job_id)  # one line when it is not a generation-family job
     if prompt_field is None:
-        try:
-            prompt_field = load_use_case(job.get("use_case") or "custom", home).prompt_field or "prompt"
-        except ConfigError:
-            prompt_field = "prompt"  # the use case is gone; the items' own keys still tell
+        prompt_field = job_fields(store, job_id, home).prompt or "prompt"
     rows, keys = [], set()
     for rec in store.records(KIND, job_id, "ok"):
         item = rec["output"] if isinstance(rec["output"], dict) else {}

@@ -98,10 +98,10 @@ class WorkflowRun:
         request = self.plan.request(state.row, sp, state.outputs)
         key = request_key(sp.spec.provider, self.model_ids[sp.endpoint], request,
                           salt=f"workflow|{state.row.key}|{sp.name}")
-        return WorkItem(key=key, request=request, input=state.row.values, meta=sp)
+        return WorkItem(key=key, request=request, input=state.row.values, meta={"step": sp.index})
 
     def handle(self, item: WorkItem, completion: Completion) -> Any:
-        return self.plan.parse(item.meta, completion)
+        return self.plan.parse(self.plan.steps[item.meta["step"]], completion)
 
     def record(self, state: RowState, failed: tuple[StepPlan, Outcome] | None = None) -> Record:
         steps = self.plan.steps
@@ -282,6 +282,14 @@ class WorkflowRun:
         return [f"{count} row(s) failed at step {step}, e.g. {error}" if step else
                 f"{count} row(s) unfinished; run again (or --resume {job_id}) to finish them"
                 for step, count, error in rows]
+
+
+def fields(job: dict[str, Any], home: Any = None) -> Any:
+    """A workflow job's prompt and completion are the columns its config names (export, judge, review)."""
+    from .fields import Fields
+
+    config = job.get("config") or {}
+    return Fields(config.get("prompt_column"), config.get("completion_column"))
 
 
 def run_workflow(config: WorkflowJob, *, home: str | Path | None = None, resume: int | None = None,

@@ -32,7 +32,8 @@ from typing import Any
 
 from ..config import DocumentJob, GenerationJob, ModelSpec
 from ..documents import Chunk, Corpus, load_corpus, save_upload
-from ..engine import Engine, InvalidOutput, Progress, WorkItem, request_key
+from ..engine import InvalidOutput, Progress, WorkItem, request_key
+from ..executors import executor_class
 from ..errors import ConfigError
 from ..parsing import parse_items
 from ..pricing import price_for
@@ -233,9 +234,10 @@ class DocumentRun(GenerationRun):
         if not rows:
             return False
         work = [self._check_item(row, job_id) for row in rows]
-        engine = Engine(self.judge, self.store, KIND, job_id, self.config.run, price=self.judge_price,
-                        on_progress=self.phases.grounding, output_retries=1, cancel_event=self.cancel_event)
-        result = engine.run(work, self._verdict)
+        executor = executor_class(self.config.run.executor)(
+            self.judge, self.store, KIND, job_id, self.config.run, price=self.judge_price,
+            on_progress=self.phases.grounding, output_retries=1, cancel_event=self.cancel_event)
+        result = executor.execute(work, self._verdict)
         self.phases.end_grounding(result.progress)
         self.checks_sent += result.progress.done - result.progress.cached
         return result.cancelled

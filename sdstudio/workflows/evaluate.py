@@ -87,11 +87,16 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def pairs_from_job(store: Store, job_id: int, use_case: UseCase) -> list[Pair]:
-    """The ok records of a generation job. Items with the use case's prompt and completion fields are
-    judged as that pair (other fields shown beside it); rows without them (freeform) as a whole JSON row."""
+def pairs_from_job(store: Store, job_id: int, use_case: UseCase, home: Any = None) -> list[Pair]:
+    """The ok records of a generation job. Items with its prompt and completion fields (as its workflow
+    declares them; else the use case's) are judged as that pair (other fields shown beside it); rows
+    without them (freeform) as a whole JSON row."""
+    from .fields import job_fields
+
     pairs = []
-    p_field, c_field = use_case.prompt_field, use_case.completion_field
+    fields = job_fields(store, job_id, home)
+    p_field = fields.prompt or use_case.prompt_field
+    c_field = fields.completion or use_case.completion_field
     for rec in store.records("generation", job_id, "ok"):
         item = rec["output"]
         provenance = {"source_record_id": rec["id"], "source_job_id": job_id, "row": None}
@@ -169,7 +174,7 @@ class EvaluationPlan:
             use_case = load_use_case(config.use_case or job.get("use_case") or "custom", home)
             job_inputs = (job.get("config") or {}).get("inputs") or {}
             inputs = {**{k: str(v) for k, v in use_case.inputs.items()}, **job_inputs}
-            pairs = pairs_from_job(store, config.source_job, use_case)
+            pairs = pairs_from_job(store, config.source_job, use_case, home)
         else:
             use_case = load_use_case(config.use_case or "custom", home)
             inputs = {k: str(v) for k, v in use_case.inputs.items()}

@@ -5,6 +5,7 @@ Adding a workflow = its module (Config, the run class, its CLI subcommand module
 Entries are import paths, so reading the registry imports nothing heavy: ``sdstudio --help`` stays fast and
 choosing one workflow never loads another's dependencies.
 
+Its items' fields (which key is the prompt, the completion, the messages) come from ``fields.job_fields``.
 A workflow's run class follows one protocol (``WorkflowRun``): built from its Config (``home=``), it runs with
 ``run(resume=, on_progress=, cancel_event=, wait=)`` inside a ``runner.JobRunner`` and returns a JobResult.
 """
@@ -31,6 +32,7 @@ class Workflow:
     app: str | None     # its notebook app, "module:Class"
     notebook: str | None
     title: str
+    fields: str | None = None  # "module:function" (job, home) -> fields.Fields; None: its use case's fields
 
 
 WORKFLOWS: list[Workflow] = [
@@ -42,10 +44,10 @@ WORKFLOWS: list[Workflow] = [
              "Documents (grounded Q/A from PDF, DOCX, HTML...)"),
     Workflow("workflow", "generation", "sdstudio.config:WorkflowJob", "sdstudio.workflows.custom:WorkflowRun",
              "sdstudio.commands.workflow", "sdstudio.ui.workflow:WorkflowApp", "03_custom_workflow.ipynb",
-             "Custom workflows over your data"),
+             "Custom workflows over your data", "sdstudio.workflows.custom:fields"),
     Workflow("alignment", "generation", "sdstudio.config:AlignmentJob", "sdstudio.workflows.alignment:AlignmentRun",
              "sdstudio.commands.align", "sdstudio.ui.alignment:AlignmentApp", "04_alignment.ipynb",
-             "Alignment data (DPO / KTO)"),
+             "Alignment data (DPO / KTO)", "sdstudio.workflows.alignment:fields"),
     Workflow("evaluation", "evaluation", "sdstudio.config:EvaluationJob", "sdstudio.workflows.evaluate:EvaluationRun",
              "sdstudio.commands.evaluate", "sdstudio.ui.evaluate:EvaluateApp", "05_evaluate.ipynb",
              "Evaluate and review (LLM as judge)"),

@@ -77,10 +77,8 @@ class GenerationRun:
                 request = self.plan.request(topic, count, avoid)
                 key = request_key(self.config.model.provider, self.model_id, request,
                                   salt=f"gen|{topic}|{round_no}|{part}")
-                meta = CallMeta(topic, round_no, part, count)
-                work.append(WorkItem(key=key, request=request, topic=topic,
-                                     input={"topic": topic, "round": round_no, "part": part, "count": count},
-                                     meta=meta))
+                work.append(WorkItem(key=key, request=request, topic=topic,  # input is all the handler needs
+                                     input={"topic": topic, "round": round_no, "part": part, "count": count}))
         return work
 
     def _kept_by_topic(self, job_id: int, before_round: int) -> dict[str, list[Any]]:
@@ -90,7 +88,7 @@ class GenerationRun:
     def handle(self, item: WorkItem, completion: Completion) -> list[Record]:
         """Reply -> one record per item asked: valid ones ok, invalid or missing ones failed with the reason
         and raw text."""
-        meta: CallMeta = item.meta
+        meta = CallMeta(**item.input)
         result = parse_items(completion.text, self.plan.item_schema, list_key=LIST_KEY)
         if result.error is not None:
             if result.truncated and completion.finish_reason == "stop":
@@ -121,7 +119,7 @@ class GenerationRun:
     @staticmethod
     def failure_keys(item: WorkItem) -> list[str]:
         """A failed request fails every item it asked for (the keys its items would have had)."""
-        return [f"{item.key}:{index}" for index in range(item.meta.count)]
+        return [f"{item.key}:{index}" for index in range(item.input["count"])]
 
     def supersede_failures(self, job_id: int, round_no: int, topics: set[str]) -> None:
         """This round asks these topics again: their failed rows of earlier rounds become filtered."""
