@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.reliability.db import query
 
 from sdstudio.errors import StoreError
 from sdstudio.store import Store
@@ -33,17 +34,6 @@ def topics(tmp_path: Path, count: int) -> Path:
     path = tmp_path / "topics.txt"
     path.write_text("".join(f"Core topic {i:04d}\n" for i in range(count)))
     return path
-
-
-def query(home: Path, sql: str) -> list[tuple]:
-    """Rows, or [] while the CLI is still creating the database."""
-    try:
-        with sqlite3.connect(f"file:{home / 'metadata.db'}?mode=ro", uri=True, timeout=30) as conn:
-            return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc) or "unable to open" in str(exc):
-            return []
-        raise
 
 
 def saved(home: Path) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.reliability.db import query
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPICS = [f"Crash topic {i:03d}" for i in range(240)]
@@ -22,17 +23,6 @@ def command(server, home: Path, topics_file: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "sdstudio.cli", "generate", "--provider", "openai_compatible", "--model",
             "fake-model", "--base-url", server.url, "--topics-file", str(topics_file), "--per-topic", "2",
             "--batch-size", "2", "--concurrency", "4", "--home", str(home), "--json", *extra]
-
-
-def query(home: Path, sql: str) -> list[tuple]:
-    """Rows, or [] while the CLI is still creating the database."""
-    try:
-        with sqlite3.connect(f"file:{home / 'metadata.db'}?mode=ro", uri=True, timeout=30) as conn:
-            return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc) or "unable to open" in str(exc):
-            return []
-        raise
 
 
 def saved_topics(home: Path) -> set[str]:
