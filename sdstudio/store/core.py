@@ -78,6 +78,9 @@ class Record:
     latency_ms: float | None = None
     created_at: str = field(default_factory=utcnow)
     cost_usd: float = 0.0
+    # not a row but a stamp onto the stored ok row with this item key (a check's verdict): its provenance
+    # keys are merged in, its tokens and cost added, its status and error set; nothing if that row is not ok
+    stamp: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict: how an executor brings a record back from another process to the run's writer."""
@@ -89,7 +92,7 @@ class Record:
 
 
 _JSON_RECORD_FIELDS = ("provenance", "input", "output")
-_RECORD_FIELDS = tuple(Record.__dataclass_fields__)
+_RECORD_FIELDS = tuple(name for name in Record.__dataclass_fields__ if name != "stamp")
 
 
 def _dumps(value: Any) -> str | None:
@@ -227,15 +230,18 @@ class Store(JobsMixin, QueriesMixin):
         a failed or filtered row with the same key is replaced by the new attempt. With
         ``replace_failed_requests``, earlier *failed* rows of the batch's requests go first, so a
         retried request leaves only its latest outcome (the engine writes this way)."""
-        rows = []
+        rows, stamps = [], []
         for rec in records:
             data = asdict(rec) if isinstance(rec, Record) else {**asdict(Record(**rec))}
             if data["status"] not in RECORD_STATUSES:
                 raise StoreError(f"record status must be one of {RECORD_STATUSES}, got {data['status']!r}")
+            if data["stamp"]:
+                stamps.append(data)
+                continue
             for name in _JSON_RECORD_FIELDS:
                 data[name] = _dumps(data[name])
             rows.append(tuple(data[name] for name in _RECORD_FIELDS))
-        if not rows:
+        if not rows and not stamps:
             return 0
         names = ", ".join(_RECORD_FIELDS)
         marks = ", ".join("?" for _ in _RECORD_FIELDS)
@@ -246,10 +252,17 @@ class Store(JobsMixin, QueriesMixin):
         with self.transaction() as conn:
             if replace_failed_requests:
                 keys = {(row[0], row[1], row[4]) for row in rows if row[4]}  # job_kind, job_id, request_key
+                keys |= {(d["job_kind"], d["job_id"], d["request_key"]) for d in stamps if d["request_key"]}
                 conn.executemany("DELETE FROM records WHERE job_kind = ? AND job_id = ? AND request_key = ? "
                                  "AND status = 'failed'", sorted(keys))
             conn.executemany(sql, rows)
-        return len(rows)
+            conn.executemany(
+                "UPDATE records SET provenance = json_patch(COALESCE(provenance, '{}'), json(?)), "
+                "tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost_usd = cost_usd + ?, status = ?, "
+                "error = ? WHERE job_kind = ? AND job_id = ? AND item_key = ? AND status = 'ok'",
+                [(_dumps(d["provenance"] or {}), d["tokens_in"], d["tokens_out"], d["cost_usd"], d["status"],
+                  d["error"], d["job_kind"], d["job_id"], d["item_key"]) for d in stamps])
+        return len(rows) + len(stamps)
 
     def records(self, job_kind: str, job_id: int, status: str | None = None) -> Iterator[dict[str, Any]]:
         """Records of a job in insertion order, JSON fields decoded."""

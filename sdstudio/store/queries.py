@@ -49,21 +49,6 @@ class QueriesMixin:
         return [{**dict(row), "output": _loads(row["output"]), "provenance": _loads(row["provenance"])}
                 for row in rows]  # an empty column reads as None too
 
-    def stamp_grounding(self, record_id: int, verdict: dict[str, Any], *, tokens_in: int, tokens_out: int,
-                        cost_usd: float, error: str | None, job_kind: str, job_id: int, check_key: str) -> None:
-        """Write a grounding verdict into a still-ok record's provenance (``$.grounding``), add the check's
-        tokens and cost to it, and filter it with ``error`` when given (not supported by its chunk); the
-        check's own failed row from an earlier attempt (``check_key``) goes in the same transaction."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE records SET provenance = json_set(COALESCE(provenance, '{}'), '$.grounding', json(?)), "
-                "tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost_usd = cost_usd + ?, status = ?, "
-                "error = ? WHERE id = ? AND status = 'ok'",
-                (json.dumps(verdict), tokens_in, tokens_out, cost_usd, "ok" if error is None else "filtered",
-                 error, record_id))
-            conn.execute("DELETE FROM records WHERE job_kind = ? AND job_id = ? AND item_key = ? AND status = 'failed'",
-                         (job_kind, job_id, check_key))
-
     # -- stale rows (evaluate, custom workflows) ----------------------------------------------------
     def record_states(self, job_kind: str, job_id: int) -> list[dict[str, Any]]:
         """id, item_key, request_key, status, error and has_output of every record of a job (no JSON

@@ -23,8 +23,8 @@ def configured_providers() -> dict[str, str]:
 class HomeApp(w.VBox):
     def __init__(self, home: str | Path | None = None, notebook_dir: str | Path | None = None):
         self.store = Store.open(home)
-        self.kind = w.ToggleButtons(options=[("All", None), ("Generation", "generation"),
-                                             ("Evaluation", "evaluation"), ("Export", "export")], description="Jobs")
+        kinds = [(entry.title.split(" (")[0], entry.kind) for entry in registry.WORKFLOWS]
+        self.kind = w.ToggleButtons(options=[("All", None), *kinds], description="Jobs")
         self.jobs = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.providers = w.HTML()
@@ -42,10 +42,9 @@ class HomeApp(w.VBox):
         self.refresh()
 
     def refresh(self) -> None:
-        frame = self.store.jobs(self.kind.value)
-        keep = [c for c in ("kind", "id", "created_at", "status", "what", "use_case", "technique", "model_id",
-                            "requested", "ok", "failed", "filtered", "tokens_in", "tokens_out", "cost_usd",
-                            "average_score", "destination", "style", "row_count", "path", "repo_id")
+        frame = self.store.jobs(kind=self.kind.value)  # every kind in one id space; interrupted runs show so
+        keep = [c for c in ("id", "kind", "parent_id", "created_at", "status", "what", "model_id", "requested", "ok",
+                            "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "error")
                 if c in frame.columns]
         self.jobs.value = frame_html(frame[keep])
         rows = "".join(f"<tr><td>{escape(name)}</td><td>{'✔' if why else '—'}</td><td>{escape(why)}</td></tr>"

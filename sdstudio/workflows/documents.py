@@ -233,7 +233,7 @@ class DocumentRun(GenerationRun):
         rows = self._unchecked_rows(job_id)
         if not rows:
             return False
-        work = [self._check_item(row, job_id) for row in rows]
+        work = [self._check_item(row) for row in rows]
         executor = executor_class(self.config.run.executor)(
             self.judge, self.store, KIND, job_id, self.config.run, price=self.judge_price,
             on_progress=self.phases.grounding, output_retries=1, cancel_event=self.cancel_event)
@@ -242,7 +242,7 @@ class DocumentRun(GenerationRun):
         self.checks_sent += result.progress.done - result.progress.cached
         return result.cancelled
 
-    def _check_item(self, row: dict[str, Any], job_id: int) -> WorkItem:
+    def _check_item(self, row: dict[str, Any]) -> WorkItem:
         output = row["output"] if row["output"] is not None else {}
         provenance = row["provenance"] if row["provenance"] is not None else {}
         chunk = self.plan.chunks.get(row["topic"])
@@ -257,27 +257,24 @@ class DocumentRun(GenerationRun):
         request = ChatRequest.of(prompt, self.judge_parameters, GROUND_SCHEMA)
         key = request_key(self.judge_spec.provider, self.judge_model_id, request, salt=f"ground|{row['item_key']}")
         return WorkItem(key=key, request=request, topic=row["topic"], input={"grounding_of": row["item_key"]},
-                        provenance={k: v for k, v in provenance.items() if k != "text"}, meta=(row["id"], job_id))
+                        provenance={k: v for k, v in provenance.items() if k != "text"})
 
     def _verdict(self, item: WorkItem, completion: Completion) -> list[Record]:
-        """Stamp the verdict on the checked record (unsupported -> filtered with the reason)."""
+        """The verdict as a stamp on the checked record (unsupported -> filtered with the reason): pure, the
+        run's writer applies it, and a check's earlier failed row goes with it."""
         value = completion.parsed
         if not (isinstance(value, dict) and isinstance(value.get("supported"), bool)):
             valid = parse_items(completion.text, GROUND_SCHEMA).valid
             value = valid[0] if valid else None
         if not (isinstance(value, dict) and isinstance(value.get("supported"), bool)):
             raise InvalidOutput('grounding check: the judge did not reply {"supported": true|false, "reason": ...}')
-        record_id, job_id = item.meta
         supported = value["supported"]
         reason = " ".join(str(value.get("reason", "")).split())[:300]
-        usage = completion.usage
-        self.store.stamp_grounding(
-            record_id, {"supported": supported, "reason": reason, "judge": self.judge_model_id},
-            tokens_in=usage.input_tokens, tokens_out=usage.output_tokens,
-            cost_usd=self.judge_price.cost(usage.input_tokens, usage.output_tokens),
-            error=None if supported else f"not supported by its chunk: {reason}",
-            job_kind=KIND, job_id=job_id, check_key=item.key)
-        return []
+        verdict = {"supported": supported, "reason": reason, "judge": self.judge_model_id}
+        return [Record(job_kind=KIND, job_id=0, item_key=item.input["grounding_of"], request_key=item.key,
+                       status="ok" if supported else "filtered", provenance={"grounding": verdict},
+                       error=None if supported else f"not supported by its chunk: {reason}",
+                       tokens_in=completion.usage.input_tokens, tokens_out=completion.usage.output_tokens, stamp=True)]
 
 
 class _Phases:
