@@ -2,7 +2,6 @@
 and a new workflow is one module plus one registry line (tests/plugins/toy_workflow.py is such a module)."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 

@@ -77,6 +77,15 @@ def model_id(spec: ModelSpec) -> str | None:
     return get_provider(spec).model_id
 
 
+def required_model_id(provider: Provider, spec: ModelSpec) -> str:
+    """The model id a built provider answers with; one line naming the fix when it has none."""
+    model = provider.model_id
+    if not model:
+        raise ConfigError(f"provider {spec.provider} needs a model id (--model); "
+                          f"`sdstudio models --provider {spec.provider}` lists them")
+    return model
+
+
 def price(spec: ModelSpec, home: Path | None = None) -> Price:
     """What ``spec``'s model costs per million tokens, as its provider prices it."""
     return provider_class(spec.provider).price(model_id(spec), home)
@@ -98,4 +107,4 @@ def list_models(spec: ModelSpec) -> list[str]:
 
 __all__ = ["REGISTRY", "DEFAULT_PROVIDER", "ChatRequest", "CheckResult", "Completion", "Provider", "ProviderError",
            "ProviderInfo", "Usage", "describe", "get_provider", "list_models", "model_id", "price", "provider_class",
-           "provider_names", "run_sync", "statuses"]
+           "provider_names", "required_model_id", "run_sync", "statuses"]

@@ -14,7 +14,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -23,9 +23,9 @@ from typing import Any
 
 from ..errors import StoreError
 from ..home import db_path, init_home
-from .jobs import JobsMixin, decode_job
+from .jobs import JobsMixin
 from .queries import QueriesMixin
-from .schema import JOB_STATUSES, MIGRATIONS, SCHEMA_VERSION, VIEWS
+from .schema import MIGRATIONS, SCHEMA_VERSION, VIEWS
 
 JOB_TABLES = VIEWS  # family -> the seed's table (a view since migration 002)
 RECORD_STATUSES = ("ok", "failed", "filtered")

@@ -65,10 +65,11 @@ def judge_config(config: AlignmentJob, candidates_job: int) -> EvaluationJob:
 def check_judge(config: AlignmentJob, home: str | Path | None = None) -> str:
     """Fail before any call if the judge cannot work (no model id, a template that does not render,
     no criteria); returns the judge's model id."""
-    from .evaluate import EvaluationPlan, Pair, _model_id
+    from ..providers import required_model_id
+    from .evaluate import EvaluationPlan, Pair
 
     spec = judge_spec(config)
-    model_id = _model_id(get_provider(spec), spec)
+    model_id = required_model_id(get_provider(spec), spec)
     use_case = load_use_case(USE_CASE, home)
     criteria = config.criteria if config.criteria is not None else use_case.judge_criteria
     if not criteria.strip():

@@ -30,7 +30,7 @@ from ..config import AlignmentJob, GenerationJob, ModelSpec, RunSettings, Strict
 from ..engine import InvalidOutput, Progress, WorkItem, request_key
 from ..errors import ConfigError
 from ..pricing import price_for
-from ..providers import ChatRequest, Completion, get_provider
+from ..providers import ChatRequest, Completion, get_provider, required_model_id
 from ..store import Record, Store
 from ..runner import JobRunner
 from .jobs import Estimate, JobResult
@@ -148,14 +148,6 @@ def candidate_slots(config: AlignmentJob) -> list[ModelSpec]:
     return slots
 
 
-def _model_id(provider: Any, spec: ModelSpec) -> str:
-    model_id = provider.model_id
-    if not model_id:
-        raise ConfigError(f"provider {spec.provider} needs a model id (--model); "
-                          f"`sdstudio models --provider {spec.provider}` lists them")
-    return model_id
-
-
 def _endpoint(spec: ModelSpec) -> tuple:
     """What makes two slots the same provider (one engine run each): everything but the parameters."""
     return spec.provider, spec.model, spec.base_url, spec.region, spec.api_key_env
@@ -184,7 +176,7 @@ class CandidatesRun:
             key = _endpoint(spec)
             if key not in self.providers:
                 self.providers[key] = get_provider(spec)
-                self.model_ids[key] = _model_id(self.providers[key], spec)
+                self.model_ids[key] = required_model_id(self.providers[key], spec)
 
     def identity(self, prompts: list[Prompt]) -> CandidateSet:
         digest = hashlib.sha256(json.dumps([p.text for p in prompts]).encode()).hexdigest()[:32]

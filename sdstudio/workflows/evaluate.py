@@ -33,12 +33,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import EvaluationJob, ModelSpec
+from ..config import EvaluationJob
 from ..engine import InvalidOutput, Progress, WorkItem, request_key
 from ..errors import ConfigError
 from ..parsing import ParseError, extract_json
 from ..pricing import price_for
-from ..providers import ChatRequest, Completion, get_provider
+from ..providers import ChatRequest, Completion, get_provider, required_model_id
 from ..reviews import (
     agreement,
     histogram,
@@ -300,11 +300,11 @@ class EvaluationRun:
         self.plan = plan or EvaluationPlan.build(config, self.store, home)
         self.config = self.plan.config
         self.provider = provider or get_provider(self.config.model)
-        self.model_id = _model_id(self.provider, self.config.model)
+        self.model_id = required_model_id(self.provider, self.config.model)
         # built now so a second judge's missing model or key fails before the first call
         self.second_provider = get_provider(self.config.second_judge) if self.config.second_judge else None
         if self.second_provider is not None:
-            _model_id(self.second_provider, self.config.second_judge)
+            required_model_id(self.second_provider, self.config.second_judge)
 
     def work(self) -> list[WorkItem]:
         items = []
@@ -383,14 +383,6 @@ class EvaluationRun:
         run = EvaluationRun(config, home=self.home, store=self.store, provider=self.second_provider,
                             plan=replace(self.plan, config=config))
         return run.run(on_progress=forward, cancel_event=cancel_event)
-
-
-def _model_id(provider: Any, spec: ModelSpec) -> str:
-    model_id = provider.model_id
-    if not model_id:
-        raise ConfigError(f"provider {spec.provider} needs a model id (--model); "
-                          f"`sdstudio models --provider {spec.provider}` lists them")
-    return model_id
 
 
 def evaluate(config: EvaluationJob, *, home: str | Path | None = None, resume: int | None = None,

@@ -22,10 +22,9 @@ from typing import Any
 
 from ..config import GenerationJob
 from ..engine import InvalidOutput, Progress, WorkItem, request_key
-from ..errors import ConfigError
 from ..parsing import parse_items
 from ..pricing import price_for
-from ..providers import Completion, get_provider
+from ..providers import Completion, get_provider, required_model_id
 from ..sqlcheck import check_sql
 from ..store import Record, Store
 from ..runner import JobRunner
@@ -55,10 +54,7 @@ class GenerationRun:
         self.plan = GenerationPlan.build(config, home)
         self.store = store or Store.open(home)
         self.provider = provider or get_provider(config.model)
-        self.model_id = self.provider.model_id
-        if not self.model_id:
-            raise ConfigError(f"provider {config.model.provider} needs a model id (--model); "
-                              f"`sdstudio models --provider {config.model.provider}` lists them")
+        self.model_id = required_model_id(self.provider, config.model)
 
     # -- requests ----------------------------------------------------------------------------------
     def round_items(self, round_no: int, job_id: int) -> list[WorkItem]:

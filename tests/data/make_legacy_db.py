@@ -34,7 +34,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import sqlite3
 import sys
 import tempfile
