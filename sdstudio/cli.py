@@ -56,6 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sdstudio: interrupted; the job is marked cancelled and resumes with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the environment (OSError) or a bug: still one line, job closed
+        if os.environ.get("SDSTUDIO_DEBUG"):
+            raise
+        what = "" if isinstance(exc, OSError) else "unexpected "
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        print(f"sdstudio: error: {what}{type(exc).__name__}: {detail} (the job is marked failed and its saved rows "
+              "kept; SDSTUDIO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

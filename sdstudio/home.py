@@ -21,10 +21,27 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
 
 def init_home(home: str | os.PathLike[str] | None = None) -> Path:
     """Create the home layout if missing (idempotent) and return its path."""
+    from .errors import StoreError
+
     root = resolve_home(home)
-    for sub in SUBDIRS:
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        for sub in SUBDIRS:
+            (root / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create SDSTUDIO_HOME {root} ({exc.strerror or exc}); point SDSTUDIO_HOME "
+                         "(or --home) at a folder you can write") from None
     return root
+
+
+def read_only(folder: Path) -> bool:
+    """Is ``folder`` on a read-only file system (or not writable by us)? Root ignores permissions, so
+    the mount flag is asked first."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return True
+    except (OSError, AttributeError):
+        pass
+    return not os.access(folder, os.W_OK)
 
 
 def db_path(home: str | os.PathLike[str] | None = None) -> Path:

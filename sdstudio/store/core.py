@@ -133,8 +133,7 @@ class Store(JobsMixin, QueriesMixin):
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"{self.path} is not a usable SQLite database ({exc}); "
-                                 "move it aside or point SDSTUDIO_HOME elsewhere") from None
+                raise self._unusable(exc) from None
             self._local.conn = conn
         return conn
 
@@ -214,8 +213,18 @@ class Store(JobsMixin, QueriesMixin):
                 if version != SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a usable SQLite database ({exc}); "
-                             "move it aside or point SDSTUDIO_HOME elsewhere") from None
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: Exception) -> StoreError:
+        """Why the database cannot be used: a read-only home (SQLite needs to write beside the file even
+        to read it in WAL mode) is not a broken database."""
+        from ..home import read_only
+
+        if read_only(self.path.parent):
+            return StoreError(f"SDSTUDIO_HOME {self.path.parent} is read-only ({exc}); sdstudio writes its jobs "
+                              "there: point SDSTUDIO_HOME (or --home) at a folder you can write")
+        return StoreError(f"{self.path} is not a usable SQLite database ({exc}); "
+                          "move it aside or point SDSTUDIO_HOME elsewhere")
 
     def columns(self, table: str) -> tuple[str, ...]:
         if table not in self._columns:

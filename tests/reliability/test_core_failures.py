@@ -257,3 +257,54 @@ def test_run_workflow_called_inside_a_running_event_loop_runs_the_job(openai_ser
 
     result = asyncio.run(cell())
     assert (result.status, result.ok) == ("done", 2)
+
+
+# -- a read-only home --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A tmpfs holding a home with one finished job, then remounted read-only (CI runs as root)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("which", ["existing", "new"])
+def test_a_read_only_home_is_one_line_and_exit_2(openai_server, read_only_mount, which):
+    args = ["generate", "--provider", "openai_compatible", "--model", "fake-model", "--base-url", openai_server.url,
+            "--topics", "Heaps", "--per-topic", "1"]
+    home = read_only_mount / "home"
+    first = subprocess.run([sys.executable, "-m", "sdstudio.cli", *args, "--home", str(home)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
+    target = home if which == "existing" else read_only_mount / "other"
+    before = len(openai_server.requests)
+    out = subprocess.run([sys.executable, "-m", "sdstudio.cli", *args, "--topics", "Tries", "--home", str(target)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "read-only" in out.stderr.lower() or "Read-only" in out.stderr
+    assert len(openai_server.requests) == before  # nothing sent for a job that could not be recorded
+
+
+def test_an_unexpected_error_mid_run_fails_the_job_and_exits_2_with_one_line(openai_server, home, monkeypatch,
+                                                                               capsys):
+    from sdstudio.cli import main
+    from sdstudio.workflows import sft
+
+    def broken(self, item, completion):
+        raise RuntimeError("handler bug\nsecond line")
+
+    monkeypatch.setattr(sft.GenerationRun, "handle", broken)
+    code = main(["generate", "--provider", "openai_compatible", "--model", "fake-model", "--base-url",
+                 openai_server.url, "--topics", "Heaps"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("sdstudio: error: unexpected RuntimeError: handler bug (")
+    status, error = Store.open(home).connection().execute("SELECT status, error FROM jobs").fetchone()
+    assert (status, error) == ("failed", "handler bug")
