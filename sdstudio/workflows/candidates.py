@@ -53,7 +53,7 @@ def prompt_id(text: str) -> str:
 
 
 def _text(value: Any) -> str:
-    from .evaluate import _text as as_text  # the one rule for None / NaN / numpy values from tables
+    from .evaluate_inputs import _text as as_text  # the one rule for None / NaN / numpy values from tables
 
     return as_text(value).strip()
 
@@ -96,7 +96,7 @@ def prompts_from_job(store: Store, job_id: int, prompt_field: str | None, limit:
 
 
 def prompts_from_file(path: str, column: str, limit: int | None = None, home: str | Path | None = None) -> list[Prompt]:
-    from .evaluate import read_table
+    from .evaluate_inputs import read_table
 
     frame = read_table(path, home)
     if column not in frame.columns:

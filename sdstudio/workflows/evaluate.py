@@ -19,17 +19,16 @@ One judge request per pair, through the engine (concurrency, limits, retries, re
   points back); the agreement figures land in the primary job's ``topic_stats`` JSON, which holds
   ``{"topics": {topic: {mean, min, max, count, failed}}, "agreement": {...}}``.
 
-Reading results (statistics, ``latest_scores``, score tables, histogram, filtering, human review) lives
-in ``sdstudio/reviews.py`` and is re-exported here.
+What to judge (``Pair``, ``pairs_from_job``, ``pairs_from_file``, ``read_table``) lives in
+``evaluate_inputs.py``; reading results (statistics, ``latest_scores``, score tables, histogram, filtering,
+human review) lives in ``sdstudio/reviews.py``. Both are re-exported here.
 """
 from __future__ import annotations
 
-import json
-import math
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ from ..store import Record, Store
 from ..templates import render, variables
 from ..usecases import UseCase, load_use_case
 from ..runner import JobRunner, current_job_id
+from .evaluate_inputs import Pair, pairs_from_file, pairs_from_job, read_table
 from .jobs import Estimate, JobResult, ProgressTotals
 
 KIND = "evaluation"
@@ -61,97 +61,6 @@ ENUM_LIMIT = 100  # scales up to this many values also get an enum (constrains g
 # variables the evaluation workflow itself provides to every evaluate.jinja
 PROVIDED = {"prompt", "completion", "criteria", "scale_min", "scale_max", "examples", "topic", "extras"}
 STALE = "stale: the source row or the judge prompt changed since this judgement"
-
-
-# -- what to judge ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Pair:
-    """One prompt/completion pair to judge and where it came from."""
-
-    source: str  # "rec:<generation record id>" or "row:<index in the input file>"
-    prompt: str
-    completion: str
-    topic: str | None = None
-    extras: dict[str, str] = field(default_factory=dict)  # the item's other fields (an explanation...)
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):  # None / NaN from pandas
-        return ""
-    if isinstance(value, str):
-        return value
-    if hasattr(value, "tolist"):  # numpy arrays and scalars from Parquet
-        value = value.tolist()
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-
-
-def pairs_from_job(store: Store, job_id: int, use_case: UseCase, home: Any = None) -> list[Pair]:
-    """The ok records of a generation job. Items with its prompt and completion fields (as its workflow
-    declares them; else the use case's) are judged as that pair (other fields shown beside it); rows
-    without them (freeform) as a whole JSON row."""
-    from .fields import job_fields
-
-    pairs = []
-    fields = job_fields(store, job_id, home)
-    p_field = fields.prompt or use_case.prompt_field
-    c_field = fields.completion or use_case.completion_field
-    for rec in store.records("generation", job_id, "ok"):
-        item = rec["output"]
-        provenance = {"source_record_id": rec["id"], "source_job_id": job_id, "row": None}
-        if isinstance(item, dict) and p_field and c_field and p_field in item and c_field in item:
-            extras = {k: _text(v) for k, v in item.items() if k not in (p_field, c_field)}
-            pair = Pair(f"rec:{rec['id']}", _text(item[p_field]), _text(item[c_field]), rec["topic"], extras,
-                        provenance)
-        else:
-            pair = Pair(f"rec:{rec['id']}", "", _text(item), rec["topic"], {}, provenance)
-        pairs.append(pair)
-    if not pairs:
-        raise ConfigError(f"generation job {job_id} has no ok records to judge")
-    return pairs
-
-
-def read_table(path: str | Path, home: str | Path | None = None):
-    """A CSV / JSONL / Parquet file as a DataFrame. A bare name also looks in SDSTUDIO_HOME/uploads."""
-    import pandas as pd
-
-    from ..home import resolve_home
-
-    file = Path(path).expanduser()
-    if not file.is_file() and not file.is_absolute() and (resolve_home(home) / "uploads" / file).is_file():
-        file = resolve_home(home) / "uploads" / file
-    if not file.is_file():
-        raise ConfigError(f"input file {path} does not exist")
-    suffix = "".join(file.suffixes[-2:]).lower() if file.suffix.lower() == ".gz" else file.suffix.lower()
-    try:
-        if suffix.startswith((".csv", ".tsv")):
-            return pd.read_csv(file, sep="\t" if suffix.startswith(".tsv") else ",", keep_default_na=False)
-        if suffix.startswith((".jsonl", ".ndjson")):
-            return pd.read_json(file, lines=True, dtype=False)
-        if suffix.startswith(".json"):
-            return pd.read_json(file, dtype=False)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(file)
-    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds; the user needs one line
-        raise ConfigError(f"cannot read input file {file}: {' '.join(str(exc).split())[:200]}") from None
-    raise ConfigError(f"input file {file}: unknown format {file.suffix!r}; use .csv, .jsonl or .parquet")
-
-
-def pairs_from_file(config: EvaluationJob, home: str | Path | None = None) -> list[Pair]:
-    frame = read_table(config.input_file, home)
-    for flag, column in (("prompt", config.prompt_column), ("completion", config.completion_column),
-                         ("topic", config.topic_column)):
-        if column is not None and column not in frame.columns:
-            known = ", ".join(map(str, frame.columns[:20]))
-            raise ConfigError(f"input file {config.input_file} has no {flag} column {column!r} (columns: {known})")
-    if frame.empty:
-        raise ConfigError(f"input file {config.input_file} has no rows")
-    topics = frame[config.topic_column].tolist() if config.topic_column else [None] * len(frame)
-    return [Pair(f"row:{i}", _text(p), _text(c), _text(t) or None, {},
-                 {"source_record_id": None, "source_job_id": None, "row": i})
-            for i, (p, c, t) in enumerate(zip(frame[config.prompt_column].tolist(),
-                                               frame[config.completion_column].tolist(), topics))]
 
 
 # -- the plan: prompts and schema, decided before any call --------------------------------------
@@ -433,7 +342,6 @@ def preview(config: EvaluationJob, *, home: str | Path | None = None) -> Evaluat
                              price_known=all(p.known for p in prices))
 
 
-
-__all__ = ["EvaluationPlan", "EvaluationPreview", "EvaluationResult", "EvaluationRun", "agreement", "evaluate",
-           "histogram", "judgement_stats", "latest_evaluation", "latest_scores", "parse_judgement", "preview",
-           "review", "scores", "select", "summary"]
+__all__ = ["EvaluationPlan", "EvaluationPreview", "EvaluationResult", "EvaluationRun", "Pair", "agreement", "evaluate",
+           "histogram", "judgement_stats", "latest_evaluation", "latest_scores", "pairs_from_file", "pairs_from_job",
+           "parse_judgement", "preview", "read_table", "review", "scores", "select", "summary"]

@@ -1,0 +1,111 @@
+"""What a job asks and what comes back: work items, progress, results.
+
+The data every workflow, executor and UI shares with the engine, apart from the engine itself: a ``WorkItem``
+(a stable ``request_key`` + a ChatRequest + what its records carry; it round-trips through JSON so executors
+can ship it to other processes), the ``Progress`` and ``RunResult`` a run reports, ``InvalidOutput`` a handler
+raises, and the default handler. Kept out of ``engine.py`` so that module is only the running of requests;
+``engine`` re-exports every name here, so ``from sdstudio.engine import WorkItem`` keeps working.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .providers.base import ChatRequest, Completion
+from .store import Record
+
+
+def request_key(provider: str, model: str | None, request: ChatRequest, salt: str = "") -> str:
+    """Stable identity of a request: same provider, model, parameters, messages and schema -> same key."""
+    payload = json.dumps({"p": provider, "m": model, "params": request.parameters.model_dump(mode="json"),
+                          "msgs": request.messages, "schema": request.json_schema, "salt": salt},
+                         sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One request of a job, and what its records should carry."""
+
+    key: str
+    request: ChatRequest
+    topic: str | None = None
+    input: Any = None
+    provenance: Any = None
+    meta: Any = None  # the workflow's own data for its handler: JSON-able (lists come back as lists)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict: how an executor ships the item to another process (Spark, a batch file)."""
+        request = self.request
+        return {"key": self.key, "messages": list(request.messages),
+                "parameters": request.parameters.model_dump(mode="json"), "json_schema": request.json_schema,
+                "topic": self.topic, "input": self.input, "provenance": self.provenance, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "WorkItem":
+        from .config import ModelParameters
+
+        request = ChatRequest.of(data["messages"], ModelParameters.model_validate(data["parameters"]),
+                                 data.get("json_schema"))
+        return cls(key=data["key"], request=request, topic=data.get("topic"), input=data.get("input"),
+                   provenance=data.get("provenance"), meta=data.get("meta"))
+
+
+class InvalidOutput(Exception):
+    """Raised by a handler when a reply is unusable (unparseable, outside the scale...). The engine
+    asks again while ``output_retries`` allow, then stores the item as failed with the raw text."""
+
+
+Handler = Callable[[WorkItem, Completion], list[Record]]
+
+
+@dataclass
+class Progress:
+    total: int = 0
+    done: int = 0
+    ok: int = 0
+    failed: int = 0
+    cached: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Requests finished per second (cached ones excluded: they cost no time)."""
+        return (self.done - self.cached) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        remaining = self.total - self.done
+        return remaining / self.rate if self.rate > 0 and self.total else None
+
+
+@dataclass
+class RunResult:
+    progress: Progress
+    cancelled: bool = False
+    failures: dict[str, str] = field(default_factory=dict)  # request key -> reason
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """Rough upper bound for TPM metering: ~4 characters a token plus the reply budget."""
+    chars = sum(len(m.get("content") or "") for m in request.messages)
+    return chars // 4 + request.parameters.max_tokens
+
+
+def default_handler(item: WorkItem, completion: Completion) -> list[Record]:
+    """One ok record per request holding the parsed JSON (when a schema was given) or the text."""
+    output = completion.parsed if completion.parsed is not None else {"text": completion.text}
+    if item.request.json_schema is not None and completion.parsed is None:
+        raise InvalidOutput("reply is not valid JSON for the requested schema")
+    return [Record(job_kind="", job_id=0, item_key=item.key, status="ok", topic=item.topic, input=item.input,
+                   provenance=item.provenance, output=output, raw_text=completion.text,
+                   tokens_in=completion.usage.input_tokens, tokens_out=completion.usage.output_tokens)]
