@@ -27,7 +27,7 @@ EXPECTED_COLUMNS = {
         "tokens_out", "cost_usd", "config", "config_hash", "error", "kind", "parent_id"},
     "export_metadata": {
         "id", "created_at", "status", "source_job_ids", "destination", "format", "style", "path", "repo_id",
-        "revision", "row_count", "file_hashes", "filters", "config", "error", "kind", "parent_id"},
+        "revision", "row_count", "file_hashes", "filters", "config", "error", "kind", "parent_id", "files"},
     "jobs": {
         "id", "kind", "parent_id", "created_at", "started_at", "finished_at", "status", "requested", "ok",
         "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error",
@@ -40,7 +40,7 @@ EXPECTED_COLUMNS = {
         "average_score", "score_distribution", "topic_stats", "inference_type", "model_parameters"},
     "export_jobs": {
         "job_id", "source_job_ids", "destination", "format", "style", "path", "repo_id", "revision", "row_count",
-        "file_hashes", "filters"},
+        "file_hashes", "filters", "files"},
     "records": {
         "id", "job_kind", "job_id", "item_key", "request_key", "topic", "provenance", "input", "output",
         "status", "error", "raw_text", "tokens_in", "tokens_out", "latency_ms", "created_at", "cost_usd"},

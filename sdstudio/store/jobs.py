@@ -20,12 +20,12 @@ from typing import Any
 
 from ..errors import JobBusy, StoreError
 from . import lease
-from .schema import FAMILY_DETAILS, VIEWS
+from .schema import FAMILY_COLUMNS, VIEWS
 
 JOB_COLUMNS = ("kind", "parent_id", "created_at", "started_at", "finished_at", "status", "requested", "ok",
                "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error")
 _JOB_JSON_COLUMNS = ("model_parameters", "topics", "examples", "config", "score_distribution",
-                     "topic_stats", "source_job_ids", "file_hashes", "filters")
+                     "topic_stats", "source_job_ids", "file_hashes", "filters", "files")
 
 
 def _encode(value: Any) -> Any:
@@ -54,7 +54,7 @@ class JobsMixin:
     """The job half of ``Store`` (connections and transactions come from the store itself)."""
 
     def _split(self, family: str | None, fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        details = FAMILY_DETAILS.get(family or "", ())
+        details = FAMILY_COLUMNS.get(family or "", ())
         common = {k: _encode(v) for k, v in fields.items() if k in JOB_COLUMNS}
         own = {k: _encode(v) for k, v in fields.items() if k in details and k not in JOB_COLUMNS}
         unknown = sorted(set(fields) - set(common) - set(own))

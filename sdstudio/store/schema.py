@@ -243,5 +243,30 @@ def _backfill_record_costs(conn: sqlite3.Connection) -> None:
                      [(cost, total, job_id) for job_id, total, cost in totals if total and cost])
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_one_job_table]
+# --------------------------------------------------------------------------------------------------
+# 003: an export row lists every file it wrote (name, sha256, rows, bytes), so any export can be checked
+# against the disk later; ``file_hashes`` keeps the seed's name -> sha256 form. The view gains the column
+# at its end (the seed's columns stay first, in their order).
+
+_EXPORT_FILES = ("files",)
+
+
+def _create_view(conn: sqlite3.Connection, family: str, columns: tuple[str, ...], details: tuple[str, ...]) -> None:
+    """The seed's table of ``family`` as a view: ``columns`` in order, each from the detail table when it is
+    one of ``details``, else from ``jobs``."""
+    shown = ", ".join(f"d.{c}" if c in details else f"j.{c}" for c in columns)
+    conn.execute(f"CREATE VIEW {VIEWS[family]} AS SELECT {shown} FROM jobs j JOIN {family}_jobs d ON d.job_id = j.id")
+
+
+def _m003_export_files(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE export_jobs ADD COLUMN files TEXT")
+    conn.execute("DROP VIEW export_metadata")
+    _create_view(conn, "export", (*_VIEW_COLUMNS["export"], *_EXPORT_FILES), (*FAMILY_DETAILS["export"], *_EXPORT_FILES))
+
+
+# Each family's detail columns as of the newest migration (FAMILY_DETAILS is frozen at 002: 002 copies
+# exactly those columns from the legacy tables).
+FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {**FAMILY_DETAILS, "export": (*FAMILY_DETAILS["export"], *_EXPORT_FILES)}
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_one_job_table, _m003_export_files]
 SCHEMA_VERSION = len(MIGRATIONS)
