@@ -19,19 +19,19 @@ EXPECTED_COLUMNS = {
         "id", "created_at", "finished_at", "status", "technique", "use_case", "model_id", "inference_type",
         "model_parameters", "prompt_template", "topics", "examples", "num_per_topic", "requested", "ok",
         "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error",
-        "kind", "parent_id"},
+        "kind", "parent_id", "requests", "attempts"},
     "evaluation_metadata": {
         "id", "created_at", "finished_at", "status", "source_generation_id", "model_id", "inference_type",
         "model_parameters", "criteria", "scale_min", "scale_max", "examples", "average_score",
         "score_distribution", "topic_stats", "requested", "ok", "failed", "filtered", "tokens_in",
-        "tokens_out", "cost_usd", "config", "config_hash", "error", "kind", "parent_id"},
+        "tokens_out", "cost_usd", "config", "config_hash", "error", "kind", "parent_id", "requests", "attempts"},
     "export_metadata": {
         "id", "created_at", "status", "source_job_ids", "destination", "format", "style", "path", "repo_id",
         "revision", "row_count", "file_hashes", "filters", "config", "error", "kind", "parent_id", "files"},
     "jobs": {
         "id", "kind", "parent_id", "created_at", "started_at", "finished_at", "status", "requested", "ok",
         "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error",
-        "lease_owner", "lease_heartbeat"},
+        "lease_owner", "lease_heartbeat", "requests", "attempts"},
     "generation_jobs": {
         "job_id", "technique", "use_case", "model_id", "prompt_template", "topics", "examples", "num_per_topic",
         "inference_type", "model_parameters"},

@@ -23,7 +23,8 @@ from . import lease
 from .schema import FAMILY_COLUMNS, VIEWS
 
 JOB_COLUMNS = ("kind", "parent_id", "created_at", "started_at", "finished_at", "status", "requested", "ok",
-               "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error")
+               "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error",
+               "requests", "attempts")
 _JOB_JSON_COLUMNS = ("model_parameters", "topics", "examples", "config", "score_distribution",
                      "topic_stats", "source_job_ids", "file_hashes", "filters", "files")
 
@@ -133,7 +134,8 @@ class JobsMixin:
                             'judge of #' || COALESCE(e.source_generation_id, '?'),
                             x.destination || ':' || COALESCE(x.style, '')) AS what,
                    COALESCE(g.model_id, e.model_id, x.repo_id, x.path) AS model_id,
-                   j.requested, j.ok, j.failed, j.filtered, j.tokens_in, j.tokens_out, j.cost_usd, j.error
+                   j.requested, j.ok, j.failed, j.filtered, j.tokens_in, j.tokens_out, j.cost_usd,
+                   j.requests, j.attempts, j.error
               FROM jobs j LEFT JOIN generation_jobs g ON g.job_id = j.id
                           LEFT JOIN evaluation_jobs e ON e.job_id = j.id
                           LEFT JOIN export_jobs x ON x.job_id = j.id
@@ -156,6 +158,14 @@ class JobsMixin:
             f"FROM records WHERE job_id IN ({marks})", ids).fetchone()
         self.update_job(None, job_id, **counts, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost)
         return counts
+
+    def note_sends(self, job_id: int, requests: int, attempts: int) -> None:
+        """Store how many requests a job has sent and how many calls (attempts, retries included) the
+        provider got, over all its runs. Never lowers them: the lease's heartbeat and the run's close both
+        write, and a heartbeat counted just before the close must not undo it."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE jobs SET requests = MAX(requests, ?), attempts = MAX(attempts, ?) WHERE id = ?",
+                         (requests, attempts, job_id))
 
     def _job_tree(self, job_id: int) -> list[int]:
         rows = self.connection().execute(

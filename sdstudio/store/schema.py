@@ -268,5 +268,23 @@ def _m003_export_files(conn: sqlite3.Connection) -> None:
 # exactly those columns from the legacy tables).
 FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {**FAMILY_DETAILS, "export": (*FAMILY_DETAILS["export"], *_EXPORT_FILES)}
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_one_job_table, _m003_export_files]
+# --------------------------------------------------------------------------------------------------
+# 004: requests and attempts. A job used to report only the requests it sent (one per work item), not the
+# calls the provider actually got: 659 "requests" against 880 HTTP requests when retries ran. Both are kept
+# now, summed over every run of the job (a resumed run adds its own), and the generation and evaluation
+# views show them after their seed columns.
+
+SEND_COLUMNS = ("requests", "attempts")
+
+
+def _m004_requests_and_attempts(conn: sqlite3.Connection) -> None:
+    for column in SEND_COLUMNS:
+        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+    for family in ("generation", "evaluation"):
+        conn.execute(f"DROP VIEW {VIEWS[family]}")
+        _create_view(conn, family, (*_VIEW_COLUMNS[family], *SEND_COLUMNS), FAMILY_COLUMNS[family])
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_one_job_table, _m003_export_files,
+                                                         _m004_requests_and_attempts]
 SCHEMA_VERSION = len(MIGRATIONS)
