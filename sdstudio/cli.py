@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from .commands.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from .errors import SdstudioError
+from .redact import mask, mask_urls
 from .workflows import registry
 
 UTILITY_COMMANDS = ("sdstudio.commands.jobs", "sdstudio.commands.models", "sdstudio.commands.serve")
@@ -25,7 +26,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (the contract for exit 2), not a page of usage first."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        # mask_urls: argparse may echo a mistyped flag's argument, a URL with credentials and all
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {mask_urls(message)} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SdstudioError as exc:
         if os.environ.get("SDSTUDIO_DEBUG"):
             raise
-        print(f"sdstudio: error: {exc}", file=sys.stderr)
+        print(f"sdstudio: error: {mask(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("sdstudio: interrupted; the job is marked cancelled and resumes with --resume", file=sys.stderr)
@@ -60,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("SDSTUDIO_DEBUG"):
             raise
         what = "" if isinstance(exc, OSError) else "unexpected "
-        detail = (str(exc).strip().splitlines() or [""])[0]
+        detail = mask((str(exc).strip().splitlines() or [""])[0])
         print(f"sdstudio: error: {what}{type(exc).__name__}: {detail} (the job is marked failed and its saved rows "
               "kept; SDSTUDIO_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_BAD_INPUT

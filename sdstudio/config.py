@@ -27,7 +27,9 @@ StrictModelT = TypeVar("StrictModelT", bound="StrictModel")
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # hide_input_in_errors: a ValidationError's text must not echo a value (a key typed where its variable's
+    # NAME belongs, a URL with a password); the outermost model's setting is the one pydantic applies
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     def canonical(self, home: str | os.PathLike[str] | None = None):
         """The same job written the one way: every field that only restates its default (the use case's
@@ -48,6 +50,14 @@ class StrictModel(BaseModel):
 def blank_is_unset(value: Any) -> Any:
     """An optional name, id or path given as blank text (an empty text box, ``--flag ""``) was not given."""
     return None if isinstance(value, str) and not value.strip() else value
+
+
+def endpoint_url(value: str | None) -> str | None:
+    """A model endpoint as stored and shown: user:password and query values masked, the real URL kept in
+    memory for the provider (``urlsecrets`` says why: a config is stored, hashed and printed)."""
+    from .urlsecrets import protect
+
+    return protect(value, "base_url")
 
 
 def env_variable_name(value: str | None, field: str, example: str, secret: str) -> str | None:
@@ -80,6 +90,7 @@ class ModelSpec(StrictModel):
     parameters: ModelParameters = Field(default_factory=ModelParameters)
 
     _blank = field_validator("model", "base_url", "region", "api_key_env", mode="before")(blank_is_unset)
+    _url = field_validator("base_url")(endpoint_url)
 
     @field_validator("api_key_env")
     @classmethod
@@ -242,5 +253,5 @@ __all__ = [
     "ALIGNMENT_USE_CASE", "DEFAULT_PER_CHUNK", "AlignmentJob", "DocumentJob", "EvaluationJob", "ExportJob",
     "GenerationJob", "JudgeExample", "ModelParameters", "ModelSpec", "ParameterOverrides", "RunSettings",
     "StepModel", "StrictModel", "WorkflowJob", "WorkflowStep", "blank_is_unset", "check_scale", "default_judge",
-    "describe_validation_error", "env_variable_name", "load_config", "parse_job",
+    "describe_validation_error", "endpoint_url", "env_variable_name", "load_config", "parse_job",
 ]

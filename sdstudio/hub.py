@@ -34,10 +34,18 @@ class HubCommit:
 
 
 def resolve_endpoint(option: str | None = None) -> str:
-    """The option, else ``$HF_ENDPOINT``, else the public Hub; without a trailing slash."""
+    """The option, else ``$HF_ENDPOINT``, else the public Hub; without a trailing slash. One carrying
+    user:password or a query is refused (``ExportJob`` says why), shown masked."""
+    from .urlsecrets import refuse_credentials, shown
+
     endpoint = (option or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
+    try:
+        refuse_credentials(endpoint, "Hub endpoint" if option else "HF_ENDPOINT",
+                           "put a Hub token in the HF_TOKEN environment variable")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not re.match(r"^https?://[^/\s]+", endpoint):
-        raise ConfigError(f"Hub endpoint {endpoint!r} is not an http(s) URL; e.g. {DEFAULT_ENDPOINT}")
+        raise ConfigError(f"Hub endpoint {shown(endpoint)!r} is not an http(s) URL; e.g. {DEFAULT_ENDPOINT}")
     return endpoint
 
 
@@ -91,7 +99,7 @@ def upload(folder: Path, files: list[str], *, repo_id: str, endpoint: str, token
         info = api.create_commit(repo_id, operations, commit_message=message, commit_description=description,
                                  repo_type="dataset")
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line naming what to do
-        raise HubError(_describe(exc, step, repo_id, endpoint).replace(token, "***")) from None
+        raise HubError(redact.mask(_describe(exc, step, repo_id, endpoint).replace(token, "***"))) from None
     return HubCommit(repo_id=repo_id, revision=info.oid, commit_url=info.commit_url, url=str(repo_url))
 
 

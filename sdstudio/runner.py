@@ -229,6 +229,9 @@ class JobRunner:
 
 
 def one_line(exc: BaseException) -> str:
-    """The first line of an error's message (its type when it has none), as jobs and the CLI show it."""
+    """The first line of an error's message (its type when it has none), as jobs and the CLI show it; any
+    credential ``redact`` knows masked (a library's exception may echo a URL with its query key)."""
+    from .redact import mask
+
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return mask(text[0]) if text else type(exc).__name__

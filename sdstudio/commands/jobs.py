@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from ..errors import ConfigError
 from .common import EXIT_OK, add_output_flags
@@ -31,10 +32,14 @@ def run(args: argparse.Namespace) -> int:
         if family != "export":
             row["records"] = store.count_records(family, args.id)
         row["children"] = [child["id"] for child in store.child_jobs(args.id)]
+        row = masked(row)
         print(json.dumps(row, ensure_ascii=False, indent=None if args.json else 2, default=str))
         return EXIT_OK
     seed_table = args.kind in ("generation", "evaluation", "export")
     frame = store.jobs(args.kind) if seed_table else store.jobs(kind=args.kind)
+    for column in ("config", "error"):
+        if column in frame.columns:
+            frame[column] = frame[column].map(lambda value, name=column: masked(value, name))
     if args.json:
         print(frame.to_json(orient="records"))
     elif frame.empty:
@@ -45,3 +50,30 @@ def run(args: argparse.Namespace) -> int:
         print(frame[columns].to_string(index=False))
     return EXIT_OK
 
+
+
+URL_FIELDS = frozenset({"base_url", "hf_endpoint"})
+
+
+def masked(value: Any, key: str | None = None) -> Any:
+    """A stored job value as it may be shown: URL fields in their masked form and errors with URL credentials
+    masked. New rows are stored that way already; a row written before URL credentials were masked is not,
+    and must not print them either."""
+    from ..redact import mask_urls
+    from ..urlsecrets import shown
+
+    if isinstance(value, dict):
+        return {k: masked(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    if isinstance(value, str):
+        if key in URL_FIELDS:
+            return shown(value)
+        if key == "config" and value.startswith("{"):  # the seed tables' config column: JSON text
+            try:
+                return json.dumps(masked(json.loads(value)), ensure_ascii=False)
+            except ValueError:
+                return mask_urls(value)
+        if key == "error":
+            return mask_urls(value)
+    return value

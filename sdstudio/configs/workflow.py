@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ModelSpec, RunSettings, StrictModel, blank_is_unset
+from ..config import ModelSpec, RunSettings, StrictModel, blank_is_unset, endpoint_url
 
 
 class ParameterOverrides(StrictModel):
@@ -36,6 +36,7 @@ class StepModel(StrictModel):
 
     _blank = field_validator("provider", "model", "base_url", "region", "api_key_env", mode="before")(blank_is_unset)
     _key_env = field_validator("api_key_env")(ModelSpec._env_name_not_key.__func__)
+    _url = field_validator("base_url")(endpoint_url)
 
     def resolve(self, default: ModelSpec) -> ModelSpec:
         """The workflow's model with this step's changes. Naming another provider starts from that

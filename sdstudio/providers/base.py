@@ -207,10 +207,12 @@ class BaseProvider:
         redact.register(value)
 
     def redact(self, text: str) -> str:
+        """This provider's secrets, and every one ``redact`` knows (URL user:password, query keys), masked:
+        a server may echo the request URL or the key it refused in its error body."""
         for secret in self._secrets:
             if secret:
                 text = text.replace(secret, "***")
-        return text
+        return redact.mask(text)
 
     def error(self, kind: ErrorKind, message: str, **kw: Any) -> ProviderError:
         return ProviderError(kind, self.redact(f"{self.name}: {message}"), **kw)

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import ModelSpec
+from ..errors import ConfigError
+from ..urlsecrets import reveal
 from .base import BaseProvider, ChatRequest, CheckResult, Completion, ErrorKind, ProviderError, Usage
 
 # Families whose Converse ``additionalModelRequestFields`` take ``{"top_k": k}``; others drop it.
@@ -42,7 +44,10 @@ def model_family(model_id: str) -> str:
 
 class BedrockProvider(BaseProvider):
     """Bedrock Converse. Region and credentials come from the standard AWS chain (env, profile, role);
-    ``spec.base_url`` overrides the endpoint (VPC endpoints, tests)."""
+    ``spec.base_url`` overrides the endpoint (VPC endpoints, tests).
+
+    Every request is signed with AWS credentials (SigV4), so a ``base_url`` carrying user:password or a query
+    is refused: botocore would drop or mis-sign them, and they are not how Bedrock authenticates."""
 
     name = "bedrock"
     supports_json_schema = False  # Converse has no schema-constrained decoding: schema goes in the prompt
@@ -57,6 +62,7 @@ class BedrockProvider(BaseProvider):
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         self.model = spec.model or ""
+        self.endpoint_url = self._endpoint_url()
         family = model_family(self.model)
         # seed: Converse has no such field; top_k: only via model-specific request fields
         supported = {"temperature", "top_p", "max_tokens", "stop"} | ({"top_k"} if family in TOP_K_FAMILIES else set())
@@ -66,6 +72,16 @@ class BedrockProvider(BaseProvider):
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+
+    def _endpoint_url(self) -> str | None:
+        if not self.spec.base_url:
+            return None
+        url = reveal(self.spec.base_url)
+        if url.has_secrets:
+            raise ConfigError(f"base_url {url.shown} carries user:password or a ?query, but Bedrock signs every "
+                              "request with AWS credentials; remove them and give the credentials through AWS_PROFILE "
+                              "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+        return url.url
 
     @classmethod
     def status(cls) -> str:
@@ -90,7 +106,7 @@ class BedrockProvider(BaseProvider):
                     for secret in (frozen.secret_key, frozen.token):
                         if secret:
                             self.add_secret(secret)
-                self._clients[service] = session.client(service, endpoint_url=self.spec.base_url or None,
+                self._clients[service] = session.client(service, endpoint_url=self.endpoint_url,
                                                         config=config)
             return self._clients[service]
 

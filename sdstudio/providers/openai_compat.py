@@ -6,6 +6,12 @@ through a lean aiohttp transport: the official client's connection pool and requ
 ~3.5 ms of CPU per request, which at concurrency 64 makes the client, not the server, the bottleneck
 (see benchmarks/engine.py). Retries are off in both: the engine retries, honouring Retry-After and
 adapting concurrency, so a second retry layer would only hide 429s.
+
+Credentials written into ``base_url`` come back from ``urlsecrets`` (the config only holds the masked form):
+``user:password`` becomes an HTTP Basic ``Authorization`` header, which is refused when the provider also sends
+a key (a request has one ``Authorization`` header; sending one would silently drop the other), and query
+parameters go on every request (``default_query`` of the ``openai`` client, ``params`` of aiohttp) instead of
+in front of ``/chat/completions``. Messages name the endpoint by its masked form.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from typing import Any, ClassVar
 
 from ..config import ModelSpec
 from ..errors import ConfigError
+from ..urlsecrets import EndpointUrl, reveal
 from .base import BaseProvider, ChatRequest, Completion, ProviderError, Usage
 
 CLIENT_TIMEOUT_S = 600.0  # the engine applies the per-request timeout; this only bounds a hung socket
@@ -42,9 +49,15 @@ class OpenAICompatibleProvider(BaseProvider):
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
+        self.url = EndpointUrl(url="", shown="")  # set by endpoint(): where, and the URL's own credentials
         self.base_url = self.endpoint()
         self.model = spec.model or self.default_model()
         self._api_key = self.credential()
+        if self.url.has_userinfo and self._api_key:
+            raise ConfigError(f"base_url {self.url.shown} carries user:password (HTTP Basic auth), but provider "
+                              f"{self.name} also sends a key in the Authorization header and a request has only one; "
+                              f"remove user:password from the URL, or use provider openai_compatible without "
+                              f"api_key_env for a server behind Basic auth")
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
@@ -52,7 +65,21 @@ class OpenAICompatibleProvider(BaseProvider):
     def endpoint(self) -> str | None:
         if not self.spec.base_url:
             raise ConfigError(f"provider {self.name} needs base_url (e.g. http://localhost:8000/v1)")
-        return checked_url(self.spec.base_url)
+        return self.reveal_url()
+
+    def reveal_url(self) -> str:
+        """The request URL of ``spec.base_url``; its credentials (back from memory) go to ``self.url`` and are
+        masked in every message and log record."""
+        self.url = reveal(self.spec.base_url or "")
+        for secret in (self.url.password, self.url.basic_authorization(), *self.url.query_params().values()):
+            if secret and len(secret) >= 8:  # shorter ones: masked where a URL puts them (redact.py says why)
+                self.add_secret(secret)
+        return checked_url(self.url.url, self.url.shown)
+
+    @property
+    def where(self) -> str:
+        """The endpoint as messages name it: masked, never the URL's credentials."""
+        return self.url.shown.rstrip("/") or "api.openai.com"
 
     def default_model(self) -> str:
         return ""  # listing models needs none; a call without one fails as a bad request, naming the fix
@@ -76,7 +103,8 @@ class OpenAICompatibleProvider(BaseProvider):
     def make_client(self):
         import aiohttp
 
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        authorization = f"Bearer {self._api_key}" if self._api_key else self.url.basic_authorization()
+        headers = {"Authorization": authorization} if authorization else {}
         return aiohttp.ClientSession(
             headers=headers, connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S),
@@ -97,7 +125,7 @@ class OpenAICompatibleProvider(BaseProvider):
 
         url = f"{self.base_url}{path}"
         try:
-            async with self.client().request(method, url, json=body) as response:
+            async with self.client().request(method, url, json=body, params=self.url.query or None) as response:
                 raw = await response.read()
                 if response.status >= 400:
                     raise self.classify(response.status, _detail_from_body(raw), response.headers)
@@ -105,15 +133,15 @@ class OpenAICompatibleProvider(BaseProvider):
         except ProviderError:
             raise
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            raise self.error("transient", f"connection to {self.base_url} broke mid-reply "
+            raise self.error("transient", f"connection to {self.where} broke mid-reply "
                                           f"({type(exc).__name__})") from None
         except (aiohttp.ClientError, OSError) as exc:
             unreachable = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
                                            aiohttp.InvalidURL))
-            raise self.error("transient", f"connection to {self.base_url} failed ({type(exc).__name__})",
+            raise self.error("transient", f"connection to {self.where} failed ({type(exc).__name__})",
                              unreachable=unreachable) from None
         except ValueError:
-            raise self.error("transient", f"malformed response from {self.base_url} (not JSON)") from None
+            raise self.error("transient", f"malformed response from {self.where} (not JSON)") from None
 
     async def complete(self, request: ChatRequest) -> Completion:
         if not self.model:
@@ -127,7 +155,7 @@ class OpenAICompatibleProvider(BaseProvider):
             usage = data.get("usage") or {}
             tokens = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-            raise self.error("transient", f"malformed response from {self.base_url} (no choices)") from None
+            raise self.error("transient", f"malformed response from {self.where} (no choices)") from None
         return Completion(text=text, parsed=self.parse_json(text, request), usage=tokens,
                           finish_reason=choice.get("finish_reason"),
                           latency_ms=(time.perf_counter() - started) * 1000)
@@ -137,7 +165,7 @@ class OpenAICompatibleProvider(BaseProvider):
         try:
             return sorted(m["id"] for m in data["data"])
         except (KeyError, TypeError):
-            raise self.error("transient", f"malformed model list from {self.base_url}") from None
+            raise self.error("transient", f"malformed model list from {self.where}") from None
 
     async def aclose(self) -> None:
         if self._client is not None and self._client_loop is asyncio.get_running_loop():
@@ -147,7 +175,7 @@ class OpenAICompatibleProvider(BaseProvider):
     # -- errors ----------------------------------------------------------------------------------
     def classify(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> ProviderError:
         """HTTP status + error text -> the engine's error kinds."""
-        where = self.base_url or "api.openai.com"
+        where = self.where
         if status == 429:
             return self.error("rate_limited", f"rate limited by {where}: {detail}",
                               retry_after=retry_after_seconds(headers or {}), status=status)
@@ -178,7 +206,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
         return f"{cls.key_env} set" if os.environ.get(cls.key_env or "") else ""
 
     def endpoint(self) -> str | None:
-        return checked_url(self.spec.base_url) if self.spec.base_url else None
+        return self.reveal_url() if self.spec.base_url else None
 
     def default_model(self) -> str:
         return "gpt-4o-mini"
@@ -193,7 +221,8 @@ class OpenAIProvider(OpenAICompatibleProvider):
     def make_client(self):
         from openai import AsyncOpenAI
 
-        return AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=CLIENT_TIMEOUT_S)
+        return AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=CLIENT_TIMEOUT_S,
+                           default_query=self.url.query_params() or None)
 
     async def complete(self, request: ChatRequest) -> Completion:
         import openai
@@ -207,7 +236,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
         except openai.APIError as exc:
             raise self.map_error(exc) from None
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-            raise self.error("transient", f"malformed response from {self.base_url or 'OpenAI'} "
+            raise self.error("transient", f"malformed response from {self.where} "
                                           f"({type(exc).__name__})") from None
         return Completion(
             text=text, parsed=self.parse_json(text, request),
@@ -226,17 +255,15 @@ class OpenAIProvider(OpenAICompatibleProvider):
     def map_error(self, exc: Exception) -> ProviderError:
         import openai
 
-        where = self.base_url or "api.openai.com"
+        where = self.where
         if isinstance(exc, openai.APITimeoutError):
             return self.error("transient", f"request to {where} timed out")
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc.__context__
-            import httpx
-
             return self.error("transient", f"connection to {where} failed "
                                            f"({type(cause).__name__ if cause else 'connection error'})",
-                              unreachable=isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout,
-                                                             httpx.UnsupportedProtocol)))
+                              unreachable=type(cause).__name__ in ("ConnectError", "ConnectTimeout",
+                                                                   "UnsupportedProtocol"))
         status = getattr(exc, "status_code", None)
         if status is None:  # a 200 whose body is not a completion
             return self.error("transient", f"malformed response from {where}: {_error_detail(exc)}")
@@ -279,11 +306,13 @@ class CaiiProvider(OpenAICompatibleProvider):
         return token
 
 
-def checked_url(url: str) -> str:
-    """base_url without its trailing slash; not an http(s) URL is a config error, not 1000 failed requests."""
+def checked_url(url: str, shown: str | None = None) -> str:
+    """base_url without its trailing slash; not an http(s) URL is a config error, not 1000 failed requests.
+    ``shown`` is how the message names it (the masked form, when the URL carried credentials)."""
     url = url.strip().rstrip("/")
     if not re.match(r"^https?://[^/\s]+", url):
-        raise ConfigError(f"base_url {url!r} is not an http(s) URL; write it in full, e.g. http://localhost:8000/v1")
+        raise ConfigError(f"base_url {(shown or url).strip().rstrip('/')!r} is not an http(s) URL; write it in full, "
+                          f"e.g. http://localhost:8000/v1")
     return url
 
 

@@ -88,9 +88,14 @@ class ModelPicker(w.VBox):
         params = ModelParameters(temperature=self.temperature.value,
                                  top_p=None if self.top_p.value >= 1 else self.top_p.value,
                                  top_k=self.top_k.value or None, max_tokens=self.max_tokens.value)
-        return ModelSpec(provider=self.provider.value, model=self.model.value.strip() or None,
+        spec = ModelSpec(provider=self.provider.value, model=self.model.value.strip() or None,
                          base_url=self.base_url.value.strip() or None, region=self.region.value.strip() or None,
                          api_key_env=self.api_key_env.value.strip() or None, parameters=params)
+        if spec.base_url and spec.base_url != self.base_url.value.strip():
+            # the field now shows what is stored (user:password and query values masked): the credentials stay
+            # in this kernel's memory, not in the page or in the notebook's saved widget state
+            self.base_url.value = spec.base_url
+        return spec
 
     def list_models(self) -> list[str]:
         """Ask the provider for its models (also a health check: errors say what is wrong)."""

@@ -1,6 +1,7 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 for tests and benchmarks.
 
 It speaks ``/v1/chat/completions`` and ``/v1/models`` well enough for the official ``openai`` client,
+can require credentials the way servers behind a gateway do (a Bearer key, HTTP Basic auth, a query key),
 answers deterministically (so runs can be compared), and injects faults on demand: 429 with
 Retry-After, 500, slow replies, malformed and truncated bodies, bad JSON content, context-length
 errors. It counts requests and the peak number in flight so tests can check what the client did.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import json
 import random
@@ -78,7 +80,7 @@ class FakeOpenAIServer(LoopbackServer):
     def __init__(self, *, latency: float = 0.0, reply: Callable[[dict[str, Any]], str] | None = None,
                  fault_rates: dict[str, float] | None = None, seed: int = 0, retry_after: float = 0.05,
                  slow_seconds: float = 5.0, api_key: str | None = None, models: list[str] | None = None,
-                 port: int = 0):
+                 basic_auth: tuple[str, str] | None = None, query: dict[str, str] | None = None, port: int = 0):
         self.latency = latency
         self.reply = reply or default_reply
         self.fault_rates = fault_rates or {}
@@ -88,6 +90,9 @@ class FakeOpenAIServer(LoopbackServer):
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.api_key = api_key
+        self.basic_auth = basic_auth  # (user, password) every request must carry as Authorization: Basic
+        self.query = query or {}  # query parameters every request must carry (?api_key=...)
+        self.seen: list[str] = []  # path and query of every request, in arrival order
         self.models = models or ["fake-model", "fake-judge"]
         self.script: deque[str] = deque()  # faults for the next requests, in order, before random ones
         self.requests: list[dict[str, Any]] = []  # every chat body received, in arrival order
@@ -113,6 +118,16 @@ class FakeOpenAIServer(LoopbackServer):
 
     # -- handlers ------------------------------------------------------------------------------
     def _unauthorized(self, request: web.Request) -> web.Response | None:
+        self.seen.append(request.path_qs)
+        if any(request.query.get(name) != value for name, value in self.query.items()):
+            # echoes what it got, as some gateways do: a client that passes this text on must mask it
+            return _error(401, "invalid_query_key", f"Missing or wrong key in {request.path_qs}", "invalid_request_error")
+        if self.basic_auth is not None:
+            expected = "Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            offered = request.headers.get("Authorization", "")
+            if offered != expected:
+                return _error(401, "invalid_basic_auth", f"Basic auth refused for {offered or 'no credentials'}",
+                              "invalid_request_error")
         if self.api_key is None:
             return None
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
