@@ -21,6 +21,10 @@ Decisions (tests/test_parsing.py pins each one):
   holds an object or array (double encoding) is decoded, as are string items holding an object.
 * ``ParseResult.error`` is set only when no item at all was found; invalid items carry their own reason.
 * Item numbers in reasons are 1-based, counted across the whole reply.
+* Whether an unclosed reply was cut off is not this module's call: the text alone cannot tell a reply
+  stopped at ``max_tokens`` from one the model ended mid-JSON. Errors say what the text shows
+  (``diagnostics.UNCLOSED``); the workflow adds "raise max_tokens" only when the provider's finish
+  reason says the reply hit the limit (``diagnostics.explain``). Schema checks live in validation.py.
 """
 from __future__ import annotations
 
@@ -31,11 +35,24 @@ from typing import Any
 
 import json_repair
 
-from .errors import ConfigError, SdstudioError
+from .diagnostics import UNCLOSED
+from .diagnostics import no_json as _no_json
+from .errors import SdstudioError
+from .validation import compiled as _validator
+from .validation import jsonschema_module, validate_item
+from .validation import one_line as _one_line
+from .validation import reason as _reason
 
-__all__ = ["ParseError", "ParsedItem", "ParseResult", "extract_json", "parse_items", "validate_item"]
+__all__ = [
+    "ParseError",
+    "ParseResult",
+    "ParsedItem",
+    "extract_json",
+    "jsonschema_module",
+    "parse_items",
+    "validate_item",
+]
 
-MAX_REASON = 200
 _MAX_VALUES = 1000  # values taken from one reply; bounds the work a pathological reply can cause
 _JSON_FENCE_TAGS = {"", "json", "json5", "jsonc", "jsonl", "ndjson"}
 _FENCE = re.compile(r"^[ \t]*```+[ \t]*([\w.+-]*)[ \t]*$", re.MULTILINE)
@@ -75,87 +92,6 @@ class ParseResult:
     @property
     def invalid(self) -> list[ParsedItem]:
         return [item for item in self.items if item.error is not None]
-
-
-# --------------------------------------------------------------------------- validation
-
-_VALIDATORS: dict[str, Any] = {}
-
-
-def jsonschema_module() -> Any:
-    """jsonschema, imported on first use. At import it loads its optional IRI format checker
-    (``rfc3987_syntax``), which compiles a grammar for ~0.9 s of CPU; sdstudio never checks formats, so
-    that module is kept out of this one import (and stays importable by anything that wants it)."""
-    import sys
-
-    if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
-        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # ImportError inside jsonschema
-        try:
-            import jsonschema
-        finally:
-            del sys.modules["rfc3987_syntax"]
-    import jsonschema
-    import jsonschema.exceptions
-
-    return jsonschema
-
-
-def _validator(schema: dict) -> Any:
-    """Compiled validators are cached because every item of a 10k-reply job uses the same schema."""
-    key = json.dumps(schema, sort_keys=True, default=str)
-    found = _VALIDATORS.get(key)
-    if found is None:
-        jsonschema = jsonschema_module()
-        validators, SchemaError = jsonschema.validators, jsonschema.exceptions.SchemaError
-        # Draft 2020-12 unless the schema names its own draft with "$schema".
-        cls = validators.validator_for(schema, default=validators.Draft202012Validator)
-        try:
-            cls.check_schema(schema)
-        except SchemaError as exc:
-            raise ConfigError(_one_line(f"output JSON schema is invalid: {exc.message}; fix the use "
-                                        "case's output_schema")) from None
-        if len(_VALIDATORS) >= 128:
-            _VALIDATORS.clear()
-        found = _VALIDATORS[key] = cls(schema)
-    return found
-
-
-def validate_item(value: Any, schema: dict | None) -> str | None:
-    """None when ``value`` satisfies ``schema`` (or there is none), else a one-line reason."""
-    if schema is None:
-        return None
-    return _reason(value, schema, _validator(schema))
-
-
-def _reason(value: Any, schema: dict, validator: Any) -> str | None:
-    wanted = schema.get("type") if isinstance(schema, dict) else None
-    if wanted in ("object", ["object"]) and not isinstance(value, dict):
-        return f"expected a JSON object, got {_kind(value)}"
-    error = jsonschema_module().exceptions.best_match(validator.iter_errors(value))
-    if error is None:
-        return None
-    message = error.message
-    if error.absolute_path:
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        where = where.lstrip(".")
-        prefix = repr(error.instance)
-        # jsonschema starts most messages with the bad value; the field name says more (and is short).
-        message = f"{where!r}{message[len(prefix):]}" if message.startswith(prefix) \
-            else f"{where!r}: {message}"
-    return _one_line(message)
-
-
-_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "an array",
-          str: "a string"}
-
-
-def _kind(value: Any) -> str:
-    return _KINDS.get(type(value), type(value).__name__)
-
-
-def _one_line(text: str, limit: int = MAX_REASON) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- finding JSON
@@ -404,7 +340,7 @@ def extract_json(text: str) -> tuple[Any, bool, bool]:
         raise ParseError(_no_json(text))
     value, _ = _complete(found[0], None, "items")
     if value is None:
-        raise ParseError("reply was cut off before the first complete item; raise max_tokens")
+        raise ParseError(UNCLOSED)
     return value, found[0].repaired, found[0].scan is not None
 
 
@@ -437,14 +373,5 @@ def parse_items(text: str, schema: dict | None = None, *, list_key: str = "items
     if items:
         return ParseResult(items, None, repaired, truncated)
     if truncated:
-        return ParseResult([], "reply was cut off before the first complete item; raise max_tokens",
-                           True, True)
+        return ParseResult([], UNCLOSED, True, True)
     return ParseResult([], "reply contains no items (an empty list or object)", repaired, False)
-
-
-def _no_json(text: str) -> str:
-    stripped = " ".join(text.split())
-    if not stripped:
-        return "reply is empty"
-    head = stripped if len(stripped) <= 30 else stripped[:30] + " ..."
-    return f"reply contains no JSON (starts with: {head!r})"

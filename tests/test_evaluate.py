@@ -111,7 +111,7 @@ def test_sloppy_but_valid_judgements_parse(text, expected):
     ('{"score": 3.5, "justification": "x"}', "not an integer"),
     ('{"score": true, "justification": "x"}', "not an integer"),
     ('{"score": 3}', "no justification"), ('{"justification": "x"}', "no score"),
-    ("I would give this a four.", "no JSON"), ('{"score": 4, "justification": "cut o', "cut off")])
+    ("I would give this a four.", "no JSON"), ('{"score": 4, "justification": "cut o', "ends before its JSON closes")])
 def test_unusable_judgements_raise_invalid_output(text, reason):
     with pytest.raises(InvalidOutput, match=reason):
         parse_judgement(Completion(text=text), (1, 5))

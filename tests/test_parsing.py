@@ -120,10 +120,10 @@ NOTHING = [
     pytest.param("[]", "reply contains no items (an empty list or object)", False, id="empty-list"),
     pytest.param("Here: {}", "reply contains no items (an empty list or object)", False, id="empty-object"),
     pytest.param('{"items": [{"q": "e", "a":',
-                 "reply was cut off before the first complete item; raise max_tokens", True,
+                 "reply ends before its JSON closes (no complete item)", True,
                  id="cut-before-first-item"),
     pytest.param('{"q": "a", "a": "an answer that goes on',
-                 "reply was cut off before the first complete item; raise max_tokens", True,
+                 "reply ends before its JSON closes (no complete item)", True,
                  id="cut-lone-object"),
     pytest.param("<think>First I'll list {\"q\": ",
                  "reply contains no JSON (starts with: '<think>First I\\'ll list {\"q\":')", False,
@@ -305,5 +305,5 @@ def test_extract_json_raises_a_user_facing_parse_error_without_json():
 
 
 def test_extract_json_raises_when_only_a_cut_off_object_is_there():
-    with pytest.raises(ParseError, match="cut off before the first complete item"):
-        extract_json('{"q": "a", "a": "unfinis')
+    with pytest.raises(ParseError, match=r"ends before its JSON closes \(no complete item\)$"):
+        extract_json('{"q": "a", "a": "unfinis')  # no "raise max_tokens": the text cannot tell why it ended

@@ -26,6 +26,7 @@ from jinja2 import nodes
 
 from ..config import ModelSpec, WorkflowJob, WorkflowStep
 from ..datasets import DatasetError, plain, read_dataset, select_rows
+from ..diagnostics import cut_off, explain
 from ..engine import InvalidOutput
 from ..errors import ConfigError, SdstudioError
 from ..pricing import price_for
@@ -192,7 +193,7 @@ class WorkflowPlan:
     def parse(sp: StepPlan, completion: Completion) -> Any:
         """A reply -> the step's output value, or InvalidOutput saying what is wrong with it."""
         step = sp.step
-        if completion.finish_reason == "length":
+        if cut_off(completion.finish_reason):  # "length", or Bedrock's "max_tokens"
             raise InvalidOutput(f"reply cut off at max_tokens ({sp.spec.parameters.max_tokens}); "
                                 f"raise max_tokens for step {step.name}")
         if step.output_type == "text":
@@ -211,7 +212,7 @@ class WorkflowPlan:
             try:
                 value, _, _ = extract_json(completion.text)
             except ParseError as exc:
-                raise InvalidOutput(str(exc)) from None
+                raise InvalidOutput(explain(str(exc), completion.finish_reason)) from None
         reason = validate_item(value, step.json_schema)
         if reason is not None:
             raise InvalidOutput(f"reply does not match the step's JSON schema: {reason}")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EvaluationJob
+from ..diagnostics import explain
 from ..engine import InvalidOutput, Progress, WorkItem, request_key
 from ..errors import ConfigError
 from ..parsing import ParseError, extract_json
@@ -165,8 +166,8 @@ def parse_judgement(completion: Completion, scale: tuple[int, int]) -> dict[str,
     if not isinstance(value, dict):
         try:
             value, _, _ = extract_json(completion.text)
-        except ParseError as exc:
-            raise InvalidOutput(str(exc)) from None
+        except ParseError as exc:  # "raise max_tokens" only when the provider says the reply hit it
+            raise InvalidOutput(explain(str(exc), completion.finish_reason)) from None
     if not isinstance(value, dict):
         raise InvalidOutput("reply is not a JSON object with score and justification")
     if "score" not in value:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import GenerationJob
+from ..diagnostics import explain
 from ..engine import InvalidOutput, Progress, WorkItem, request_key
 from ..parsing import parse_items
 from ..pricing import price_for
@@ -86,12 +87,9 @@ class GenerationRun:
         and raw text."""
         meta = CallMeta(**item.input)
         result = parse_items(completion.text, self.plan.item_schema, list_key=LIST_KEY)
-        if result.error is not None:
-            if result.truncated and completion.finish_reason == "stop":
-                # the model ended the reply itself: more max_tokens would not help, the JSON is broken
-                raise InvalidOutput("reply is malformed JSON: it ends before its JSON closes, though the "
-                                    "model finished normally")
-            raise InvalidOutput(result.error)
+        max_tokens = item.request.parameters.max_tokens
+        if result.error is not None:  # "raise max_tokens" only when the provider says the reply hit it
+            raise InvalidOutput(explain(result.error, completion.finish_reason, max_tokens))
         if not result.items:
             raise InvalidOutput("the reply holds no items")
         records = []
@@ -104,9 +102,8 @@ class GenerationRun:
                 raw_text=completion.text if (error or first) else None,
                 tokens_in=completion.usage.input_tokens if first else 0,
                 tokens_out=completion.usage.output_tokens if first else 0))
-        missing = f"the reply held {len(records)} of the {meta.count} items asked"
-        if completion.finish_reason == "length":
-            missing += "; it was cut off at max_tokens"
+        missing = explain(f"the reply held {len(records)} of the {meta.count} items asked", completion.finish_reason,
+                          max_tokens)
         records.extend(Record(job_kind=KIND, job_id=0, item_key=f"{item.key}:{index}", status="failed",
                               topic=meta.topic, input=item.input, error=missing)
                        for index in range(len(records), meta.count))
