@@ -71,7 +71,24 @@ def parse_repo_id(text: str) -> str:
     if len(parts) != 2 or not all(_PART.match(p) for p in parts) or any(".." in p or "--" in p for p in parts):
         raise ConfigError(f"hf_repo {text!r} is not a dataset repo id; give OWNER/NAME (letters, digits, '-', '_', "
                           f"'.'; at most 96 characters each), e.g. my-org/code-sft")
+    _check_with_hub_rules(text, "/".join(parts))
     return "/".join(parts)
+
+
+def _check_with_hub_rules(text: str, repo_id: str) -> None:
+    """huggingface_hub's own repo-id rules too (e.g. no trailing .git), so an id the Hub would refuse is one
+    line before any file is written, not an upload error after."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        if repo_id.endswith(".git"):  # a clone URL's ending; the Hub would take it as part of the name
+            raise ConfigError(f"hf_repo {text!r} is not a dataset repo id: it cannot end in .git (that is a clone "
+                              f"URL's ending); give OWNER/NAME, e.g. {repo_id[:-4]}") from None
+        raise ConfigError(f"hf_repo {text!r} is not a dataset repo id ({_one_line(str(exc))}); give OWNER/NAME, "
+                          f"e.g. my-org/code-sft") from None
 
 
 def hub_token() -> str:
@@ -83,9 +100,11 @@ def hub_token() -> str:
     return token
 
 
-def upload(folder: Path, files: list[str], *, repo_id: str, endpoint: str, token: str, private: bool,
+def upload(folder: Path, files: list[str] | dict[str, str], *, repo_id: str, endpoint: str, token: str, private: bool,
            message: str, description: str = "") -> HubCommit:
-    """Create the dataset repo if needed and commit ``files`` (names inside ``folder``) in one commit."""
+    """Create the dataset repo if needed and commit ``files`` (names inside ``folder``, or a mapping of such a
+    name to its path in the repo: a card kept beside a user's README.md is still the repo's README.md) in one
+    commit."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     from . import __version__
@@ -95,7 +114,9 @@ def upload(folder: Path, files: list[str], *, repo_id: str, endpoint: str, token
     try:
         repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         step = "uploading to"
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
+        names = files if isinstance(files, dict) else {name: name for name in files}
+        operations = [CommitOperationAdd(path_in_repo=in_repo, path_or_fileobj=str(folder / name))
+                      for name, in_repo in names.items()]
         info = api.create_commit(repo_id, operations, commit_message=message, commit_description=description,
                                  repo_type="dataset")
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line naming what to do
