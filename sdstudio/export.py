@@ -1,25 +1,26 @@
 """Export jobs' records as trainer-ready files (JSONL, CSV, Parquet) and, optionally, a Hugging Face dataset.
 
 Rows flow: records of the source generation jobs (status ok) -> filters (judge score, reviewer verdicts,
-reviewers' edits) -> a style that fixes the columns -> an optional seeded train/test split -> files written
-atomically into ``SDSTUDIO_HOME/exports/<name>/`` (or ``out``) with a README.md dataset card -> the Hub.
+reviewers' edits) -> a style that fixes the columns -> an optional seeded train/test split -> files staged
+and published into a new ``SDSTUDIO_HOME/exports/<name>/v<N>/`` (or the ``out`` folder, under the rules in
+``export_paths``) with a README.md dataset card -> the Hub. No export replaces or deletes a file it did not
+write, so every earlier export's files stay as its row recorded them.
 
 Styles use exactly the column names TRL documents, so ``load_dataset(...)`` output goes straight into a
 trainer: ``sft-messages`` (``messages``), ``sft-prompt-completion`` (``prompt``, ``completion``), ``dpo``
 (``prompt``, ``chosen``, ``rejected``), ``kto`` (``prompt``, ``completion``, ``label``); ``openai-chat`` is
 OpenAI's fine-tuning JSONL; ``raw`` keeps every field plus provenance, score and review verdict.
 
-Every export writes one ``export_metadata`` row (failed uploads too, with the error), so any dataset on disk
-or on the Hub can be traced back to its jobs, filters and file hashes.
+Every export writes one ``export_metadata`` row (failed uploads too, with the error) listing each file it
+wrote with its sha256, size and rows, so any dataset on disk or on the Hub can be traced back to its jobs,
+filters and bytes. Where files go and how they are written: ``export_paths`` and ``export_files``.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
+import dataclasses
 import json
-import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,15 @@ from typing import Any
 from .config import ExportJob
 from .datacard import SourceLineage, build_card
 from .errors import ConfigError
+from .export_files import (WrittenFile, atomic_write, atomic_write_text, columns_of, describe_file, sha256_file,
+                           write_rows)
+from .export_paths import Destination, discard, open_staging, plan, publish
 from .home import init_home
 from .hub import HubError, hub_token, parse_repo_id, resolve_endpoint, upload
 from .store import Store
+
+__all__ = ["ExportResult", "ExportUploadError", "STYLES", "atomic_write", "atomic_write_text", "export_dataset",
+           "sha256_file"]
 
 STYLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "sft-messages": ("messages",),
@@ -66,6 +73,8 @@ class ExportResult:
     paths: list[str]
     file_hashes: dict[str, str]
     filters: dict[str, Any]
+    files: list[WrittenFile] = field(default_factory=list)
+    version: int | None = None  # N of exports/<name>/v<N>/; None for an --out folder
     repo_id: str | None = None
     revision: str | None = None
     url: str | None = None
@@ -73,9 +82,13 @@ class ExportResult:
 
     def to_json(self) -> dict[str, Any]:
         data = {"export_id": self.export_id, "status": self.status, "rows": self.rows, "splits": self.splits,
-                "style": self.style, "format": self.format, "paths": self.paths}
+                "style": self.style, "format": self.format, "directory": self.directory, "paths": self.paths}
+        if self.version is not None:
+            data["version"] = self.version
         if self.repo_id:
             data.update(repo_id=self.repo_id, revision=self.revision, url=self.url)
+        if self.notes:
+            data["notes"] = self.notes
         return data
 
 
@@ -120,44 +133,39 @@ def export_dataset(config: ExportJob, *, home: str | Path | None = None, store: 
         endpoint = resolve_endpoint(config.hf_endpoint)
         token = hub_token()
     store = store or Store.open(home)
-    home = home if home is not None else Path(store.path).parent  # the store's home, whatever the environment
+    home = init_home(home if home is not None else Path(store.path).parent)  # the store's home, whatever the environment
+    name = config.name or default_name(config)
+    data_names = [f"{split}.{EXTENSIONS[config.format]}" for split in (("train", "test") if config.test_fraction
+                                                                       else ("train",))]
+    destination = plan(out=config.out, name=name, home=home, data=data_names, overwrite=config.overwrite,
+                       store=store)  # refusals come before any row is read or any file written
     sources = [load_source(store, job_id, home) for job_id in dict.fromkeys(config.jobs)]
     rows, dropped = collect_rows(store, sources, config)
     shaped = [shape_row(row, config.style, config.system_prompt, config.conversational) for row in rows]
     splits = split_rows(shaped, config.test_fraction, config.seed)
-
-    name = config.name or default_name(config)
-    directory = Path(config.out).expanduser().resolve() if config.out else init_home(home) / "exports" / name
-    files = {split: f"{split}.{EXTENSIONS[config.format]}" for split in splits}
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        for split, split_rows_ in splits.items():
-            write_rows(directory / files[split], split_rows_, config.format)
-        if not config.out:  # sdstudio owns exports/<name>/: drop split files an earlier export of it left
-            for stale in ({f"{s}.{e}" for s in ("train", "test") for e in EXTENSIONS.values()} - set(files.values())):
-                (directory / stale).unlink(missing_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the export to {directory}: {exc.strerror or exc}; choose another --out") from None
     filters = {"status": "ok", "min_score": config.min_score, "reviewed_only": config.reviewed_only,
                "prefer_edits": config.prefer_edits, "drop_rejected": True, "test_fraction": config.test_fraction,
                "seed": config.seed, "dropped": dropped}
     card = build_card(name=name, style=config.style, fmt=config.format, columns=columns_of(shaped),
-                      splits={s: (files[s], len(r)) for s, r in splits.items()}, filters=filters,
+                      splits={s: (f, len(r)) for (s, r), f in zip(splits.items(), data_names)}, filters=filters,
                       sources=[lineage(s) for s in sources], license=config.license, version=_version())
-    atomic_write_text(directory / "README.md", card)
-    written = [*files.values(), "README.md"]
-    hashes = {name_: sha256_file(directory / name_) for name_ in written}
+    written = write_files(destination, splits, data_names, config.format, card)
+    directory = destination.directory
+    assert directory is not None
+    hashes = {f.name: f.sha256 for f in written}
     result = ExportResult(export_id=0, status="done", style=config.style, format=config.format, rows=len(shaped),
                           splits={s: len(r) for s, r in splits.items()}, directory=str(directory),
-                          paths=[str(directory / n) for n in written], file_hashes=hashes, filters=filters)
+                          paths=[str(directory / f.name) for f in written], file_hashes=hashes, filters=filters,
+                          files=written, version=destination.version, notes=destination.notes)
     row = {"source_job_ids": [s.id for s in sources], "destination": "huggingface" if repo_id else "files",
            "format": config.format, "style": config.style, "path": str(directory), "repo_id": repo_id,
-           "row_count": len(shaped), "file_hashes": hashes, "filters": filters,
-           "config": config.model_dump(mode="json")}
+           "row_count": len(shaped), "file_hashes": hashes, "files": [f.to_json() for f in written],
+           "filters": filters, "config": config.model_dump(mode="json")}
     if repo_id:
         jobs = ", ".join(str(s.id) for s in sources)
         try:
-            commit = upload(directory, written, repo_id=repo_id, endpoint=endpoint, token=token,
+            in_repo = {f.name: ("README.md" if f.name == destination.card else f.name) for f in written}
+            commit = upload(directory, in_repo, repo_id=repo_id, endpoint=endpoint, token=token,
                             private=config.private, message=f"sdstudio export: {len(shaped)} rows, style {config.style}",
                             description=f"Exported by sdstudio {_version()} from generation job(s) {jobs}.")
         except HubError as exc:
@@ -170,6 +178,33 @@ def export_dataset(config: ExportJob, *, home: str | Path | None = None, store: 
     result.export_id = store.create_job("export", status="done", **row)
     return result
 
+
+def write_files(destination: Destination, splits: dict[str, list[dict[str, Any]]], data_names: list[str], fmt: str,
+                card: str) -> list[WrittenFile]:
+    """Write the data files and the card into a private staging folder, hash them, and publish them at the
+    destination. A failure (or Ctrl-C) before publishing removes the staging folder and leaves the destination
+    as it was; the hashes are taken in staging, from the very bytes that are published."""
+    try:
+        staging = open_staging(destination)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the export to {destination.root}: {exc.strerror or exc}; "
+                          "choose another --out") from None
+    try:
+        written = []
+        for (split, rows), name in zip(splits.items(), data_names):
+            write_rows(staging / name, rows, fmt)
+            written.append(describe_file(staging / name, rows=len(rows), split=split))
+        (staging / destination.card).write_text(card, encoding="utf-8")
+        written.append(describe_file(staging / destination.card, rows=None))
+        replaced = publish(destination, staging)
+    except OSError as exc:
+        discard(staging)
+        raise ConfigError(f"cannot write the export to {destination.root}: {exc.strerror or exc}; "
+                          "choose another --out") from None
+    except BaseException:
+        discard(staging)
+        raise
+    return [dataclasses.replace(f, replaced=replaced.get(f.name)) for f in written]
 
 
 def default_name(config: ExportJob) -> str:
@@ -313,11 +348,6 @@ def _label(value: Any) -> bool:
     return bool(value)
 
 
-def columns_of(rows: list[dict[str, Any]]) -> list[str]:
-    """Every column in first-seen order (raw rows of different use cases may differ)."""
-    return list(dict.fromkeys(key for row in rows for key in row))
-
-
 def split_rows(rows: list[dict[str, Any]], test_fraction: float | None, seed: int) -> dict[str, list[dict[str, Any]]]:
     """``train`` only, or ``train`` and ``test`` drawn with a fixed seed (each keeps the original order)."""
     if not test_fraction:
@@ -333,70 +363,7 @@ def split_rows(rows: list[dict[str, Any]], test_fraction: float | None, seed: in
             "test": [r for i, r in enumerate(rows) if i in test]}
 
 
-# -- files -----------------------------------------------------------------------------------------
-
-def write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
-    """Write ``rows`` as JSONL, CSV or Parquet; readers never see a half-written file (temp then rename)."""
-    columns = columns_of(rows)
-    full = [{c: row.get(c) for c in columns} for row in rows]  # the same columns on every row
-    if fmt == "jsonl":
-        atomic_write(path, lambda tmp: tmp.write_text(
-            "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in full), encoding="utf-8"))
-    elif fmt == "csv":
-        def write_csv(tmp: Path) -> None:
-            with tmp.open("w", encoding="utf-8", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns)
-                writer.writeheader()
-                for row in full:  # nested values (messages, dict items) as JSON text: CSV has no nesting
-                    writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
-                                     for k, v in row.items()})
-        atomic_write(path, write_csv)
-    elif fmt == "parquet":
-        atomic_write(path, lambda tmp: _write_parquet(tmp, full))
-    else:
-        raise ConfigError(f"unknown format {fmt!r}; use jsonl, csv or parquet")
-
-
-def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        # values of one column with differing types (raw rows of freeform jobs): keep them as JSON text
-        mixed = {k for k in rows[0] if _mixed(row.get(k) for row in rows)}
-        table = pa.Table.from_pylist([{k: json.dumps(v, ensure_ascii=False, default=str) if k in mixed and v is not None
-                                       else v for k, v in row.items()} for row in rows])
-    pq.write_table(table, path)
-
-
-def _mixed(values: Iterable[Any]) -> bool:
-    kinds = {type(v) for v in values if v is not None}
-    return len(kinds) > 1 or bool(kinds & {dict, list})
-
-
-def atomic_write(path: Path, writer: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
+# -- lineage -------------------------------------------------------------------------------------
 
 def lineage(source: Source) -> SourceLineage:
     exported = set(source.exported_ids)

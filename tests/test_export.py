@@ -213,12 +213,16 @@ def test_the_split_is_fixed_by_the_seed_and_covers_every_row(store):
     assert split(8, "c")[1] != test
 
 
-def test_a_re_export_without_split_removes_the_old_test_file(store, home):
+def test_a_re_export_without_split_is_a_new_version_and_the_split_export_stays(store, home):
     job = sft_job(store, n=6)
-    export_dataset(ExportJob(jobs=[job], style="sft-messages", test_fraction=0.5), store=store)
-    export_dataset(ExportJob(jobs=[job], style="sft-messages"), store=store)
-    assert sorted(p.name for p in (home / "exports" / f"job-{job}-sft-messages").iterdir()) == ["README.md",
-                                                                                                "train.jsonl"]
+    first = export_dataset(ExportJob(jobs=[job], style="sft-messages", test_fraction=0.5), store=store)
+    second = export_dataset(ExportJob(jobs=[job], style="sft-messages"), store=store)
+    folder = home / "exports" / f"job-{job}-sft-messages"
+    assert (first.directory, first.version, second.directory, second.version) == (
+        str(folder / "v1"), 1, str(folder / "v2"), 2)
+    assert sorted(p.name for p in folder.iterdir()) == ["v1", "v2"]
+    assert sorted(p.name for p in (folder / "v1").iterdir()) == ["README.md", "test.jsonl", "train.jsonl"]
+    assert sorted(p.name for p in (folder / "v2").iterdir()) == ["README.md", "train.jsonl"]
 
 
 def test_a_failed_write_leaves_the_previous_file_whole_and_no_temp_file(tmp_path):
@@ -304,7 +308,7 @@ def test_filters_that_leave_nothing_are_an_error_naming_what_dropped(store):
 def test_several_jobs_export_together(store):
     first, second = sft_job(store, n=2), sft_job(store, n=3)
     result = export_dataset(ExportJob(jobs=[first, second], style="raw"), store=store)
-    assert result.rows == 5 and Path(result.directory).name == f"job-{first}-{second}-raw"
+    assert result.rows == 5 and Path(result.directory).parent.name == f"job-{first}-{second}-raw"
 
 
 # -- lineage and metadata --------------------------------------------------------------------------
@@ -313,13 +317,18 @@ def test_export_metadata_row_records_what_was_written(store, home):
     job = sft_job(store, n=6, failed=1)
     result = export_dataset(ExportJob(jobs=[job], style="sft-messages", format="parquet", test_fraction=0.5), store=store)
     row = store.get_job("export", result.export_id)
-    directory = home / "exports" / f"job-{job}-sft-messages"
+    directory = home / "exports" / f"job-{job}-sft-messages" / "v1"
     assert {k: row[k] for k in ("status", "destination", "format", "style", "path", "repo_id", "row_count",
                                 "source_job_ids", "error")} == {
         "status": "done", "destination": "files", "format": "parquet", "style": "sft-messages",
         "path": str(directory), "repo_id": None, "row_count": 6, "source_job_ids": [job], "error": None}
     assert row["file_hashes"] == {name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
                                   for name in ("train.parquet", "test.parquet", "README.md")}
+    assert [(f["name"], f["split"], f["rows"], f["bytes"]) for f in row["files"]] == [
+        ("train.parquet", "train", 3, (directory / "train.parquet").stat().st_size),
+        ("test.parquet", "test", 3, (directory / "test.parquet").stat().st_size),
+        ("README.md", None, None, (directory / "README.md").stat().st_size)]
+    assert {f["name"]: f["sha256"] for f in row["files"]} == row["file_hashes"]
     assert row["filters"]["dropped"]["not_ok"] == 1 and row["filters"]["test_fraction"] == 0.5
     assert row["config"]["jobs"] == [job] and row["config"]["style"] == "sft-messages"
 

@@ -16,7 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--job", type=int, nargs="+", metavar="JOB_ID", help="generation job id(s) to export")
     exp.add_argument("--style", choices=("raw", "sft-messages", "sft-prompt-completion", "dpo", "kto", "openai-chat"))
     exp.add_argument("--format", choices=("jsonl", "csv", "parquet"))
-    exp.add_argument("--out", metavar="DIR", help="write here instead of SDSTUDIO_HOME/exports/NAME")
+    exp.add_argument("--out", metavar="DIR", help="write into this folder (new or empty) instead of a new versioned "
+                                                  "folder SDSTUDIO_HOME/exports/NAME/vN")
+    exp.add_argument("--overwrite", action="store_true", default=None,
+                     help="with --out: accept a non-empty folder; only the data files and card this export writes "
+                          "are replaced (a README.md no export wrote stays; the card is then DATASET_CARD.md)")
     exp.add_argument("--name", help="export name (the folder under exports/ and the card's title)")
     exp.add_argument("--min-score", type=float, metavar="X", help="keep rows the judge scored at least X")
     exp.add_argument("--reviewed-only", action="store_true", default=None, help="keep reviewer-accepted rows only")
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                       ("min_score", "min_score"), ("reviewed_only", "reviewed_only"),
                       ("test_fraction", "test_fraction"), ("seed", "seed"), ("system_prompt", "system_prompt"),
                       ("license", "license"), ("hf_repo", "hf_repo"), ("hf_endpoint", "hf_endpoint"),
-                      ("conversational", "conversational")):
+                      ("conversational", "conversational"), ("overwrite", "overwrite")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     if args.ignore_edits:
@@ -67,4 +71,6 @@ def run(args: argparse.Namespace) -> int:
         where = f"; uploaded to {result.repo_id} at {result.revision[:12]}" if result.repo_id else ""
         print(f"sdstudio: export {result.export_id} {result.status}: {result.rows} rows ({splits}), style "
               f"{result.style}, {result.format} in {result.directory}{where}", file=sys.stderr)
+        for note in result.notes:
+            print(f"sdstudio: note: {note}", file=sys.stderr)
     return EXIT_OK

@@ -125,6 +125,15 @@ class QueriesMixin:
             "ORDER BY id DESC LIMIT 1", (evaluation_job_id,)).fetchone()
         return None if row is None else int(row[0])
 
+    # -- exports -------------------------------------------------------------------------------------
+    def export_wrote(self, directory: str, name: str, sha256: str) -> int | None:
+        """The newest export that recorded writing file ``name`` into ``directory`` with this sha256, or None:
+        a file no export wrote (or one changed since) is the user's, and an export never replaces it."""
+        row = self.connection().execute(
+            "SELECT job_id FROM export_jobs WHERE path = ? AND json_extract(file_hashes, ?) = ? "
+            "ORDER BY job_id DESC LIMIT 1", (directory, '$."' + name.replace('"', '') + '"', sha256)).fetchone()
+        return None if row is None else int(row[0])
+
 
 
 def _loads(text: str | None) -> Any:
