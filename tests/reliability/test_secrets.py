@@ -2,9 +2,14 @@
 HF_TOKEN, run every remote provider path (and the Hub upload), good keys and refused ones, then look for the
 canaries in metadata.db (and its WAL), the exports, stdout/stderr of the CLI (tracebacks on), log records at
 DEBUG, exception texts, tracebacks and reprs. The embedded `local` provider reads no credential, and runs too.
+
+Credentials written into URLs are canaries too: a password in ``--base-url http://user:pw@host/v1`` and a key in
+``?api_key=`` against servers that require them (and echo what they refuse), and the same in a Bedrock endpoint
+and a Hub endpoint, which are refused.
 """
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -39,7 +44,12 @@ CANARIES = {
 ITEM = json.dumps({"question": "How do you reverse a list in Python?", "solution": "items = [1, 2, 3]\nitems.reverse()",
                    "explanation": "list.reverse() reverses the list in place"})
 WRONG = {name: value + "-wrong" for name, value in CANARIES.items()}  # refused keys are canaries too
-EVERY_CANARY = [*CANARIES.values(), *WRONG.values(), AWS_CANARY_SECRET]
+URL_CANARIES = {"password": "canary-url-password-6e5d4c3b2a19", "query": "canary-url-query-key-0f1e2d3c4b5a",
+                "hub": "canary-hub-url-password-7a8b9c0d", "bedrock": "canary-bedrock-url-secret-1b2c3d4e"}
+URL_WRONG = {name: value + "-wrong" for name, value in URL_CANARIES.items()}
+EVERY_CANARY = [*CANARIES.values(), *WRONG.values(), AWS_CANARY_SECRET, *URL_CANARIES.values(), *URL_WRONG.values(),
+                *(base64.b64encode(f"alice:{p}".encode()).decode() for p in (URL_CANARIES["password"],
+                                                                             URL_WRONG["password"]))]
 
 
 class EchoingServer(FakeOpenAIServer):
@@ -203,3 +213,121 @@ def test_no_canary_credential_reaches_the_db_exports_logs_errors_or_reprs(canari
     assert found == []
     print(f"\nFIGURES secrets: {len(EVERY_CANARY)} canaries, {len(seen)} texts and {len(files)} files searched, "
           f"0 hits")
+
+
+def with_credentials(url: str, password: str | None = None, key: str | None = None) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{'alice:' + password + '@' if password else ''}{rest}{'?api_key=' + key if key else ''}"
+
+
+@pytest.mark.slow
+def test_no_url_credential_canary_reaches_the_db_exports_logs_errors_or_output(canaries, home, monkeypatch):
+    """Every URL path: Basic auth (aiohttp), a query key (aiohttp, the openai client, CAII), both at once, refused
+    ones (echoed back by the server), Bedrock and Hub endpoints with credentials (refused), in-process and CLI."""
+    from sdstudio import urlsecrets
+    from sdstudio.export import export_dataset
+
+    password, key = URL_CANARIES["password"], URL_CANARIES["query"]
+    seen: list[tuple[str, str]] = []
+    records = io.StringIO()
+    handler = logging.StreamHandler(records)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        with FakeOpenAIServer(basic_auth=("alice", password)) as basic, FakeOpenAIServer(query={"api_key": key}) as gated, \
+                FakeOpenAIServer(basic_auth=("alice", password), query={"api_key": key}) as both, \
+                FakeBedrockServer(access_key=AWS_ACCESS_KEY) as bedrock, \
+                FakeHubServer(tokens={CANARIES["HF_TOKEN"]: "alice"}) as hub:
+            store = Store.open(home)
+            runs = {"compatible basic": ("openai_compatible", basic, password, None),
+                    "compatible query": ("openai_compatible", gated, None, key),
+                    "compatible both": ("openai_compatible", both, password, key),
+                    "openai query": ("openai", gated, None, key), "caii query": ("caii", gated, None, key)}
+            for name, (provider_name, server, secret, query) in runs.items():
+                for good, (p, k) in ((True, (secret, query)),
+                                     (False, (secret and URL_WRONG["password"], query and URL_WRONG["query"]))):
+                    spec = ModelSpec(provider=provider_name, model="fake-model",
+                                     base_url=with_credentials(server.url, p, k))
+                    provider = get_provider(spec)
+                    seen += [(f"repr {name}", repr(provider)), (f"spec {name}", spec.model_dump_json())]
+                    config = GenerationJob(topics=[f"{name} {good}"], num_per_topic=1, batch_size=1, model=spec)
+                    if good:
+                        result = GenerationRun(config, store=store, provider=provider).run()
+                        assert result.ok == 1, (name, result)
+                        seen.append((f"result {name}", repr(result)))
+                        continue
+                    with pytest.raises(SdstudioError) as caught:
+                        GenerationRun(config, store=store, provider=provider).run()
+                    exc = caught.value
+                    assert "refused the credentials (401)" in str(exc), str(exc)
+                    seen += [(f"error {name}", str(exc)), (f"repr error {name}", repr(exc)),
+                             (f"pickled error {name}", repr(pickle.loads(pickle.dumps(exc)))),
+                             (f"traceback {name}", "".join(traceback.format_exception(exc)))]
+            assert all(f"api_key={key}" in path for path in gated.seen + both.seen) and gated.answered
+            refusals = [
+                lambda: get_provider(ModelSpec(provider="openai", model="m",
+                                               base_url=with_credentials(basic.url, password))),
+                lambda: get_provider(ModelSpec(provider="bedrock", model="anthropic.claude-3-haiku-20240307-v1:0",
+                                               region="us-east-1",
+                                               base_url=with_credentials(bedrock.url, URL_CANARIES["bedrock"]))),
+                lambda: get_provider(ModelSpec(provider="bedrock", model="anthropic.claude-3-haiku-20240307-v1:0",
+                                               region="us-east-1",
+                                               base_url=with_credentials(bedrock.url, key=URL_CANARIES["bedrock"]))),
+                lambda: ExportJob(jobs=[1], hf_repo="alice/url", hf_endpoint=with_credentials(hub.url,
+                                                                                              URL_CANARIES["hub"])),
+            ]
+            for number, refused in enumerate(refusals):
+                with pytest.raises((SdstudioError, ValueError)) as caught:  # ConfigError, or a ValidationError
+                    refused()
+                seen += [(f"refusal {number}", str(caught.value)),
+                         (f"refusal traceback {number}", "".join(traceback.format_exception(caught.value)))]
+            monkeypatch.setenv("HF_ENDPOINT", with_credentials(hub.url, URL_WRONG["hub"]))
+            with pytest.raises(SdstudioError) as caught:
+                export_dataset(ExportJob(jobs=[1], hf_repo="alice/url"), store=store)
+            seen.append(("hub env refusal", str(caught.value)))
+            monkeypatch.delenv("HF_ENDPOINT")
+            store.close()
+            urlsecrets.forget_all()
+
+            env = {**os.environ, "SDSTUDIO_DEBUG": "1", "PYTHONPATH": str(ROOT)}
+            cli = [sys.executable, "-m", "sdstudio.cli"]
+            model = ["--model", "fake-model", "--json", "--home", str(home)]
+            runs_ok = [
+                ["generate", "--provider", "openai_compatible", "--base-url", with_credentials(both.url, password, key),
+                 "--topics", "CLI url topic", "--per-topic", "1", *model],
+                ["evaluate", "--job", "1", "--provider", "caii", "--base-url", with_credentials(gated.url, key=key),
+                 *model],
+                ["models", "--provider", "openai", "--base-url", with_credentials(gated.url, key=key), "--json",
+                 "--home", str(home)],
+                ["jobs", "--json", "--home", str(home)], ["jobs", "show", "1", "--json", "--home", str(home)],
+            ]
+            runs_refused = [
+                ["generate", "--provider", "openai_compatible", "--base-url",
+                 with_credentials(both.url, URL_WRONG["password"], key), "--topics", "CLI refused", *model],
+                ["export", "--job", "1", "--hf-repo", "alice/url", "--hf-endpoint",
+                 with_credentials(hub.url, URL_CANARIES["hub"]), "--json", "--home", str(home)],
+                ["generate", "--provider", "bedrock", "--region", "us-east-1", "--base-url",
+                 with_credentials(bedrock.url, URL_CANARIES["bedrock"]), "--topics", "CLI bedrock",
+                 "--model", "anthropic.claude-3-haiku-20240307-v1:0", "--json", "--home", str(home)],
+            ]
+            for ok, batch in ((True, runs_ok), (False, runs_refused)):
+                for args in batch:
+                    out = subprocess.run([*cli, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                    assert (out.returncode == 0) == ok, out.stderr[-3000:]
+                    seen.append((f"cli {' '.join(args[:3])}", out.stdout + out.stderr))
+            assert hub.requests == [] and bedrock.requests == []
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    seen.append(("log records", records.getvalue()))
+    assert "api_key=***" in records.getvalue()  # the request URLs were really logged (by httpx), masked
+
+    found = [(where, leaks(text)) for where, text in seen if leaks(text)]
+    files = [p for p in home.rglob("*") if p.is_file()]
+    found += [(str(p.relative_to(home)), leaks(p.read_bytes())) for p in files if leaks(p.read_bytes())]
+    assert found == []
+    print(f"\nFIGURES url secrets: {len(URL_CANARIES) + len(URL_WRONG) + 2} URL canaries, {len(seen)} texts and "
+          f"{len(files)} files searched, 0 hits")
