@@ -259,6 +259,23 @@ CASES = [
          env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_PROFILE": "", "AWS_SESSION_TOKEN": "",
               "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
               "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": ""}),
+    Case("url_credentials_masked_not_in_memory", lambda c: [
+        "generate", "--topics", "Heaps", "--provider", "openai_compatible", "--model", "m", "--base-url",
+        f"http://***@127.0.0.1:{CLOSED_PORT}/v1?api_key=***"], "has its credentials masked", model=False),
+    Case("url_user_password_beside_a_key", lambda c: [
+        "generate", "--topics", "Heaps", "--provider", "openai", "--model", "m", "--base-url",
+        f"http://alice:pw-corpus@127.0.0.1:{CLOSED_PORT}/v1"], "a request has only one", model=False,
+         env={"OPENAI_API_KEY": "sk-corpus"}),
+    Case("url_password_with_unencoded_slash", lambda c: [
+        "generate", "--topics", "Heaps", "--provider", "openai_compatible", "--model", "m", "--base-url",
+        f"http://alice:pw/corpus@127.0.0.1:{CLOSED_PORT}/v1"], "percent-encode", model=False),
+    Case("url_bedrock_endpoint_with_credentials", lambda c: [
+        "generate", "--topics", "Heaps", "--provider", "bedrock", "--model", "anthropic.claude-3-haiku-20240307-v1:0",
+        "--region", "us-east-1", "--base-url", f"http://alice:pw-corpus@127.0.0.1:{CLOSED_PORT}"],
+         "Bedrock signs every request", model=False),
+    Case("url_hub_endpoint_with_credentials", lambda c: ["export", "--job", "1", "--hf-repo", "alice/data",
+                                                         "--hf-endpoint", f"http://alice:pw@127.0.0.1:{CLOSED_PORT}"],
+         "HF_TOKEN", env={"HF_TOKEN": "hf_x"}, model=False),
     Case("resume_unknown_job", gen("--resume", "99"), "no generation job with id 99"),
     Case("evaluate_unknown_job", lambda c: ["evaluate", "--job", "99"], "no generation job with id 99"),
     Case("export_unknown_job", lambda c: ["export", "--job", "99"], "99", model=False),
