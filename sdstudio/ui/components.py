@@ -41,6 +41,17 @@ def frame_html(frame, max_chars: int = 400) -> str:
     return shown.to_html(index=False, escape=True, classes="sds-table", border=0, na_rep="")
 
 
+def _masked_url(url: str | None) -> str | None:
+    """A base URL as the field shows it: credentials masked, kept in this kernel's memory (``urlsecrets``), so a
+    URL passed from a notebook's parameters cell never reaches the page or the saved widget state."""
+    from ..urlsecrets import protect
+
+    try:
+        return protect(url)
+    except ValueError:  # malformed: spec() reports it in one line, without echoing it
+        return url
+
+
 class ModelPicker(w.VBox):
     """Provider, model (listed by the provider), endpoint, and the sampling parameters.
 
@@ -56,7 +67,8 @@ class ModelPicker(w.VBox):
         self.provider = w.Dropdown(options=provider_names(), value=provider, description="Provider")
         self.model = w.Combobox(value=model or "", placeholder="model id", description="Model",
                                 ensure_option=False)
-        self.base_url = w.Text(value=base_url or "", placeholder="http://host:port/v1", description="Base URL")
+        self.base_url = w.Text(value=_masked_url(base_url) or "", placeholder="http://host:port/v1",
+                               description="Base URL")
         self.region = w.Text(value=region or "", placeholder="us-east-1", description="Region")
         self.api_key_env = w.Text(value=api_key_env or "", description="Key env var")
         self.temperature = w.FloatSlider(value=params.temperature or 0.0, min=0, max=2, step=0.05,

@@ -238,8 +238,11 @@ def test_the_model_picker_shows_the_masked_url_and_still_reaches_the_server(home
 
     with FakeOpenAIServer(basic_auth=("alice", PASSWORD)) as server:
         picker = ModelPicker("openai_compatible", base_url=with_credentials(server.url, f"alice:{PASSWORD}"))
-        assert picker.list_models() == ["fake-judge", "fake-model"]
         assert picker.base_url.value == server.url.replace("http://", "http://***@")  # saved widget state: no password
+        assert picker.list_models() == ["fake-judge", "fake-model"]
+        picker.base_url.value = with_credentials(server.url, f"alice:{PASSWORD}")  # typed into the field
+        assert picker.list_models() == ["fake-judge", "fake-model"]
+        assert picker.base_url.value == server.url.replace("http://", "http://***@")
         assert picker.list_models() == ["fake-judge", "fake-model"]  # the mask still finds the credential
         urlsecrets.forget_all()  # a restarted kernel
         assert picker.list_models() == [] and "give the URL with them again" in picker.status.value
