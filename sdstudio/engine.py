@@ -18,7 +18,6 @@ and a handler that turns a Completion into records. The engine does the rest, th
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -27,11 +26,12 @@ from dataclasses import replace
 from typing import Any
 
 from .config import RunSettings
+from .errors import SdstudioError
 from .limits import AdaptiveLimit, RateLimiter, TokenBucket
 from .pricing import Price
 from .providers.base import ChatRequest, Completion, Provider, ProviderError
-from .errors import SdstudioError
 from .store import Record, Store
+
 # the data types of a run live in work.py; re-exported so ``from sdstudio.engine import WorkItem`` keeps working
 from .work import (
     Handler,
@@ -67,6 +67,7 @@ class Engine:
                  on_progress: Callable[[Progress], None] | None = None, output_retries: int = 0,
                  cancel_event: Any = None, grace_s: float = 10.0,
                  failure_keys: Callable[[WorkItem], list[str]] | None = None,
+                 failure_records: Callable[[WorkItem, str, str | None], list[Record]] | None = None,
                  on_failure: Callable[[WorkItem, str, str | None, Completion | None], None] | None = None,
                  skip_done: bool = True):
         self.provider, self.store = provider, store
@@ -80,6 +81,9 @@ class Engine:
         # item keys of the rows a failed request leaves (default: one row keyed by the request); a request
         # asking for k items fails k items, so the job's counts stay in items
         self.failure_keys = failure_keys
+        # or the records themselves (item, reason, raw reply): a step of an item that already has a row (the
+        # documents grounding check) fails that row with a stamp instead of leaving a row of its own
+        self.failure_records = failure_records
         self.on_failure = on_failure  # told of every item that ended failed (after its rows are buffered)
         # skip keys the job already answered (resume); a caller that feeds items as it goes and tracks what
         # is done itself (pipeline.QueueEngine) turns it off and gets every item it feeds processed
@@ -263,6 +267,7 @@ class Engine:
             if self.rpm:
                 await self.rpm.wait()
             self.progress.in_flight += 1
+            self.progress.attempts += 1  # every call made, retries included: what the provider saw
             try:
                 async with asyncio.timeout(self.settings.timeout_s):  # unlike wait_for, no extra task per call
                     completion = await self.provider.complete(request)
@@ -289,15 +294,20 @@ class Engine:
             self._account(completion)
         self._failures[item.key] = reason
         usage = completion.usage if completion else None
-        keys = self.failure_keys(item) if self.failure_keys else [item.key]
-        self._add([Record(
-            job_kind=self.job_kind, job_id=self.job_id, item_key=key, request_key=item.key,
-            status="failed", topic=item.topic, input=item.input, provenance=item.provenance,
-            error=reason, raw_text=raw if first else None,
-            tokens_in=usage.input_tokens if usage and first else 0,
-            tokens_out=usage.output_tokens if usage and first else 0,
-            latency_ms=completion.latency_ms if completion else None)
-            for first, key in ((i == 0, k) for i, k in enumerate(keys))], ok=False)
+        if self.failure_records is not None:
+            records = self.failure_records(item, reason, raw)
+        else:
+            keys = self.failure_keys(item) if self.failure_keys else [item.key]
+            records = [Record(job_kind=self.job_kind, job_id=self.job_id, item_key=key, request_key=item.key,
+                              status="failed", topic=item.topic, input=item.input, provenance=item.provenance,
+                              error=reason, raw_text=raw if index == 0 else None) for index, key in enumerate(keys)]
+        for index, rec in enumerate(records):  # the failed attempt's tokens are paid once, on the first record
+            rec.job_kind, rec.job_id = self.job_kind, self.job_id
+            rec.request_key = rec.request_key or item.key
+            rec.tokens_in = usage.input_tokens if usage and index == 0 else 0
+            rec.tokens_out = usage.output_tokens if usage and index == 0 else 0
+            rec.latency_ms = completion.latency_ms if completion else None
+        self._add(records, ok=False)
         if self.on_failure is not None:
             self.on_failure(item, reason, raw, completion)
 
@@ -325,10 +335,19 @@ class Engine:
             self._last_flush = time.monotonic()
             if batch and self._store_error is None:
                 try:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._writer, functools.partial(self.store.add_records, batch, replace_failed_requests=True))
+                    await asyncio.get_running_loop().run_in_executor(self._writer, self._write, batch)
                 except Exception as exc:  # noqa: BLE001 - full disk, replaced database...: stop sending at once
                     self._store_error = exc
+
+    def _write(self, batch: list[Record]) -> None:
+        """Rows first, then stamps (a later step's outcome merged into its item's row: the store applies a
+        stamp only to a row that is still failed, so a step never overwrites an item that is done)."""
+        rows = [rec for rec in batch if not rec.stamp]
+        if rows:
+            self.store.add_records(rows, replace_failed_requests=True)
+        stamps = [rec for rec in batch if rec.stamp]
+        if stamps:
+            self.store.apply_stamps(stamps)
 
     def _report(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -119,6 +119,7 @@ class JobRunner:
         self.resumed = False
         self.result: Any = None
         self._owner = ""
+        self._sent_before = (0, 0)  # requests and attempts of the job's earlier runs
         self._stop_heartbeat = threading.Event()
 
     # -- open ------------------------------------------------------------------------------------------
@@ -142,6 +143,8 @@ class JobRunner:
                 if not self.wait or self._cancel_requested():
                     raise
                 time.sleep(1.0)
+        row = self.store.get_job(None, self.job_id)  # what earlier runs sent: this run's counts add to them
+        self._sent_before = (int(row.get("requests") or 0), int(row.get("attempts") or 0))
         threading.Thread(target=self._heartbeat, name=f"sdstudio-lease-{self.job_id}", daemon=True).start()
         self._context_token = _CURRENT_JOB.set(self.job_id)
         return self
@@ -156,19 +159,32 @@ class JobRunner:
         while not self._stop_heartbeat.wait(lease.HEARTBEAT_S):
             try:
                 self.store.heartbeat(self.job_id, self._owner)
+                self._save_sends()  # a killed run still leaves (nearly) what it sent
             except Exception:  # noqa: BLE001 - a full disk fails the run itself; the lease can wait
                 pass
 
+    def _save_sends(self) -> None:
+        """Requests and attempts on the job's row: earlier runs' plus this one's so far."""
+        requests, attempts = self._sent_before
+        self.store.note_sends(self.job_id, requests + self.totals.requests(), attempts + self.totals.attempts)
+
     # -- run -------------------------------------------------------------------------------------------
     def execute(self, provider: Any, items: Any, handler: Any = None, *, settings: Any, price: Any = None,
-                family: str | None = None, plan: bool = True, **options: Any) -> Any:
+                family: str | None = None, plan: bool = True, phase: str | None = None, **options: Any) -> Any:
         """Run work items through the configured executor into this job's records; one round of the job
-        (``plan=False``: the caller already added the items to the progress total)."""
+        (``plan=False``: the caller already added the items to the progress total; ``phase`` names the step
+        in the progress note, e.g. "grounding check")."""
+        from dataclasses import replace
+
         from .executors import executor_class
 
+        report = self.totals
+        if phase:
+            def report(progress: Any) -> None:
+                self.totals(replace(progress, note=f"{phase}; {progress.note}" if progress.note else phase))
         executor = executor_class(settings.executor)(
             provider, self.store, family or self.family, self.job_id, settings, price=price,
-            on_progress=self.totals, cancel_event=self.cancel_event, **options)
+            on_progress=report, cancel_event=self.cancel_event, **options)
         if plan:
             self.totals.planned(len(items))
         result = executor.execute(items, handler)
@@ -191,6 +207,7 @@ class JobRunner:
 
         self._stop_heartbeat.set()
         counts = self.store.refresh_counts(self.family, self.job_id, with_children=self.with_children)
+        self._save_sends()
         status = "failed" if error else "cancelled" if self.cancelled else "done"
         self.store.release_job(self.job_id, self._owner, status=status, finished_at=utcnow(), error=error)
         row = self.store.get_job(None, self.job_id)
@@ -198,7 +215,7 @@ class JobRunner:
                                 failed=counts["failed"], filtered=counts["filtered"], tokens_in=int(row["tokens_in"]),
                                 tokens_out=int(row["tokens_out"]), cost_usd=float(row["cost_usd"] or 0.0),
                                 elapsed_s=time.monotonic() - self.started, resumed=self.resumed,
-                                requests_sent=self.totals.sent, notes=self.notes)
+                                requests_sent=self.totals.sent, attempts=self.totals.attempts, notes=self.notes)
         return self.result
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:

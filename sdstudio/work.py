@@ -45,7 +45,7 @@ class WorkItem:
                 "topic": self.topic, "input": self.input, "provenance": self.provenance, "meta": self.meta}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "WorkItem":
+    def from_json(cls, data: dict[str, Any]) -> WorkItem:
         from .config import ModelParameters
 
         request = ChatRequest.of(data["messages"], ModelParameters.model_validate(data["parameters"]),
@@ -64,6 +64,11 @@ Handler = Callable[[WorkItem, Completion], list[Record]]
 
 @dataclass
 class Progress:
+    """A run's running figures. ``done - cached`` are the requests sent (each work item once, however often
+    it was tried); ``attempts`` are the calls actually made to the provider (HTTP requests, or in-process
+    calls): first tries, retries after errors or timeouts, and re-asks for unusable replies. Both are
+    reported because a provider bills (and rate-limits) attempts, while a job plans requests."""
+
     total: int = 0
     done: int = 0
     ok: int = 0
@@ -71,6 +76,7 @@ class Progress:
     cached: int = 0
     in_flight: int = 0
     retries: int = 0
+    attempts: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0

@@ -127,8 +127,8 @@ class ProgressBar:
         if self.bar.total != progress.total:
             self.bar.total = progress.total
         self.bar.update(progress.done - self.bar.n)
-        self.bar.set_postfix(failed=progress.failed, tok=progress.tokens_in + progress.tokens_out,
-                             usd=f"{progress.cost_usd:.4f}", refresh=False)
+        self.bar.set_postfix(failed=progress.failed, attempts=progress.attempts,
+                             tok=progress.tokens_in + progress.tokens_out, usd=f"{progress.cost_usd:.4f}", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -141,13 +141,20 @@ def report(result: Any, args: argparse.Namespace, max_failed_ratio: float) -> in
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:
         print(f"sdstudio: {result.kind} job {result.job_id} {result.status}: {result.ok} ok, {result.failed} failed, "
-              f"{result.filtered} filtered; {result.tokens_in}+{result.tokens_out} tokens, "
+              f"{result.filtered} filtered; {sends(result)}; {result.tokens_in}+{result.tokens_out} tokens, "
               f"${result.cost_usd:.4f}, {result.elapsed_s:.1f}s", file=sys.stderr)
         for note in result.notes:
             print(f"sdstudio: note: {note}", file=sys.stderr)
     if result.status == "cancelled":
         return EXIT_INTERRUPTED
     return EXIT_FAILED_ITEMS if result.failed_ratio > max_failed_ratio else EXIT_OK
+
+
+def sends(result: Any) -> str:
+    """'12 requests, 15 attempts': the requests a run sent (one per work item) and the calls the provider got
+    (retries and re-asks included), both, because providers bill and rate-limit attempts."""
+    requests, attempts = result.requests_sent, result.attempts
+    return f"{requests} request{'s' * (requests != 1)}, {attempts} attempt{'s' * (attempts != 1)}"
 
 
 def show_preview(shown: Any, args: argparse.Namespace, first: str, job: str, prompt: str | None = None) -> int:

@@ -28,26 +28,81 @@ class QueriesMixin:
             kept.setdefault(topic, []).append(json.loads(output))
         return kept
 
-    def supersede_failed(self, job_kind: str, job_id: int, round_no: int, topics: Iterable[str]) -> None:
+    def supersede_failed(self, job_kind: str, job_id: int, round_no: int, topics: Iterable[str], *,
+                         keep_unchecked: bool = False) -> None:
         """Round ``round_no`` asks these topics again: their failed rows of earlier rounds become filtered
-        ("asked again in round N: <their error>"), in one transaction, so only the new attempt counts."""
+        ("asked again in round N: <their error>"), in one transaction, so only the new attempt counts.
+        ``keep_unchecked`` leaves items waiting for their grounding check alone: they were not asked again."""
+        unchecked = f" AND NOT COALESCE({self._UNCHECKED}, 0)" if keep_unchecked else ""
         with self.transaction() as conn:
             conn.executemany(
                 "UPDATE records SET status = 'filtered', error = ? || COALESCE(error, 'failed') "
                 "WHERE job_kind = ? AND job_id = ? AND topic = ? AND status = 'failed' "
-                "AND CAST(json_extract(input, '$.round') AS INTEGER) < ?",
+                f"AND CAST(json_extract(input, '$.round') AS INTEGER) < ?{unchecked}",
                 [(f"asked again in round {round_no}: ", job_kind, job_id, topic, round_no) for topic in sorted(topics)])
 
-    # -- grounding (documents) ----------------------------------------------------------------------
-    def ungrounded_records(self, job_kind: str, job_id: int) -> list[dict[str, Any]]:
-        """Ok records of a job whose provenance has no grounding verdict yet (id, item_key, topic, output,
-        provenance; JSON decoded), in item-key order: what the grounding check still has to judge."""
+    # -- steps after generation (the documents grounding check) -------------------------------------
+    # An item whose reply came back but whose grounding check has not passed yet is a ``failed`` row with
+    # ``provenance.grounding.pending`` true (and the check's error once a check failed); the verdict, or the
+    # check's failure, is a stamp onto that row (``apply_stamps``): one item, one row, whatever it took.
+    _UNCHECKED = "status = 'failed' AND json_extract(provenance, '$.grounding.pending')"
+
+    def apply_stamps(self, stamps: Iterable[Any]) -> int:
+        """Merge each stamp (a ``Record`` with ``stamp=True``) into the row with its item key, in one
+        transaction, while that row is ``failed`` (waiting for a later step, or that step failed): the
+        stamp's provenance keys replace the row's, its tokens and cost are added, its status and error set.
+        An ok row is final and a filtered one was superseded or deduplicated: both are left alone."""
+        updates = []
+        for stamp in stamps:
+            if stamp.status not in ("ok", "failed", "filtered"):
+                from ..errors import StoreError
+
+                raise StoreError(f"record status must be ok, failed or filtered, got {stamp.status!r}")
+            provenance = stamp.provenance or {}
+            paths = "".join(", ?, json(?)" for _ in provenance)
+            values = [v for key, value in provenance.items() for v in (f'$."{key}"', json.dumps(value, default=str))]
+            updates.append((f"UPDATE records SET provenance = json_set(COALESCE(provenance, '{{}}'){paths}), "
+                            "tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost_usd = cost_usd + ?, "
+                            "status = ?, error = ? WHERE job_kind = ? AND job_id = ? AND item_key = ? "
+                            "AND status = 'failed'",
+                            (*values, stamp.tokens_in, stamp.tokens_out, stamp.cost_usd, stamp.status, stamp.error,
+                             stamp.job_kind, stamp.job_id, stamp.item_key)))
+        if not updates:
+            return 0
+        with self.transaction() as conn:
+            return sum(conn.execute(sql, params).rowcount for sql, params in updates)
+
+    def unchecked_items(self, job_kind: str, job_id: int, *, retry_failed: bool) -> list[dict[str, Any]]:
+        """Items whose grounding check is still to pass (id, item_key, request_key, topic, output, provenance;
+        JSON decoded), in item-key order: those never checked, and with ``retry_failed`` also those whose
+        check failed (a later run tries them again instead of paying for their generation twice)."""
+        retry = "" if retry_failed else " AND json_extract(provenance, '$.grounding.error') IS NULL"
         rows = self.connection().execute(
-            "SELECT id, item_key, topic, output, provenance FROM records WHERE job_kind = ? AND job_id = ? "
-            "AND status = 'ok' AND json_extract(provenance, '$.grounding') IS NULL ORDER BY item_key",
-            (job_kind, job_id)).fetchall()
+            "SELECT id, item_key, request_key, topic, output, provenance FROM records WHERE job_kind = ? "
+            f"AND job_id = ? AND {self._UNCHECKED}{retry} ORDER BY item_key", (job_kind, job_id)).fetchall()
         return [{**dict(row), "output": _loads(row["output"]), "provenance": _loads(row["provenance"])}
                 for row in rows]  # an empty column reads as None too
+
+    def unchecked_request_keys(self, job_kind: str, job_id: int) -> set[str]:
+        """Requests with an item still waiting for (or failed at) its check: their reply was paid and kept,
+        so they are not sent again; the check is what a later run retries."""
+        rows = self.connection().execute(
+            f"SELECT DISTINCT request_key FROM records WHERE job_kind = ? AND job_id = ? AND {self._UNCHECKED} "
+            "AND request_key IS NOT NULL", (job_kind, job_id)).fetchall()
+        return {row[0] for row in rows}
+
+    def held_outputs_by_topic(self, job_kind: str, job_id: int, before_round: int) -> dict[str, list[Any]]:
+        """Like ``kept_outputs_by_topic``, with the items still waiting for their check counted as held: a
+        check that failed makes its item failed and retryable, not a reason to generate a new one."""
+        rows = self.connection().execute(
+            "SELECT topic, output FROM records WHERE job_kind = ? AND job_id = ? "
+            f"AND (status = 'ok' OR ({self._UNCHECKED})) "
+            "AND CAST(json_extract(input, '$.round') AS INTEGER) < ? ORDER BY item_key",
+            (job_kind, job_id, before_round)).fetchall()
+        held: dict[str, list[Any]] = {}
+        for topic, output in rows:
+            held.setdefault(topic, []).append(json.loads(output))
+        return held
 
     # -- stale rows (evaluate, custom workflows) ----------------------------------------------------
     def record_states(self, job_kind: str, job_id: int) -> list[dict[str, Any]]:

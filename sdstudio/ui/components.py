@@ -148,7 +148,8 @@ class ProgressPanel(w.VBox):
         eta = "" if progress.eta_s is None else f" · ETA {progress.eta_s:,.0f}s"
         self.label.value = escape(
             f"{progress.done}/{progress.total} done · {progress.failed} failed · {progress.in_flight} in flight · "
-            f"{progress.tokens_in + progress.tokens_out:,} tokens · ${progress.cost_usd:.4f}{eta}")
+            f"{progress.attempts:,} attempts · {progress.tokens_in + progress.tokens_out:,} tokens · "
+            f"${progress.cost_usd:.4f}{eta}")
 
     def finish(self, text: str, kind: str = "ok") -> None:
         self.bar.bar_style = "success" if kind == "ok" else "danger"
@@ -253,7 +254,8 @@ class RunControls(w.VBox):
                 return
             result = handle.result()
             self.progress.finish(f"job {result.job_id} {result.status}: {result.ok} ok, {result.failed} failed, "
-                                 f"{result.filtered} filtered · ${result.cost_usd:.4f} · {result.elapsed_s:.1f}s")
+                                 f"{result.filtered} filtered · {result.requests_sent} requests, {result.attempts} "
+                                 f"attempts · ${result.cost_usd:.4f} · {result.elapsed_s:.1f}s")
             self.status.value = message("ok", f"job {result.job_id} {result.status}")
             on_result(result)
 

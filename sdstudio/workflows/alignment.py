@@ -275,7 +275,8 @@ class AlignmentRun:
         job.cancelled = job.cancelled or cancelled
         base = job.finish()
         job_id = base.job_id
-        result = AlignmentResult(**{**asdict(base), "requests_sent": sum(r.requests_sent for r in results)},
+        result = AlignmentResult(**{**asdict(base), "requests_sent": sum(r.requests_sent for r in results),
+                                    "attempts": sum(r.attempts for r in results)},
                                  method=self.config.method, prompts=len(prompts), stage_jobs=dict(stage_jobs))
         if self.config.method == "kto" and base.status == "done":
             result.balance = balance(job_id, store=self.store)

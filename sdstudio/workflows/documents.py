@@ -8,12 +8,12 @@ request key and config identity. What this module adds, through the run's own ho
 * ``round_items`` asks each chunk for its own count (``total`` spread evenly gives counts that differ by
   one) and stamps every request with its chunk's provenance, which ``handle`` copies onto each record:
   file, path, sha256, pages, char offsets, chunk index, token count and the chunk text;
-* the optional grounding check: before each round's shortfall is computed, every ok item not yet checked
-  goes to a judge ("is the answer supported by the chunk?"). Unsupported items become ``filtered`` with
-  the reason, so the next round asks that chunk again; the verdict is stored in the record's provenance
-  (``grounding``) and its tokens added to the record's, so a resumed job never checks an item twice. A
-  check that fails (provider error, unusable reply) is a failed row keyed by the check; it is removed
-  when a later run's check succeeds.
+* the optional grounding check (``grounding.py``): each round's items are checked before the next round
+  counts what each chunk has. An item is ``ok`` only with a supported verdict whose evidence quote is in
+  its chunk, ``filtered`` with the reason when unsupported (that chunk is asked again), and ``failed`` while
+  its check has not passed: the check is part of the item's one row, never a row of its own. A run that
+  stops between generation and check, or a check that fails, leaves the item failed with its generation
+  kept, and the next run checks it again before sending anything else.
 
 The job's identity is its config plus ``file_hashes`` (path -> sha256 of every input), filled in when it
 runs: re-running the same config on the same files resumes with zero calls; changing a file makes a new
@@ -30,18 +30,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import DocumentJob, GenerationJob, ModelSpec
+from ..config import DocumentJob, GenerationJob
 from ..documents import Chunk, Corpus, load_corpus, save_upload
-from ..engine import InvalidOutput, Progress, WorkItem, request_key
-from ..executors import executor_class
+from ..engine import Progress, WorkItem
 from ..errors import ConfigError
-from ..parsing import parse_items
 from ..pricing import price_for
-from ..providers import ChatRequest, Completion, get_provider
-from ..store import Record
-from ..templates import render, variables
-from ..usecases import SHIPPED_TEMPLATES
+from ..providers import Completion, get_provider
 from ..runner import JobRunner
+from ..store import Record
+from ..templates import variables
+from .grounding import GroundingCheck
 from .jobs import JobResult
 from .plan import GenerationPlan
 from .sft import KIND, GenerationPreview, GenerationRun
@@ -49,10 +47,6 @@ from .sft import KIND, GenerationPreview, GenerationRun
 TECHNIQUE = "documents"
 DEFAULT_PER_CHUNK = 3
 CHUNK_VARIABLES = {"chunk": "", "source": ""}  # what generate.jinja gets per call, besides the usual
-GROUND_VARIABLES = {"chunk", "source", "question", "answer"}
-GROUND_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["supported", "reason"],
-                 "properties": {"supported": {"type": "boolean"}, "reason": {"type": "string"}}}
-GROUND_MAX_TOKENS = 300
 Upload = tuple[str, bytes] | Mapping[str, Any]  # (name, bytes), or an ipywidgets FileUpload value entry
 
 
@@ -143,8 +137,9 @@ def with_file_hashes(config: DocumentJob, corpus: Corpus) -> DocumentJob:
 
 
 class DocumentRun(GenerationRun):
-    JOB_KIND = "documents"
     """One document job: load and chunk the files, then generate (and optionally ground) per chunk."""
+
+    JOB_KIND = "documents"
 
     def __init__(self, config: DocumentJob, *, home: str | Path | None = None, store: Any = None,
                  provider: Any = None, password: str | None = None, corpus: Corpus | None = None):
@@ -159,152 +154,71 @@ class DocumentRun(GenerationRun):
         self.groups: dict[int, list[str]] = {}
         for topic in plan.topics:
             self.groups.setdefault(plan.targets[topic], []).append(topic)
-        self.phases = _Phases(None)
-        self.cancel_event: threading.Event | None = None
-        self.checks_sent = 0
-        if resolved.grounding:
-            self._setup_judge(resolved)
+        self.grounding: GroundingCheck | None = self._setup_judge(resolved) if resolved.grounding else None
 
-    def _setup_judge(self, config: DocumentJob) -> None:
+    def _setup_judge(self, config: DocumentJob) -> GroundingCheck:
         spec = config.judge or config.model.model_copy(
             update={"parameters": config.model.parameters.model_copy(update={"temperature": 0.0})})
         same_endpoint = spec.model_dump(exclude={"parameters"}) == config.model.model_dump(exclude={"parameters"})
-        self.judge_spec: ModelSpec = spec
         self.judge = self.provider if same_endpoint else get_provider(spec)
-        self.judge_model_id = self.judge.model_id
-        if not self.judge_model_id:
+        judge_model_id = self.judge.model_id
+        if not judge_model_id:
             raise ConfigError(f"the grounding judge (provider {spec.provider}) needs a model id (judge.model)")
-        self.judge_parameters = spec.parameters.model_copy(
-            update={"max_tokens": min(spec.parameters.max_tokens, GROUND_MAX_TOKENS)})
-        self.judge_price = price_for(self.judge_model_id, Path(self.store.path).parent)
-        own = self.plan.use_case.folder / "ground.jinja"
-        self.ground_template = (own if own.is_file() else SHIPPED_TEMPLATES / "document_qa" / "ground.jinja").read_text(
-            encoding="utf-8")
-        unknown = sorted(variables(self.ground_template, "ground.jinja") - GROUND_VARIABLES)
-        if unknown:
-            raise ConfigError(f"ground.jinja uses {', '.join(unknown)}; it can use {', '.join(sorted(GROUND_VARIABLES))}")
+        self.judge_price = price_for(judge_model_id, Path(self.store.path).parent)
+        return GroundingCheck.build(spec.provider, judge_model_id, spec.parameters, self.plan.use_case)
 
     # -- the run's hooks ---------------------------------------------------------------------------
     def round_items(self, round_no: int, job_id: int) -> list[WorkItem]:
-        """Check what earlier rounds wrote (unsupported items leave a shortfall), then each chunk's calls."""
-        if self.config.grounding:
-            self.ground(job_id)
+        """Each chunk's calls for this round; a call whose items wait for (or failed) their check is not
+        sent again: its reply was paid, and the check is what is retried."""
         work: list[WorkItem] = []
         for count, topics in self.groups.items():
             view = copy.copy(self)  # GenerationRun asks num_per_topic of every topic: one view per count
             view.plan = replace(self.plan, topics=topics)
             view.config = self.generation.model_copy(update={"num_per_topic": count})
             work.extend(GenerationRun.round_items(view, round_no, job_id))
-        return [replace(item, provenance=self.provenance[item.topic]) for item in work]
+        held = self.store.unchecked_request_keys(KIND, job_id) if self.grounding else set()
+        return [replace(item, provenance=self.provenance[item.topic]) for item in work if item.key not in held]
+
+    def _kept_by_topic(self, job_id: int, before_round: int) -> dict[str, list[Any]]:
+        if self.grounding is None:
+            return super()._kept_by_topic(job_id, before_round)
+        return self.store.held_outputs_by_topic(KIND, job_id, before_round)
+
+    def supersede_failures(self, job_id: int, round_no: int, topics: set[str]) -> None:
+        self.store.supersede_failed(KIND, job_id, round_no, topics, keep_unchecked=self.grounding is not None)
 
     def handle(self, item: WorkItem, completion: Completion) -> list[Record]:
         records = super().handle(item, completion)
         for record in records:
             record.provenance = item.provenance
+        if self.grounding is not None:  # not ok until its check passes
+            records = [self.grounding.pending(record) for record in records]
         return records
+
+    def finish_items(self, job: JobRunner, *, retry_failed: bool = False) -> None:
+        """The grounding check of every item written so far and not checked yet (``retry_failed``: also those
+        whose check failed in an earlier run), through the job's executor, as the items' own outcome."""
+        if self.grounding is None:
+            return
+        rows = self.store.unchecked_items(KIND, job.job_id, retry_failed=retry_failed)
+        if not rows:
+            return
+        work = []
+        for row in rows:
+            chunk = self.plan.chunks.get(row["topic"])
+            source = chunk.source if chunk else (row["provenance"] or {}).get("file", "")
+            work.append(self.grounding.item(row, chunk.text if chunk else "", source))
+        job.execute(self.judge, work, self.grounding.handle, settings=self.config.run, price=self.judge_price,
+                    output_retries=1, failure_records=self.grounding.failed, phase="grounding check")
 
     def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
             cancel_event: threading.Event | None = None, wait: bool = False) -> JobResult:
         if resume is not None and self.store.get_job(KIND, resume).get("technique") != TECHNIQUE:
             raise ConfigError(f"job {resume} is not a documents job; `sdstudio jobs` lists them")
-        self.phases, self.cancel_event, self.checks_sent = _Phases(on_progress), cancel_event, 0
-        result = super().run(resume=resume, on_progress=self.phases.generation, cancel_event=cancel_event, wait=wait)
-        if self.config.grounding and result.status == "done" and self._unchecked(result.job_id):
-            # the last round's items (or a check cut short): check them before the job counts as done
-            sent, resumed, notes = result.requests_sent, result.resumed, result.notes
-            with JobRunner(self.store, KIND, self.JOB_KIND, self.config, resume=result.job_id,
-                           cancel_event=cancel_event) as job:
-                job.cancelled = self.ground(job.job_id)
-                result = job.finish()
-            result.requests_sent, result.resumed, result.notes = sent, resumed, notes
-        result.requests_sent += self.checks_sent
+        result = super().run(resume=resume, on_progress=on_progress, cancel_event=cancel_event, wait=wait)
         result.notes = [*self.corpus.messages(), *result.notes]
         return result
-
-    # -- grounding ---------------------------------------------------------------------------------
-    def _unchecked_rows(self, job_id: int) -> list[dict[str, Any]]:
-        return self.store.ungrounded_records(KIND, job_id)
-
-    def _unchecked(self, job_id: int) -> int:
-        return len(self._unchecked_rows(job_id))
-
-    def ground(self, job_id: int) -> bool:
-        """Check every ok item not checked yet; returns True when cancelled."""
-        rows = self._unchecked_rows(job_id)
-        if not rows:
-            return False
-        work = [self._check_item(row) for row in rows]
-        executor = executor_class(self.config.run.executor)(
-            self.judge, self.store, KIND, job_id, self.config.run, price=self.judge_price,
-            on_progress=self.phases.grounding, output_retries=1, cancel_event=self.cancel_event)
-        result = executor.execute(work, self._verdict)
-        self.phases.end_grounding(result.progress)
-        self.checks_sent += result.progress.done - result.progress.cached
-        return result.cancelled
-
-    def _check_item(self, row: dict[str, Any]) -> WorkItem:
-        output = row["output"] if row["output"] is not None else {}
-        provenance = row["provenance"] if row["provenance"] is not None else {}
-        chunk = self.plan.chunks.get(row["topic"])
-        p_field, c_field = self.plan.use_case.prompt_field, self.plan.use_case.completion_field
-        if isinstance(output, dict) and p_field in output and c_field in output:
-            question, answer = str(output[p_field]), str(output[c_field])
-        else:
-            question, answer = "", json.dumps(output, ensure_ascii=False)
-        context = {"chunk": provenance.get("text") or (chunk.text if chunk else ""), "question": question,
-                   "answer": answer, "source": chunk.source if chunk else provenance.get("file", "")}
-        prompt = render(self.ground_template, context, "ground.jinja").strip("\n")
-        request = ChatRequest.of(prompt, self.judge_parameters, GROUND_SCHEMA)
-        key = request_key(self.judge_spec.provider, self.judge_model_id, request, salt=f"ground|{row['item_key']}")
-        return WorkItem(key=key, request=request, topic=row["topic"], input={"grounding_of": row["item_key"]},
-                        provenance={k: v for k, v in provenance.items() if k != "text"})
-
-    def _verdict(self, item: WorkItem, completion: Completion) -> list[Record]:
-        """The verdict as a stamp on the checked record (unsupported -> filtered with the reason): pure, the
-        run's writer applies it, and a check's earlier failed row goes with it."""
-        value = completion.parsed
-        if not (isinstance(value, dict) and isinstance(value.get("supported"), bool)):
-            valid = parse_items(completion.text, GROUND_SCHEMA).valid
-            value = valid[0] if valid else None
-        if not (isinstance(value, dict) and isinstance(value.get("supported"), bool)):
-            raise InvalidOutput('grounding check: the judge did not reply {"supported": true|false, "reason": ...}')
-        supported = value["supported"]
-        reason = " ".join(str(value.get("reason", "")).split())[:300]
-        verdict = {"supported": supported, "reason": reason, "judge": self.judge_model_id}
-        return [Record(job_kind=KIND, job_id=0, item_key=item.input["grounding_of"], request_key=item.key,
-                       status="ok" if supported else "filtered", provenance={"grounding": verdict},
-                       error=None if supported else f"not supported by its chunk: {reason}",
-                       tokens_in=completion.usage.input_tokens, tokens_out=completion.usage.output_tokens, stamp=True)]
-
-
-class _Phases:
-    """Generation and grounding progress as one running figure, so a bar never goes backwards."""
-
-    def __init__(self, listener: Callable[[Progress], None] | None):
-        self.listener = listener
-        self.last = Progress()
-        self.checked = Progress()
-
-    def generation(self, progress: Progress) -> None:
-        self.last = progress
-        self._emit(Progress())
-
-    def grounding(self, progress: Progress) -> None:
-        self._emit(replace(progress, note=f"grounding check; {progress.note}" if progress.note else "grounding check"))
-
-    def end_grounding(self, progress: Progress) -> None:
-        self.checked = _plus(self.checked, progress)
-
-    def _emit(self, current: Progress) -> None:
-        if self.listener is not None:
-            self.listener(_plus(_plus(self.last, self.checked), current))
-
-
-def _plus(a: Progress, b: Progress) -> Progress:
-    return replace(a, total=a.total + b.total, done=a.done + b.done, ok=a.ok + b.ok, failed=a.failed + b.failed,
-                   cached=a.cached + b.cached, in_flight=a.in_flight + b.in_flight, retries=a.retries + b.retries,
-                   tokens_in=a.tokens_in + b.tokens_in, tokens_out=a.tokens_out + b.tokens_out,
-                   cost_usd=a.cost_usd + b.cost_usd, elapsed_s=a.elapsed_s + b.elapsed_s, note=b.note or a.note)
 
 
 # -- notebook / CLI entry points ------------------------------------------------------------------

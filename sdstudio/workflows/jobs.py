@@ -36,7 +36,8 @@ class JobResult:
     cost_usd: float = 0.0
     elapsed_s: float = 0.0
     resumed: bool = False
-    requests_sent: int = 0
+    requests_sent: int = 0  # requests this run sent: one per work item, however often it was tried
+    attempts: int = 0       # calls the provider got in this run (HTTP requests): retries and re-asks included
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -82,6 +83,15 @@ class ProgressTotals:
         if self.listener is not None:
             self.listener(self.combined())
 
+    @property
+    def attempts(self) -> int:
+        """Calls made to providers so far, the current round's included."""
+        return self.base.attempts + self.current.attempts
+
+    def requests(self) -> int:
+        """Requests sent so far (work items, each counted once), the current round's included."""
+        return self.sent + self.current.done - self.current.cached
+
     def end_round(self, progress: Progress) -> None:
         self.sent += progress.done - progress.cached
         merged = self.combined(progress)
@@ -94,6 +104,7 @@ class ProgressTotals:
         cur, base = current or self.current, self.base
         return replace(base, done=base.done + cur.done, ok=base.ok + cur.ok, failed=base.failed + cur.failed,
                        cached=base.cached + cur.cached, in_flight=cur.in_flight, retries=base.retries + cur.retries,
+                       attempts=base.attempts + cur.attempts,
                        tokens_in=base.tokens_in + cur.tokens_in, tokens_out=base.tokens_out + cur.tokens_out,
                        cost_usd=base.cost_usd + cur.cost_usd, elapsed_s=base.elapsed_s + cur.elapsed_s,
                        note=cur.note or base.note)

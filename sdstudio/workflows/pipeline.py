@@ -200,7 +200,8 @@ class MergedProgress:
     """One progress figure over several engines, plus requests already answered by an earlier run
     (``cached``) and requests never sent because an earlier step of their row failed (``skipped``)."""
 
-    SUMMED = ("done", "ok", "failed", "cached", "in_flight", "retries", "tokens_in", "tokens_out", "cost_usd")
+    SUMMED = ("done", "ok", "failed", "cached", "in_flight", "retries", "attempts", "tokens_in", "tokens_out",
+              "cost_usd")
 
     def __init__(self, listener: Callable[[Progress], None] | None, total: int, cached: int):
         self.listener = listener

@@ -118,6 +118,10 @@ class GenerationRun:
         """This round asks these topics again: their failed rows of earlier rounds become filtered."""
         self.store.supersede_failed(KIND, job_id, round_no, topics)
 
+    def finish_items(self, job: JobRunner, *, retry_failed: bool = False) -> None:
+        """Later steps of the items written so far, before a round counts what each topic has: none here
+        (documents runs its grounding check). ``retry_failed``: this run resumes an earlier one."""
+
     def _check(self, value: Any) -> str | None:
         """Use-case validators beyond the schema (text2sql: the SQL must run against the schema)."""
         for name in self.plan.use_case.validators:
@@ -137,7 +141,11 @@ class GenerationRun:
                        on_progress=on_progress, cancel_event=cancel_event, wait=wait) as job:
             price = price_for(self.model_id, Path(self.store.path).parent)
             job.note_price(price, self.model_id)
+            if job.resumed:  # what an earlier run left half done first: its replies are paid for
+                self.finish_items(job, retry_failed=True)
             for round_no in range(self.config.max_rounds + 1):
+                if job.cancelled:
+                    break
                 work = self.round_items(round_no, job.job_id)
                 if not work:
                     break
@@ -145,6 +153,9 @@ class GenerationRun:
                     self.supersede_failures(job.job_id, round_no, {w.topic for w in work})
                 job.execute(self.provider, work, self.handle, settings=self.config.run, price=price,
                             output_retries=1, failure_keys=self.failure_keys)
+                if job.cancelled:
+                    break
+                self.finish_items(job)
                 if job.cancelled:
                     break
                 if self.config.dedup_threshold is not None:
