@@ -165,7 +165,9 @@ class DocumentRun(GenerationRun):
         if not judge_model_id:
             raise ConfigError(f"the grounding judge (provider {spec.provider}) needs a model id (judge.model)")
         self.judge_price = price_for(judge_model_id, Path(self.store.path).parent)
-        return GroundingCheck.build(spec.provider, judge_model_id, spec.parameters, self.plan.use_case)
+        first = next(iter(self.plan.chunks.values()))
+        return GroundingCheck.build(spec.provider, judge_model_id, spec.parameters, self.plan.use_case, first.text,
+                                    first.source)
 
     # -- the run's hooks ---------------------------------------------------------------------------
     def round_items(self, round_no: int, job_id: int) -> list[WorkItem]:

@@ -96,8 +96,11 @@ class GroundingCheck:
     completion_field: str
 
     @classmethod
-    def build(cls, provider_name: str, judge_model_id: str, parameters: ModelParameters, use_case: Any) -> GroundingCheck:
-        """The check for a use case: its own ground.jinja, else document_qa's. Unknown variables are one line."""
+    def build(cls, provider_name: str, judge_model_id: str, parameters: ModelParameters, use_case: Any,
+              sample_chunk: str = "", sample_source: str = "") -> GroundingCheck:
+        """The check for a use case: its own ground.jinja, else document_qa's. The template is rendered once
+        here, with the first chunk and the use case's first example, so a template that cannot render (an
+        unknown variable, a sandbox refusal) is one line before any generation is paid for."""
         own = Path(use_case.folder) / "ground.jinja"
         template = (own if own.is_file() else SHIPPED_TEMPLATES / "document_qa" / "ground.jinja").read_text(
             encoding="utf-8")
@@ -105,8 +108,11 @@ class GroundingCheck:
         if unknown:
             raise ConfigError(f"ground.jinja uses {', '.join(unknown)}; it can use {', '.join(sorted(GROUND_VARIABLES))}")
         parameters = parameters.model_copy(update={"max_tokens": min(parameters.max_tokens, GROUND_MAX_TOKENS)})
-        return cls(provider_name, judge_model_id, parameters, template, use_case.prompt_field,
-                   use_case.completion_field)
+        check = cls(provider_name, judge_model_id, parameters, template, use_case.prompt_field,
+                    use_case.completion_field)
+        example = use_case.examples[0] if use_case.examples else {}
+        check.item({"item_key": "", "topic": None, "provenance": None, "output": example}, sample_chunk, sample_source)
+        return check
 
     # -- the generation side -----------------------------------------------------------------------
     @staticmethod

@@ -85,6 +85,18 @@ def use_case(name: str, generate: str, yaml_text: str | None = None) -> Callable
     return build
 
 
+def grounded(name: str, ground: str) -> Callable[[Ctx], list[str]]:
+    """A documents job with the grounding check on, from a copy of document_qa whose ground.jinja is ``ground``."""
+    def build(c: Ctx) -> list[str]:
+        folder = c.dir / "home" / "templates" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in ("use_case.yaml", "generate.jinja", "evaluate.jinja"):
+            (folder / part).write_text((ROOT / "templates" / "document_qa" / part).read_text())
+        (folder / "ground.jinja").write_text(ground)
+        return ["documents", "--files", c.corpus("manual.md"), "--use-case", name, "--grounding"]
+    return build
+
+
 def workflow(template: str, *extra: str, columns: str = "question,answer\nWhat is a heap?,A tree\n") -> Callable:
     def build(c: Ctx) -> list[str]:
         data = c.write("rows.csv", columns)
@@ -216,6 +228,16 @@ CASES = [
         "kind: evaluation\ninput_file: " + c.write("pairs.csv", "q,a\nhi,there\n")
         + "\nprompt_column: q\ncompletion_column: a\ntemplate: \"{{ cycler.__init__.__globals__.os }}\"\n"))],
          "refused by the template sandbox"),
+    Case("ground_template_unknown_variable", grounded("g_unknown", "{{ chunk }} {{ answer }} {{ verdict }}"),
+         "ground.jinja uses verdict"),
+    Case("ground_template_syntax_error", grounded("g_syntax", "{{ chunk }} {% if %}"), "ground.jinja: syntax error"),
+    # refused before any generation is paid for (it used to surface at the first check, after the generation)
+    Case("ground_template_escape", grounded("g_escape", "{{ chunk.__class__.__mro__ }} {{ answer }}"),
+         "refused by the template sandbox"),
+    Case("ground_judge_without_model", lambda c: ["documents", "--config", c.write("job.yaml", (
+        f"kind: documents\nfiles: [{c.corpus('manual.md')}]\ngrounding: true\n"
+        f"judge:\n  provider: openai_compatible\n  base_url: {c.server.url}\n"))],
+         "the grounding judge (provider openai_compatible) needs a model id"),
     # -- counts and parameters -------------------------------------------------------------------------
     Case("count_negative", gen("--per-topic", "-1"), "num_per_topic"),
     Case("count_absurd", gen("--per-topic", "1000000000"), "num_per_topic"),
