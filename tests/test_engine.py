@@ -194,3 +194,56 @@ def test_a_run_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_set(open
     assert sorted(r["input"]["i"] for r in rows) == list(range(300))  # each exactly once
     resent = {int(b["messages"][-1]["content"].split()[1]) for b in openai_server.requests[sent_before:]}
     assert not resent & saved  # nothing already saved was asked for again
+
+
+def test_attempts_count_every_call_the_provider_got_retries_and_re_asks_included(openai_server, store):
+    openai_server.script.extend(["server_error", "rate_limit", "ok", "bad_json", "ok", "ok"])
+    job = store.create_job("generation")
+
+    def handler(item, completion):
+        if completion.text.startswith("{'not'"):
+            raise InvalidOutput("not JSON")
+        return []
+
+    engine = Engine(provider_for(openai_server), store, "generation", job, RunSettings(**FAST, concurrency=1),
+                    output_retries=1)
+    result = engine.run(items(3), handler)
+    assert result.progress.attempts == len(openai_server.requests) == 6
+    assert result.progress.done - result.progress.cached == 3 and result.progress.retries == 3
+
+
+def test_a_stamp_completes_a_failed_row_and_never_touches_an_ok_or_filtered_one(store):
+    from sdstudio.store import Record
+
+    job = store.create_job("generation")
+    store.add_records([Record(job_kind="generation", job_id=job, item_key=key, status=status, output={"a": key},
+                              provenance={"file": "a.md", "step": {"pending": True, "error": "x"}}, tokens_in=10)
+                       for key, status in (("waiting", "failed"), ("done", "ok"), ("dropped", "filtered"))])
+    stamps = [Record(job_kind="generation", job_id=job, item_key=key, status="ok", stamp=True, tokens_in=5,
+                     cost_usd=0.5, provenance={"step": {"passed": True}}) for key in ("waiting", "done", "dropped")]
+    assert store.apply_stamps(stamps) == 1
+    rows = {r["item_key"]: r for r in store.records("generation", job)}
+    waiting = rows.pop("waiting")
+    assert (waiting["status"], waiting["error"], waiting["tokens_in"], waiting["cost_usd"]) == ("ok", None, 15, 0.5)
+    assert waiting["provenance"] == {"file": "a.md", "step": {"passed": True}}  # the step's key replaced, not merged
+    assert waiting["output"] == {"a": "waiting"}  # the item itself is untouched
+    assert all(r["tokens_in"] == 10 and r["provenance"]["step"]["pending"] for r in rows.values())
+
+
+def test_failure_records_let_a_later_step_fail_its_item_row_instead_of_adding_one(openai_server, store):
+    from sdstudio.store import Record
+
+    openai_server.fault_rates = {"context_length": 1.0}
+    job = store.create_job("generation")
+    store.add_records([Record(job_kind="generation", job_id=job, item_key="item-1", status="failed", output={"q": 1},
+                              error="waiting for its check")])
+
+    def failed(item, reason, raw):
+        return [Record(job_kind="", job_id=0, item_key="item-1", status="failed", stamp=True,
+                       error=f"check failed: {reason}")]
+
+    engine = Engine(provider_for(openai_server), store, "generation", job, RunSettings(**FAST), failure_records=failed)
+    engine.run(items(1, prefix="check"))
+    rows = list(store.records("generation", job))
+    assert len(rows) == 1 and rows[0]["error"].startswith("check failed: openai_compatible: prompt too long")
+    assert rows[0]["output"] == {"q": 1}
