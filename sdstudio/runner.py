@@ -193,6 +193,12 @@ class JobRunner:
             self.cancelled = True
         return result
 
+    def add_sends(self, requests: int, attempts: int) -> None:
+        """Requests and attempts made for this job by jobs it ran (an alignment job's stages): its row and
+        result report them as its own too."""
+        self.totals.sent += requests
+        self.totals.base.attempts += attempts
+
     def note_price(self, price: Any, model_id: str) -> None:
         if not price.known:
             note = f"no price known for {model_id}: cost shown as 0"

@@ -273,11 +273,11 @@ class AlignmentRun:
                cancelled: bool = False) -> AlignmentResult:
         job.notes.extend(dict.fromkeys(n for r in results for n in r.notes if n.startswith("no price")))
         job.cancelled = job.cancelled or cancelled
+        job.add_sends(sum(r.requests_sent for r in results), sum(r.attempts for r in results))  # its stages sent them
         base = job.finish()
         job_id = base.job_id
-        result = AlignmentResult(**{**asdict(base), "requests_sent": sum(r.requests_sent for r in results),
-                                    "attempts": sum(r.attempts for r in results)},
-                                 method=self.config.method, prompts=len(prompts), stage_jobs=dict(stage_jobs))
+        result = AlignmentResult(**asdict(base), method=self.config.method, prompts=len(prompts),
+                                 stage_jobs=dict(stage_jobs))
         if self.config.method == "kto" and base.status == "done":
             result.balance = balance(job_id, store=self.store)
         result.notes.extend(summary_notes(result, self.store))
