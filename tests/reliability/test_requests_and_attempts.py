@@ -76,3 +76,17 @@ def test_a_grounded_documents_job_counts_its_checks_attempts_too(counting_server
     assert f"{http:,} attempts" in panel.label.value
     job = store.get_job("generation", result.job_id)
     assert (job["requests"], job["attempts"]) == (result.requests_sent, http)
+
+
+def test_a_custom_workflow_counts_every_steps_attempts(counting_server, home, capsys):
+    faulty(counting_server)
+    home.mkdir(parents=True)
+    rows = home / "rows.csv"
+    rows.write_text("question\n" + "".join(f"What is structure {i}?\n" for i in range(60)))
+    steps = json.dumps([{"name": "rewrite", "template": "Rewrite {{ question }}"},
+                        {"name": "answer", "template": "Answer {{ rewrite }}"}])
+    config = home / "wf.yaml"
+    config.write_text(f"kind: workflow\ninput_file: {rows}\nsteps: {steps}\n" + RUN)
+    assert main(["workflow", *model_flags(counting_server), "--config", str(config), "--json"]) in (0, 1)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["attempts"] == len(counting_server.requests) > summary["requests_sent"] >= 60
