@@ -11,6 +11,7 @@ from sdstudio.cli import main
 from sdstudio.config import DocumentJob, ModelParameters, ModelSpec, RunSettings
 from sdstudio.ui.components import ProgressPanel
 from sdstudio.workflows.documents import DocumentRun
+from tests.fakes.openai_server import default_reply
 
 FAULTS = {"rate_limit": 0.10, "server_error": 0.05, "bad_json": 0.10, "truncated": 0.05, "malformed_body": 0.03}
 RUN = "run:\n  concurrency: 16\n  max_attempts: 5\n  backoff_base_s: 0.01\n  backoff_max_s: 0.1\n"
@@ -61,6 +62,14 @@ def test_attempts_are_the_http_requests_the_server_received_everywhere_they_are_
 
 def test_a_grounded_documents_job_counts_its_checks_attempts_too(counting_server, store, tmp_path):
     faulty(counting_server)
+
+    def reply(body: dict) -> str:  # a judge that quotes its passage; the generator is the fake's own
+        if "supported" not in json.dumps(body.get("response_format")):
+            return default_reply(body)
+        passage = body["messages"][-1]["content"].split("<passage>")[1]
+        return json.dumps({"supported": True, "reason": "ok", "evidence": " ".join(passage.split()[:6])})
+
+    counting_server.reply = reply
     notes = tmp_path / "notes.md"
     notes.write_text(" ".join(f"Sentence {i} says the X200 pump runs at {1000 + i} rpm." for i in range(300)))
     config = DocumentJob(files=[str(notes)], chunk_tokens=128, chunk_overlap=0, per_chunk=2, grounding=True,
@@ -76,6 +85,8 @@ def test_a_grounded_documents_job_counts_its_checks_attempts_too(counting_server
     assert f"{http:,} attempts" in panel.label.value
     job = store.get_job("generation", result.job_id)
     assert (job["requests"], job["attempts"]) == (result.requests_sent, http)
+    print(f"\nFIGURES attempts-documents: items ok={result.ok} failed={result.failed} filtered={result.filtered} "
+          f"requests={result.requests_sent} attempts={result.attempts} http_requests={http}")
 
 
 def test_a_custom_workflow_counts_every_steps_attempts(counting_server, home, capsys):
@@ -90,3 +101,5 @@ def test_a_custom_workflow_counts_every_steps_attempts(counting_server, home, ca
     assert main(["workflow", *model_flags(counting_server), "--config", str(config), "--json"]) in (0, 1)
     summary = json.loads(capsys.readouterr().out)
     assert summary["attempts"] == len(counting_server.requests) > summary["requests_sent"] >= 60
+    print(f"\nFIGURES attempts-workflow: rows=60 steps=2 requests={summary['requests_sent']} "
+          f"attempts={summary['attempts']} http_requests={len(counting_server.requests)}")
