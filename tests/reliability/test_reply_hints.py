@@ -8,7 +8,13 @@ import json
 
 import pytest
 
-from sdstudio.config import EvaluationJob, GenerationJob, ModelParameters, ModelSpec, RunSettings
+from sdstudio.config import (
+    EvaluationJob,
+    GenerationJob,
+    ModelParameters,
+    ModelSpec,
+    RunSettings,
+)
 from sdstudio.store import Record
 from sdstudio.workflows.evaluate import EvaluationRun
 from sdstudio.workflows.sft import GenerationRun
