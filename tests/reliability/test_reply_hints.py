@@ -8,13 +8,7 @@ import json
 
 import pytest
 
-from sdstudio.config import (
-    EvaluationJob,
-    GenerationJob,
-    ModelParameters,
-    ModelSpec,
-    RunSettings,
-)
+from sdstudio.config import EvaluationJob, GenerationJob, ModelParameters, ModelSpec, RunSettings
 from sdstudio.store import Record
 from sdstudio.workflows.evaluate import EvaluationRun
 from sdstudio.workflows.sft import GenerationRun
