@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print("no jobs yet", file=sys.stderr)
     else:
         columns = [c for c in ("id", "kind", "parent_id", "created_at", "status", "what", "use_case", "model_id", "ok", "failed",
-                               "filtered", "tokens_in", "tokens_out", "cost_usd") if c in frame.columns]
+                               "filtered", "requests", "attempts", "tokens_in", "tokens_out", "cost_usd") if c in frame.columns]
         print(frame[columns].to_string(index=False))
     return EXIT_OK
 
