@@ -7,6 +7,7 @@ so users add or adapt use cases without touching the package.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,6 @@ from .errors import ConfigError
 from .home import resolve_home
 
 SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-_KEYS = {"name", "description", "technique", "instruction", "topics", "examples", "requirements",
-         "output_schema", "prompt_field", "completion_field", "judge", "inputs", "validators"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,13 @@ def list_use_cases(home: str | Path | None = None) -> list[str]:
 
 
 def load_use_case(name: str, home: str | Path | None = None) -> UseCase:
+    """A use case by name (the user's templates first, then the shipped ones), or by the path of its folder
+    (``--use-case ./my_case``: anything with a slash, or starting with ``~`` or ``.``)."""
+    if "/" in name or os.sep in name or name.startswith(("~", ".")):
+        folder = Path(name).expanduser()
+        if not (folder / "use_case.yaml").is_file():
+            raise ConfigError(f"use case folder {folder} holds no use_case.yaml")
+        return _load(folder)
     for root in template_dirs(home):
         folder = root / name
         if (folder / "use_case.yaml").is_file():
@@ -66,33 +72,33 @@ def load_use_case(name: str, home: str | Path | None = None) -> UseCase:
 
 
 def _load(folder: Path) -> UseCase:
+    """The use case in ``folder``; any mistake in its files is one ConfigError line naming the file (and, for
+    ``use_case.yaml``, the key: its shape is ``usecase_file.UseCaseFile``)."""
+    from .usecase_file import parse
+
     path = folder / "use_case.yaml"
     try:
-        data = safeyaml.load(path.read_text(encoding="utf-8"), str(path)) or {}
+        data = safeyaml.load(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read it ({' '.join(str(exc).split())[:200]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(_KEYS))})")
+    spec = parse({} if data is None else data, str(path))
     templates = {}
     for kind in ("generate", "evaluate"):
         file = folder / f"{kind}.jinja"
         if not file.is_file():
             raise ConfigError(f"use case {folder.name}: {file} is missing")
-        templates[kind] = file.read_text(encoding="utf-8")
-    judge = data.get("judge") or {}
-    scale = judge.get("scale", [1, 5])
+        try:
+            templates[kind] = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot read it ({' '.join(str(exc).split())[:200]})") from None
     return UseCase(
-        name=data.get("name", folder.name), description=data.get("description", ""), folder=folder,
+        name=spec.name or folder.name, description=spec.description, folder=folder,
         generate_template=templates["generate"], evaluate_template=templates["evaluate"],
-        technique=data.get("technique", "sft"), instruction=data.get("instruction", ""),
-        topics=list(data.get("topics") or []), examples=list(data.get("examples") or []),
-        requirements=list(data.get("requirements") or []), output_schema=data.get("output_schema") or {},
-        prompt_field=data.get("prompt_field", "question"), completion_field=data.get("completion_field", "solution"),
-        judge_criteria=judge.get("criteria", ""), judge_scale=(int(scale[0]), int(scale[1])),
-        inputs=dict(data.get("inputs") or {}), validators=list(data.get("validators") or []))
+        technique=spec.technique, instruction=spec.instruction, topics=list(spec.topics),
+        examples=[dict(row) for row in spec.examples], requirements=list(spec.requirements),
+        output_schema=dict(spec.output_schema), prompt_field=spec.prompt_field,
+        completion_field=spec.completion_field, judge_criteria=spec.judge.criteria, judge_scale=spec.judge.scale,
+        inputs=dict(spec.inputs), validators=list(spec.validators))
 
 
 def schema_from_keys(keys: list[str]) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from .common import (add_model_flags, apply_overrides, build_config, load_job_da
 def register(sub: argparse._SubParsersAction) -> None:
     gen = sub.add_parser("generate", help="SFT / freeform generation from topics")
     add_model_flags(gen)
-    gen.add_argument("--use-case", help="a folder of templates/ (code_generation, text2sql, custom, freeform...)")
+    gen.add_argument("--use-case", help="a use case of templates/ (code_generation, text2sql, custom, freeform...) "
+                     "or the path of a use case folder (./my_case)")
     topics = gen.add_mutually_exclusive_group()
     topics.add_argument("--topics", nargs="+", metavar="TOPIC")
     topics.add_argument("--topics-file", help="JSON list, or one topic per line")

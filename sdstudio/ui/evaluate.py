@@ -84,7 +84,11 @@ class EvaluateApp(w.VBox):
         use_case = "custom"
         if self.source.value is not None:
             use_case = self.store.get_job("generation", self.source.value).get("use_case") or "custom"
-        case = load_use_case(use_case, self.home)
+        try:
+            case = load_use_case(use_case, self.home)
+        except SdstudioError as exc:  # a broken use_case.yaml: one line, as on the CLI
+            self.preview.value = message("error", str(exc))
+            return
         self._loading = True
         self.criteria.value = case.judge_criteria
         self.scale_min.value, self.scale_max.value = case.judge_scale

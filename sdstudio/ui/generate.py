@@ -78,7 +78,14 @@ class GenerateApp(w.VBox):
 
     # -- the form <-> a GenerationJob ---------------------------------------------------------------
     def load_use_case(self) -> None:
-        case = load_use_case(self.use_case.value, self.home)
+        try:
+            case = load_use_case(self.use_case.value, self.home)
+        except SdstudioError as exc:
+            # a broken use case (a user's use_case.yaml): its one line where the preview goes, not a traceback
+            # in the kernel's log; the form keeps what it showed, and running it would refuse with the same line
+            self.estimate.value = message("error", str(exc))
+            self.preview.value = ""
+            return
         self._loading = True
         self.instruction.value = case.instruction
         self.examples.value = json.dumps(case.examples, indent=2, ensure_ascii=False)

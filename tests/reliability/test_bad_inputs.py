@@ -85,6 +85,21 @@ def use_case(name: str, generate: str, yaml_text: str | None = None) -> Callable
     return build
 
 
+GOOD_USE_CASE = ("description: a user's own use case\noutput_schema:\n  type: object\n  required: [question, answer]\n"
+                 "  properties:\n    question: {type: string}\n    answer: {type: string}\n")
+
+
+def use_case_folder(yaml_text: str) -> Callable[[Ctx], list[str]]:
+    """``--use-case DIR``: a use case folder outside the home, by its path."""
+    def build(c: Ctx) -> list[str]:
+        use_case("unused", "{{ topic }}", yaml_text)(c)
+        folder = c.dir / "cases" / "mine"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        (c.dir / "home" / "templates" / "unused").rename(folder)
+        return ["generate", "--use-case", str(folder), "--topics", "Heaps", "--per-topic", "1"]
+    return build
+
+
 def grounded(name: str, ground: str) -> Callable[[Ctx], list[str]]:
     """A documents job with the grounding check on, from a copy of document_qa whose ground.jinja is ``ground``."""
     def build(c: Ctx) -> list[str]:
@@ -221,6 +236,24 @@ CASES = [
                                                      "{{ topic }}{% endfor %}{% endfor %}"), "renders more than"),
     Case("template_missing_file", use_case("nogen", None), "generate.jinja is missing"),
     Case("use_case_unknown_key", use_case("badyaml", "{{ topic }}", "descripton: typo\n"), "unknown key 'descripton'"),
+    Case("use_case_judge_not_a_mapping", use_case("uc1", "{{ topic }}", GOOD_USE_CASE + "judge: 5\n"),
+         "use_case.yaml: judge: expected a mapping"),
+    Case("use_case_scale_infinite", use_case("uc2", "{{ topic }}", GOOD_USE_CASE + "judge: {scale: [1, .inf]}\n"),
+         "use_case.yaml: judge.scale: expected two whole numbers, e.g. [1, 5]; the high end is not a whole number"),
+    Case("use_case_scale_not_a_list", use_case("uc3", "{{ topic }}", GOOD_USE_CASE + "judge: {scale: ab}\n"),
+         "use_case.yaml: judge.scale: expected a list of two whole numbers"),
+    Case("use_case_scale_reversed", use_case("uc4", "{{ topic }}", GOOD_USE_CASE + "judge: {scale: [5, 1]}\n"),
+         "use_case.yaml: judge.scale: 5-1 is empty"),
+    Case("use_case_topics_a_number", use_case("uc5", "{{ topic }}", GOOD_USE_CASE + "topics: 5\n"),
+         "use_case.yaml: topics: expected a list"),
+    Case("use_case_schema_a_number", use_case("uc6", "{{ topic }}", "description: d\noutput_schema: 12\n"),
+         "use_case.yaml: output_schema: expected a mapping"),
+    Case("use_case_examples_text", use_case("uc7", "{{ topic }}", GOOD_USE_CASE + "examples: abc\n"),
+         "use_case.yaml: examples: expected a list"),
+    Case("use_case_unknown_validator", use_case("uc8", "{{ topic }}", GOOD_USE_CASE + "validators: [sqll]\n"),
+         "use_case.yaml: validators.0: expected 'sql'"),
+    Case("use_case_folder_path", use_case_folder(GOOD_USE_CASE + "judge: {scale: [1, .inf]}\n"),
+         "use_case.yaml: judge.scale:"),
     Case("workflow_step_syntax_error", workflow("{{ question"), "syntax error"),
     Case("workflow_step_escape", workflow("{{ question.__class__.__base__.__subclasses__() }}"),
          "refused by the template sandbox"),
