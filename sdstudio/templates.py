@@ -5,116 +5,64 @@ templates are untrusted input: ``SandboxedEnvironment`` refuses attribute tricks
 ``{{ ''.__class__.__mro__ }}``, and ``StrictUndefined`` turns a misspelt variable into an error that
 names it instead of silently rendering an empty string into a paid prompt.
 
-The sandbox guards attributes, not sizes: ``{{ 'x' * 10**10 }}`` would take 10 GB and a traceback. So
-``*``, ``**``, ``+`` and ``~`` are checked before they build anything, the width-taking filters are capped,
-and a prompt may render at most ``MAX_OUTPUT`` characters; each refusal is a one-line TemplateError like
-any other.
+The sandbox guards attributes, not sizes, so ``template_sandbox`` and ``template_filters`` check every
+operator, method, filter and global that can build a value before it is built (``template_limits`` holds
+the limits: 4 M characters or 1 M items per expression; per render, 1 M loop iterations and a work budget),
+and a prompt may render at most ``MAX_OUTPUT`` characters. A template is one self-contained text: there is
+no loader, and ``{% include %}``, ``{% import %}`` and ``{% extends %}`` are refused when it is read. Each
+refusal is a one-line TemplateError like any other.
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, pass_eval_context
-from jinja2.compiler import CodeGenerator, optimizeconst
-from jinja2.defaults import DEFAULT_FILTERS
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import SdstudioError
+from .template_filters import bounded_filters, bounded_tests
+from .template_limits import MAX_CHARS, metered
+from .template_sandbox import BoundedSandbox
 
-MAX_OUTPUT = 4_000_000  # characters one render may produce (~1M tokens: more than any context window)
-MAX_SIZE = MAX_OUTPUT  # characters or items one expression may build
+MAX_OUTPUT = MAX_CHARS  # characters one render may produce (~1M tokens: more than any context window)
+MAX_SIZE = MAX_CHARS  # characters one expression may build
+INCLUDES = {nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "from ... import",
+            nodes.Extends: "extends"}
 
 
 class TemplateError(SdstudioError):
     """A template failed to parse or render; the message names the template and the problem."""
 
 
-def _to_json(value: Any, indent: int | None = 3) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
-
-
-def _too_big(what: str) -> SecurityError:
-    return SecurityError(f"{what} is over the limit of {MAX_SIZE:,}")
-
-
-class _BoundedConcat(CodeGenerator):
-    """Compiles ``a ~ b`` to ``environment.bounded_join`` (jinja's own join has no hook, unlike ``+``)."""
-
-    @optimizeconst
-    def visit_Concat(self, node: Any, frame: Any) -> None:
-        self.write("environment.bounded_join((")
-        for arg in node.nodes:
-            self.visit(arg, frame)
-            self.write(", ")
-        self.write("))")
-
-
-class BoundedSandbox(SandboxedEnvironment):
-    """The sandbox plus size limits on the operators and filters that can build huge values."""
-
-    intercepted_binops = frozenset({"*", "**", "+"})
-    code_generator_class = _BoundedConcat
-
-    @staticmethod
-    def bounded_join(values: tuple[Any, ...]) -> str:
-        parts = [str(value) for value in values]
-        if sum(map(len, parts)) > MAX_SIZE:
-            raise _too_big(f"a concatenation of {sum(map(len, parts)):,} characters")
-        return "".join(parts)
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > MAX_SIZE:
-                    raise _too_big(f"repeating a value of length {len(seq):,} {times:,} times")
-        elif operator == "**":
-            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 1000:
-                raise SecurityError(f"{left} ** {right}: exponents over 1000 are refused")
-        elif operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, type(left)):
-            if len(left) + len(right) > MAX_SIZE:
-                raise _too_big(f"a concatenation of {len(left) + len(right):,} characters or items")
-        return super().call_binop(context, operator, left, right)
-
-
-def _bounded(name: str, width_arg: int):
-    """A width-taking filter (center, indent) whose width times the value's lines is capped."""
-    original = DEFAULT_FILTERS[name]
-
-    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
-        width = args[width_arg] if len(args) > width_arg else kwargs.get("width", 0)
-        if isinstance(width, int) and width * max(str(value).count("\n") + 1, 1) > MAX_SIZE:
-            raise _too_big(f"{name}({width:,})")
-        return original(value, *args, **kwargs)
-    return bounded
-
-
-@pass_eval_context
-def _bounded_replace(eval_ctx: Any, value: Any, old: Any, new: Any, count: Any = None) -> Any:
-    text = str(value)
-    grows = text.count(str(old)) * max(len(str(new)) - len(str(old)), 0) if str(old) else len(text) * len(str(new))
-    if len(text) + grows > MAX_SIZE:
-        raise _too_big(f"replace() building {len(text) + grows:,} characters")
-    return DEFAULT_FILTERS["replace"](eval_ctx, value, old, new, count)
-
-
 @lru_cache(maxsize=1)
 def environment() -> SandboxedEnvironment:
     env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
                          trim_blocks=True, lstrip_blocks=True)
-    env.filters["tojson"] = _to_json  # readable JSON in prompts (jinja's own tojson HTML-escapes)
-    env.filters["center"] = _bounded("center", 0)
-    env.filters["indent"] = _bounded("indent", 0)
-    env.filters["replace"] = _bounded_replace
+    env.filters = bounded_filters()
+    env.tests = bounded_tests()
     return env
+
+
+def _parse(source: str, name: str) -> nodes.Template:
+    """The template's syntax tree; a template that would read another file is refused here, with a line
+    saying so (jinja itself only fails at render time, with "TypeError: no loader")."""
+    try:
+        tree = environment().parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"{name}: syntax error at line {exc.lineno}: {exc.message}") from None
+    for node in tree.find_all(tuple(INCLUDES)):
+        raise TemplateError(f"{name}: line {node.lineno}: {{% {INCLUDES[type(node)]} %}} is not allowed: a template "
+                            "cannot read other templates; paste the text it needs into this one")
+    return tree
 
 
 @lru_cache(maxsize=256)
 def _compile(source: str, name: str):
+    tree = _parse(source, name)
     try:
-        return environment().from_string(source)
+        return environment().from_string(tree)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"{name}: syntax error at line {exc.lineno}: {exc.message}") from None
 
@@ -123,14 +71,8 @@ def render(source: str, context: dict[str, Any], name: str = "template") -> str:
     """Render ``source`` with ``context``; every failure is a one-line TemplateError."""
     template = _compile(source, name)
     try:
-        parts, size = [], 0
-        for part in template.generate(**context):
-            size += len(part)
-            if size > MAX_OUTPUT:
-                raise TemplateError(f"{name}: renders more than {MAX_OUTPUT:,} characters; refused (a loop "
-                                    "that never ends, or a value far too big for a prompt?)")
-            parts.append(part)
-        return "".join(parts)
+        with metered():
+            return _generate(template, context, name)
     except TemplateError:
         raise
     except UndefinedError as exc:
@@ -148,9 +90,17 @@ def render(source: str, context: dict[str, Any], name: str = "template") -> str:
         raise TemplateError(f"{name}: refused: {type(exc).__name__} while rendering ({exc or 'too big'})") from None
 
 
+def _generate(template: Any, context: dict[str, Any], name: str) -> str:
+    parts, size = [], 0
+    for part in template.generate(**context):
+        size += len(part)
+        if size > MAX_OUTPUT:
+            raise TemplateError(f"{name}: renders more than {MAX_OUTPUT:,} characters; refused (a loop "
+                                "that never ends, or a value far too big for a prompt?)")
+        parts.append(part)
+    return "".join(parts)
+
+
 def variables(source: str, name: str = "template") -> set[str]:
     """The variables a template reads (to check them against the data before any call)."""
-    try:
-        return meta.find_undeclared_variables(environment().parse(source))
-    except TemplateSyntaxError as exc:
-        raise TemplateError(f"{name}: syntax error at line {exc.lineno}: {exc.message}") from None
+    return meta.find_undeclared_variables(_parse(source, name))

@@ -19,7 +19,7 @@ def test_templates_render_only_in_the_sandbox():
     assert isinstance(environment(), SandboxedEnvironment)
     offenders = []
     for path in PACKAGE.rglob("*.py"):
-        if path.name == "templates.py":
+        if path.name == "templates.py" or path.name.startswith("template_"):  # the sandbox's own modules
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             where = f"{path.relative_to(PACKAGE)}:{getattr(node, 'lineno', 0)}"
@@ -40,16 +40,17 @@ def test_templates_render_only_in_the_sandbox():
     ("{{ '{0.__class__.__init__.__globals__}'.format(topic) }}", "sandbox"),
     ("{{ topic|attr('__class__') }}", "sandbox"),
     ("{{ 'x' * 10**10 }}", "repeating a value"),
-    ("{{ [0] * 10**9 }}", "repeating a value"),
-    ("{{ 10 ** 100000 }}", "exponents over 1000"),
-    ("{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "concatenation"),
-    ("{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "concatenation"),
+    ("{{ [0] * 10**9 }}", "repeating a list"),
+    ("{{ 10 ** 100000 }}", "over the limit of 65,536 bits"),
+    ("{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "joining with ~"),
+    ("{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "joining with +"),
     ("{{ topic|center(10**10) }}", "center"),
     ("{{ topic|indent(10**10) }}", "indent"),
     ("{{ 'ab'|replace('a', 'a' * 100000)|replace('a', 'a' * 100000) }}", "replace"),
     ("{% for i in range(100000) %}{% for j in range(100000) %}{{ topic }}{% endfor %}{% endfor %}", "renders more than"),
     ("{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(1) }}", "RecursionError"),
     ("{% for i in range(10**9) %}{% endfor %}", "Range too big"),
+    ("{% include 'other.jinja' %}", "{% include %} is not allowed"),
 ])
 def test_escapes_and_oversized_values_are_one_line_refusals(source, refusal):
     with pytest.raises(TemplateError) as caught:
