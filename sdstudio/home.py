@@ -41,7 +41,32 @@ def read_only(folder: Path) -> bool:
             return True
     except (OSError, AttributeError):
         pass
-    return not os.access(folder, os.W_OK)
+    return not os.access(folder, os.W_OK | os.X_OK)
+
+
+def read_only_reason(root: Path) -> str | None:
+    """Why this process cannot write the home at ``root`` (None when it can): the store then opens it for
+    reading instead of failing. A home that does not exist yet is judged by the folder it would be created in."""
+    if not root.exists():
+        parent = next((p for p in root.parents if p.exists()), None)
+        if parent is None or not parent.is_dir():
+            return None  # creating it fails with its own one line (init_home)
+        return f"cannot create it in {parent}: {_why_not_writable(parent)}" if read_only(parent) else None
+    if root.is_dir() and read_only(root):
+        return _why_not_writable(root)
+    db = root / DB_NAME
+    if db.is_file() and not os.access(db, os.W_OK):
+        return f"no write permission on {DB_NAME}"
+    return None
+
+
+def _why_not_writable(folder: Path) -> str:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except (OSError, AttributeError):
+        pass
+    return "no write permission"
 
 
 def db_path(home: str | os.PathLike[str] | None = None) -> Path:

@@ -229,3 +229,55 @@ def test_no_sql_outside_the_store_package():
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if SQL_OUTSIDE_STORE.search(line)]
     assert found == [], "SQL belongs in sdstudio/store/ (add a named Store method):\n" + "\n".join(found)
+
+
+# -- a home this process cannot write (tests/reliability/test_read_only_home.py makes real read-only homes) ---
+
+def test_a_read_only_store_reads_and_refuses_every_write_before_sqlite_is_asked(tmp_path):
+    from sdstudio.store import ReadOnlyHome
+
+    writer = Store(tmp_path / "metadata.db")
+    job = writer.create_job("generation", status="done", use_case="mine")
+    writer.close()
+    before = (tmp_path / "metadata.db").read_bytes()
+    reader = Store(tmp_path / "metadata.db", read_only="testing")
+    assert reader.get_job("generation", job)["use_case"] == "mine"
+    for write in (lambda: reader.create_job("generation"), lambda: reader.update_job(None, job, status="failed"),
+                  lambda: reader.add_review(1, "ana", "accept")):
+        with pytest.raises(ReadOnlyHome, match=rf"^SDSTUDIO_HOME {tmp_path} is read-only \(testing\): "):
+            write()
+    reader.keep_reserve()  # no ballast file written either
+    assert not (tmp_path / "metadata.db-reserve").exists()
+    assert (tmp_path / "metadata.db").read_bytes() == before
+
+
+def test_a_read_only_store_of_a_missing_database_reads_as_an_empty_home(tmp_path):
+    reader = Store(tmp_path / "metadata.db", read_only="cannot create it")
+    assert reader.jobs().empty and reader.jobs("generation").empty
+    with pytest.raises(StoreError, match="no job with id 1"):
+        reader.job_family(1)
+    reader.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_store_refuses_a_database_it_would_have_to_upgrade(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    legacy = tmp_path / "metadata.db"
+    shutil.copy(Path(__file__).parent / "data" / "legacy_v1.db", legacy)
+    with pytest.raises(StoreError, match=r"written by an older sdstudio \(schema 1, .*cannot be upgraded here"):
+        Store(legacy, read_only="testing")
+
+
+def test_a_running_job_of_a_dead_process_reads_interrupted_without_a_write_in_a_read_only_store(tmp_path):
+    import socket
+
+    writer = Store(tmp_path / "metadata.db")
+    job, _ = writer.open_job("generation", kind="generation", config={}, config_hash="h",
+                             owner=f"{socket.gethostname()}:999999999:0")  # a process that does not exist
+    writer.close()
+    reader = Store(tmp_path / "metadata.db", read_only="testing")
+    assert reader.get_job("generation", job)["status"] == "interrupted"
+    assert reader.jobs()["status"].tolist() == ["interrupted"]
+    assert Store(tmp_path / "metadata.db").connection().execute("SELECT status FROM jobs").fetchone()[0] == "running"

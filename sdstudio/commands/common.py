@@ -175,6 +175,9 @@ def show_preview(shown: Any, args: argparse.Namespace, first: str, job: str, pro
 
 def run_with_progress(job: Any, args: argparse.Namespace, max_failed_ratio: float) -> int:
     """Run a workflow object (``.run(resume=, on_progress=)``) under a tqdm bar on stderr; report it."""
+    store = getattr(job, "store", None)
+    if store is not None:
+        store.require_writable()  # a read-only home: its one line alone, before a bar is drawn
     bar = ProgressBar(not args.json)
     try:
         result = job.run(resume=args.resume, on_progress=bar, wait=args.wait)

@@ -23,8 +23,10 @@ from typing import Any
 
 from ..errors import StoreError
 from ..home import db_path, init_home
+from . import readonly
 from .jobs import JobsMixin
 from .queries import QueriesMixin
+from .reviews import ReviewsMixin
 from .schema import MIGRATIONS, SCHEMA_VERSION, VIEWS
 
 JOB_TABLES = VIEWS  # family -> the seed's table (a view since migration 002)
@@ -103,39 +105,80 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-class Store(JobsMixin, QueriesMixin):
+class Store(JobsMixin, QueriesMixin, ReviewsMixin):
     """Access to one metadata.db. Safe to share between threads: each thread gets its own connection."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, read_only: str | None = None):
+        """``read_only``: why this process cannot write the home (``Store.open`` finds out); the store then
+        reads (``store/readonly.py`` says how) and refuses every write with one line saying so."""
         self.path = Path(path)
+        self.read_only = read_only
         self._local = threading.local()
         self._columns: dict[str, tuple[str, ...]] = {}
         self._identity: tuple[int, int] | None = None
-        self._migrate()
+        self._empty: readonly.EmptyStandIn | None = None
+        if read_only is None:
+            self._migrate()
+        elif not self.path.exists():
+            self._empty = readonly.EmptyStandIn()
+        else:
+            try:
+                readonly.check_schema(self.connection(), self.path, read_only)
+            except sqlite3.DatabaseError as exc:
+                raise self._unusable(exc) from None
         self._identity = self._file_identity()
 
     @classmethod
     def open(cls, home: str | Path | None = None) -> "Store":
-        """Open (creating and migrating if needed) the store under ``SDSTUDIO_HOME``."""
-        init_home(home)
-        return cls(db_path(home))
+        """Open (creating and migrating if needed) the store under ``SDSTUDIO_HOME``. A home this process
+        cannot write (a read-only mount, a folder or metadata.db without write permission, a home that cannot
+        be created) opens read-only: ``sdstudio jobs``, ``jobs show`` and the dashboards read it; a write is one
+        line saying the home is read-only."""
+        from ..home import read_only_reason, resolve_home
+
+        root = resolve_home(home)
+        reason = read_only_reason(root)
+        if reason is None:
+            init_home(root)
+            try:
+                return cls(db_path(root))
+            except readonly.ReadOnlyHome as exc:  # SQLite refused a write the checks above did not foresee
+                reason = exc.reason
+        return cls(db_path(root), read_only=reason)
 
     # -- connections and transactions -----------------------------------------------------------
     def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "immutable", False) and readonly.writer_appeared(self.path):
+            conn.close()  # an immutable read of a file being written can be wrong: read through its WAL now
+            conn = self._local.conn = None
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                       check_same_thread=False)
-                conn.row_factory = sqlite3.Row
-                _enable_wal(conn)
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+                conn = self._connect()
             except sqlite3.DatabaseError as exc:
                 raise self._unusable(exc) from None
             self._local.conn = conn
         return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only is not None:
+            if self._empty is not None:
+                return self._empty.connect()
+            conn, self._local.immutable = readonly.connect(self.path, self.read_only, BUSY_TIMEOUT_S)
+            return conn
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        _enable_wal(conn)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        return conn
+
+    def require_writable(self) -> None:
+        """Raise the one-line "home is read-only" error now, before work that would be lost (files written,
+        requests paid) when the first write is refused."""
+        if self.read_only is not None:
+            raise readonly.read_only_error(self.path, self.read_only)
 
     # -- room to fail in ----------------------------------------------------------------------------
     @property
@@ -146,6 +189,8 @@ class Store(JobsMixin, QueriesMixin):
         """Hold RESERVE_BYTES of the disk in a ballast file beside the database. When the disk fills up,
         the first refused write frees it, so the job's final status (failed, with the reason) still fits
         instead of the job being left ``running``."""
+        if self.read_only is not None:
+            return
         try:
             if not self._reserve.exists():
                 with open(self._reserve, "wb") as file:
@@ -177,6 +222,7 @@ class Store(JobsMixin, QueriesMixin):
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the write lock at once (no lock-upgrade deadlocks). A write that
         SQLite refuses (full disk, read-only home, I/O error) becomes one StoreError line."""
+        self.require_writable()
         self.check_identity()
         conn = self.connection()
         try:
@@ -191,6 +237,8 @@ class Store(JobsMixin, QueriesMixin):
         except sqlite3.OperationalError as exc:
             if "full" in str(exc):
                 self._free_reserve()
+            if readonly.refused_as_read_only(exc):
+                raise self._unusable(exc) from None
             raise StoreError(f"cannot write {self.path}: {exc}; rows saved before this are kept"
                              + ("; free some space and run the job again" if "full" in str(exc) else "")) from None
 
@@ -199,6 +247,8 @@ class Store(JobsMixin, QueriesMixin):
         if conn is not None:
             conn.close()
             self._local.conn = None
+        if self._empty is not None:
+            self._empty.close()
 
     def _migrate(self) -> None:
         try:
@@ -216,13 +266,14 @@ class Store(JobsMixin, QueriesMixin):
             raise self._unusable(exc) from None
 
     def _unusable(self, exc: Exception) -> StoreError:
-        """Why the database cannot be used: a read-only home (SQLite needs to write beside the file even
-        to read it in WAL mode) is not a broken database."""
-        from ..home import read_only
+        """Why the database cannot be used: a home we may not write (SQLite needs to write beside the file even
+        to read it in WAL mode) is not a broken database, and ``Store.open`` reads it read-only instead."""
+        from ..home import read_only_reason
 
-        if read_only(self.path.parent):
-            return StoreError(f"SDSTUDIO_HOME {self.path.parent} is read-only ({exc}); sdstudio writes its jobs "
-                              "there: point SDSTUDIO_HOME (or --home) at a folder you can write")
+        reason = read_only_reason(self.path.parent) or (
+            f"SQLite: {exc}" if readonly.refused_as_read_only(exc) else None)
+        if reason is not None and self.read_only is None:
+            return readonly.read_only_error(self.path, reason)
         return StoreError(f"{self.path} is not a usable SQLite database ({exc}); "
                           "move it aside or point SDSTUDIO_HOME elsewhere")
 
@@ -349,34 +400,6 @@ class Store(JobsMixin, QueriesMixin):
                 values = [_dumps(v) if name in _JSON_RECORD_FIELDS else v for name, v in fields.items()]
                 sets = ", ".join(f"{name} = ?" for name in fields)
                 conn.execute(f"UPDATE records SET {sets} WHERE id = ?", (*values, rid))
-
-    # -- reviews --------------------------------------------------------------------------------
-    def add_review(self, record_id: int, reviewer: str, verdict: str | None = None,
-                   edited_output: Any = None, note: str | None = None) -> int:
-        """Store a reviewer's verdict and/or edit. The record's original output is never touched."""
-        if verdict not in (None, "accept", "reject"):
-            raise StoreError(f"verdict must be 'accept' or 'reject', got {verdict!r}")
-        if not reviewer or not reviewer.strip():
-            raise StoreError("a review needs the reviewer's name")
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "INSERT INTO reviews (record_id, reviewer, verdict, edited_output, note, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (record_id, reviewer.strip(), verdict, _dumps(edited_output), note, utcnow()))
-            return int(cur.lastrowid)
-
-    def reviews(self, record_id: int) -> list[dict[str, Any]]:
-        rows = self.connection().execute(
-            "SELECT * FROM reviews WHERE record_id = ? ORDER BY id", (record_id,)).fetchall()
-        return [{**dict(r), "edited_output": _loads(r["edited_output"])} for r in rows]
-
-    def latest_reviews(self, job_kind: str, job_id: int) -> dict[int, dict[str, Any]]:
-        """The newest review of each reviewed record of a job, keyed by record id."""
-        rows = self.connection().execute(
-            "SELECT v.* FROM reviews v JOIN records r ON r.id = v.record_id "
-            "WHERE r.job_kind = ? AND r.job_id = ? AND v.id = "
-            "(SELECT MAX(id) FROM reviews WHERE record_id = v.record_id)", (job_kind, job_id)).fetchall()
-        return {r["record_id"]: {**dict(r), "edited_output": _loads(r["edited_output"])} for r in rows}
 
 
 def _decode_record(row: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,8 @@ def _view(family: str) -> str:
 class JobsMixin:
     """The job half of ``Store`` (connections and transactions come from the store itself)."""
 
+    read_only: str | None  # the Store's: why the home cannot be written, None when it can
+
     def _split(self, family: str | None, fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         details = FAMILY_COLUMNS.get(family or "", ())
         common = {k: _encode(v) for k, v in fields.items() if k in JOB_COLUMNS}
@@ -124,10 +126,11 @@ class JobsMixin:
         (of one ``kind`` when given)."""
         import pandas as pd
 
-        self.reap_interrupted()
+        dead = self.reap_interrupted()
         conn = self.connection()
         if family is not None:
-            return pd.read_sql_query(f"SELECT * FROM {_view(family)} ORDER BY id DESC", conn)
+            return self._shown_interrupted(
+                pd.read_sql_query(f"SELECT * FROM {_view(family)} ORDER BY id DESC", conn), dead)
         overview = """
             SELECT j.id, j.kind, j.parent_id, j.created_at, j.status,
                    COALESCE(g.technique || ':' || COALESCE(g.use_case, ''),
@@ -141,7 +144,13 @@ class JobsMixin:
                           LEFT JOIN export_jobs x ON x.job_id = j.id
              WHERE ? IS NULL OR j.kind = ?
              ORDER BY j.id DESC"""
-        return pd.read_sql_query(overview, conn, params=(kind, kind))
+        return self._shown_interrupted(pd.read_sql_query(overview, conn, params=(kind, kind)), dead)
+
+    def _shown_interrupted(self, frame: Any, dead: list[int]) -> Any:
+        """A read-only home cannot store that a dead run's job is interrupted: it is shown so all the same."""
+        if dead and self.read_only is not None:
+            frame.loc[frame["id"].isin(dead), "status"] = "interrupted"
+        return frame
 
     def refresh_counts(self, family: str | None, job_id: int, *, with_children: bool = False) -> dict[str, int]:
         """Recompute a job's counts, tokens and cost from its records and write them on its row. Tokens
@@ -246,11 +255,11 @@ class JobsMixin:
         return dead
 
     def _mark_interrupted(self, ids: list[int]) -> None:
-        if not ids:
-            return
+        if not ids or self.read_only is not None:
+            return  # a read-only home shows the status without storing it
         try:
             with self.transaction() as conn:
                 conn.executemany("UPDATE jobs SET status = 'interrupted', lease_owner = NULL, lease_heartbeat = NULL "
                                  "WHERE id = ? AND status = 'running'", [(i,) for i in ids])
-        except sqlite3.OperationalError:
-            pass  # a read-only home or a full disk still reads: the status shows anyway
+        except (StoreError, sqlite3.OperationalError):
+            pass  # a full disk (or a home made read-only since it was opened) still reads: the status shows anyway
