@@ -20,10 +20,16 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
 
 
 def init_home(home: str | os.PathLike[str] | None = None) -> Path:
-    """Create the home layout if missing (idempotent) and return its path."""
+    """Create the home layout if missing (idempotent) and return its path: what everything that writes into
+    the home calls first. A home this process cannot write is one line saying so (reading needs no call)."""
     from .errors import StoreError
 
     root = resolve_home(home)
+    reason = read_only_reason(root)
+    if reason is not None:  # before anything is written: an upload or an export fails whole, with this line
+        from .store.readonly import read_only_error
+
+        raise read_only_error(root / DB_NAME, reason)
     try:
         for sub in SUBDIRS:
             (root / sub).mkdir(parents=True, exist_ok=True)

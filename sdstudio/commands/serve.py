@@ -25,11 +25,12 @@ def run(args: argparse.Namespace) -> int:
     """Serve the notebooks as Voilà dashboards, opening on the home notebook."""
     import subprocess
 
-    from ..home import init_home
+    from ..home import resolve_home
     from ..store import Store
 
-    home = init_home(args.home)
-    Store.open(home).close()  # create/migrate metadata.db before the first page asks for it
+    home = resolve_home(args.home)
+    Store.open(home).close()  # create/migrate metadata.db before the first page asks for it (a read-only home
+    # is served as it is: the dashboards read it, and say so when asked to write)
     notebooks = Path(args.notebooks).resolve()
     page = notebooks / args.notebook
     if not page.is_file():

@@ -97,10 +97,17 @@ class EvaluateApp(w.VBox):
         self.refresh_preview()
 
     def read_upload(self) -> None:
+        from ..home import init_home
+
         for name, content in uploaded_files(self.upload):
-            folder = Path(self.store.path).parent / "uploads"
-            self.dataset_path = folder / Path(name).name
-            self.dataset_path.write_bytes(content)
+            try:  # kept in the home's uploads (a read-only home says so in one line)
+                path = init_home(Path(self.store.path).parent) / "uploads" / Path(name).name
+                path.write_bytes(content)
+            except (SdstudioError, OSError) as exc:
+                text = str(exc) if isinstance(exc, SdstudioError) else f"cannot keep the upload {name}: {exc.strerror}"
+                self.preview.value = message("error", text)
+                return
+            self.dataset_path = path
             self.source.value = None
         self.refresh_preview()
 

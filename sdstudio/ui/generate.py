@@ -114,14 +114,17 @@ class GenerateApp(w.VBox):
 
     def read_topics_upload(self) -> None:
         from ..commands.generate import read_topics
+        from ..home import init_home
 
         for name, content in uploaded_files(self.topics_upload):
-            path = Path(self.store.path).parent / "uploads" / Path(name).name
-            path.write_bytes(content)
-            try:
+            try:  # kept in the home's uploads (a read-only home says so in one line)
+                path = init_home(Path(self.store.path).parent) / "uploads" / Path(name).name
+                path.write_bytes(content)
                 self.topics.value = "\n".join(read_topics(str(path)))
             except SdstudioError as exc:
                 self.controls.status.value = message("error", str(exc))
+            except OSError as exc:
+                self.controls.status.value = message("error", f"cannot keep the upload {name}: {exc.strerror or exc}")
 
     def refresh_preview(self) -> None:
         if getattr(self, "_loading", False):
@@ -150,7 +153,11 @@ class GenerateApp(w.VBox):
         path = Path(self.config_path.value).expanduser()
         if not path.is_absolute():
             path = Path(self.store.path).parent / path
-        path.write_text(text)
+        try:
+            path.write_text(text)
+        except OSError as exc:  # a read-only home, a folder that does not exist
+            self.controls.status.value = message("error", f"cannot save {path}: {exc.strerror or exc}")
+            return None
         self.controls.status.value = message("ok", f"saved {path} — run it with: sdstudio generate --config {path}")
         return path
 

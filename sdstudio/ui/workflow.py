@@ -73,7 +73,11 @@ class WorkflowApp(w.VBox):
         from ..datasets import save_upload
 
         for name, content in uploaded_files(self.upload):
-            self.input_file.value = str(save_upload(content, name, self.home))
+            try:
+                self.input_file.value = str(save_upload(content, name, self.home))
+            except (SdstudioError, OSError) as exc:  # a read-only home: one line, not a traceback in the log
+                self.dataset.value = message("error", str(exc) if isinstance(exc, SdstudioError)
+                                             else f"cannot keep the upload {name}: {exc.strerror or exc}")
 
     def load_dataset(self) -> None:
         from ..datasets import preview_dataset

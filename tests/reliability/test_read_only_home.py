@@ -218,3 +218,30 @@ def test_a_metadata_db_without_write_permission_reads_and_refuses_writes(tmp_pat
     assert code == 0 and [j["what"] for j in json.loads(out)] == ["sft:mine"], err
     code, out, err = run(capsys, "generate", *model(openai_server), "--topics", "Graphs", "--home", str(home))
     assert code == 2 and "is read-only (no write permission on metadata.db)" in err, err
+
+
+# -- everything else that writes into a home: uploads, exports, the dashboards' server ------------------------
+
+def test_an_export_from_a_read_only_home_writes_no_file_anywhere(judged_home, tmp_path, capsys):
+    out_dir = tmp_path / "elsewhere"
+    code, out, err = run(capsys, "export", "--job", "1", "--out", str(out_dir), "--home", str(judged_home))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and f"SDSTUDIO_HOME {judged_home} is read-only" in lines[0], err
+    assert not out_dir.exists()  # files no export_metadata row would ever list
+
+
+def test_serve_opens_a_read_only_home(judged_home, capsys):
+    code, out, err = run(capsys, "serve", "--home", str(judged_home), "--notebook", "no-such.ipynb")
+    assert code == 2 and "no-such.ipynb does not exist" in err, err  # got past the home, to the page
+
+
+def test_a_notebook_upload_into_a_read_only_home_is_one_line(judged_home):
+    from datetime import datetime, timezone
+
+    from sdstudio.ui.generate import GenerateApp
+
+    app = GenerateApp(home=judged_home, provider="openai_compatible", model="m", base_url="http://127.0.0.1:9/v1")
+    app.topics_upload.value = ({"name": "t.txt", "type": "text/plain", "size": 6,
+                                "last_modified": datetime.now(timezone.utc), "content": memoryview(b"A\nB\n")},)
+    assert f"SDSTUDIO_HOME {judged_home} is read-only" in app.controls.status.value
+    assert app.save_config() is None and "cannot save" in app.controls.status.value
