@@ -36,18 +36,27 @@ TYPE_WORDS = {
     "int_from_float": "expected a whole number", "finite_number": "expected a whole number",
     "bool_type": "expected true or false", "float_type": "expected a number",
 }
-_UNION_MEMBERS = ("str", "int", "float", "bool", "list[str]", "list[union[str,int,float,bool]]")
+_SCALAR_TAGS = {"str", "int", "float", "bool", "none"}
 
 
 def describe(exc: ValidationError, top: type[BaseModel], nested: Mapping[str, type[BaseModel]] = {}) -> str:
     """The first problem as ``key.path: what is wrong`` (pydantic's own text spans several lines). ``nested``
     names the model under a top-level key (``judge``: JudgeSpec), for the list of known keys of a typo."""
+    # A value that may be one of several types (a union) gets one error per member, each under the member's
+    # name: that is one problem, at the key. The member that is a mapping says the most, so it is chosen.
+    tags = _SCALAR_TAGS | {model.__name__ for model in (top, *nested.values())}
+
+    def is_tag(part: Any) -> bool:
+        return isinstance(part, str) and (part in tags or part.startswith(("list[", "dict[", "function-")))
+
+    def key_of(loc: tuple[Any, ...]) -> tuple[Any, ...]:  # the key a problem is at: up to its first tag
+        return next((loc[:i] for i, part in enumerate(loc) if is_tag(part)), loc)
+
     errors = exc.errors()
-    err = errors[0]
-    # a union reports one error per member, under the member's name: one problem, at the key
-    loc = [str(p) for p in err["loc"] if p not in _UNION_MEMBERS]
-    union = len(loc) < len(err["loc"])
-    more = len({e["loc"][:len(loc)] for e in errors}) - 1 if union else len(errors) - 1
+    err = next((e for e in errors if any(is_tag(p) and p not in _SCALAR_TAGS for p in e["loc"])), errors[0])
+    loc = [str(p) for p in err["loc"] if not is_tag(p)]
+    union = any(is_tag(p) and p in _SCALAR_TAGS for p in err["loc"])
+    more = len({key_of(e["loc"]) for e in errors}) - 1
     tail = f" (and {more} more problem(s))" if more > 0 else ""
     kind = err["type"]
     if loc and loc[-1] == "[key]":

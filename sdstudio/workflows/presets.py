@@ -18,15 +18,59 @@ from string import Template
 from typing import Any
 
 import yaml
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
-from .. import safeyaml
+from .. import filecheck, safeyaml
 from ..config import WorkflowJob, WorkflowStep, _validate
 from ..errors import ConfigError
 from ..home import resolve_home
 from ..usecases import SHIPPED_TEMPLATES
 
 JOB_FIELDS = {"variations"}  # workflow fields a preset may set
-_KEYS = {"name", "description", "options", "steps", *JOB_FIELDS}
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
+
+
+class OptionSpec(filecheck.StrictFile):
+    """One option of a preset, as its YAML writes it (a bare value is its default)."""
+
+    default: Scalar | None = None  # None: the option is required
+    column: bool = False  # names a dataset column
+    choices: list[StrictStr | StrictInt | StrictFloat] = Field(default_factory=list)
+    description: str = ""
+
+
+class PresetFile(filecheck.StrictFile):
+    """A preset's YAML: checked once at load, so a wrong type is one line naming the key, not an error later
+    from inside the substitution (``options: 5`` used to end in "'int' object has no attribute 'items'")."""
+
+    name: str | None = None
+    description: str = ""
+    options: dict[str, OptionSpec | Scalar | None] = Field(default_factory=dict)
+    steps: list[dict[str, Any]] = Field(min_length=1)  # validated as WorkflowSteps once the options are filled in
+    variations: StrictInt | StrictStr | None = None  # a number, or ${option} text filled in like the steps
+
+    @field_validator("options")
+    @classmethod
+    def _option_names(cls, options: dict[str, Any]) -> dict[str, Any]:
+        for name, spec in options.items():
+            if not re.fullmatch(r"[_a-zA-Z][_a-zA-Z0-9]*", name):
+                raise ValueError(f"{name!r} cannot be written ${{{name}}} in a step: use letters, digits and _")
+            if isinstance(spec, OptionSpec) and spec.choices and spec.default is not None \
+                    and str(spec.default) not in {str(c) for c in spec.choices}:
+                raise ValueError(f"{name}: its default {spec.default!r} is not one of its choices")
+        return options
+
+
+def parse_preset(data: Any, label: str) -> PresetFile:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping with a list of steps")
+    try:
+        return PresetFile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if tuple(err["loc"]) == ("steps",) and err["type"] in ("missing", "too_short"):
+            raise ConfigError(f"{label}: needs a list of steps") from None
+        raise ConfigError(f"{label}: {filecheck.describe(exc, PresetFile, {'options': OptionSpec})}") from None
 
 
 @dataclass(frozen=True)
@@ -58,7 +102,10 @@ def list_presets(home: str | Path | None = None) -> dict[str, str]:
     for folder in preset_dirs(home):
         for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
             if path.stem not in found:
-                found[path.stem] = load_preset(path.stem, home).description
+                try:
+                    found[path.stem] = load_preset(path.stem, home).description
+                except ConfigError as exc:  # a broken one is listed as such; the others stay usable
+                    found[path.stem] = f"cannot be used: {exc}"
     return dict(sorted(found.items()))
 
 
@@ -71,18 +118,14 @@ def load_preset(name: str, home: str | Path | None = None) -> Preset:
         data = safeyaml.load(path.read_text(encoding="utf-8"), f"preset {path}")
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"preset {path}: cannot read it ({' '.join(str(exc).split())[:160]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("steps"), list) or not data["steps"]:
-        raise ConfigError(f"preset {path}: needs a list of steps")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise ConfigError(f"preset {path}: unknown key {unknown[0]!r}")
+    spec = parse_preset(data, f"preset {path}")
     options = {}
-    for key, spec in (data.get("options") or {}).items():
-        spec = spec if isinstance(spec, dict) else {"default": spec}
-        options[key] = PresetOption(key, spec.get("default"), bool(spec.get("column")),
-                                    tuple(str(c) for c in spec.get("choices") or ()), spec.get("description", ""))
-    return Preset(name, str(data.get("description", "")).strip(), options, data["steps"],
-                  {k: data[k] for k in JOB_FIELDS if k in data}, path)
+    for key, option in spec.options.items():
+        option = option if isinstance(option, OptionSpec) else OptionSpec(default=option)
+        options[key] = PresetOption(key, option.default, option.column, tuple(str(c) for c in option.choices),
+                                    option.description)
+    fields = {k: getattr(spec, k) for k in JOB_FIELDS if getattr(spec, k) is not None}
+    return Preset(name, spec.description.strip(), options, [dict(step) for step in spec.steps], fields, path)
 
 
 def _slug(value: Any) -> str:

@@ -100,6 +100,18 @@ def use_case_folder(yaml_text: str) -> Callable[[Ctx], list[str]]:
     return build
 
 
+def preset(text: str) -> Callable[[Ctx], list[str]]:
+    """A workflow from a user's own preset (``templates/workflows/mine.yaml`` in the home) whose YAML is ``text``."""
+    def build(c: Ctx) -> list[str]:
+        c.write("home/templates/workflows/mine.yaml", text)
+        return ["workflow", "--input", c.write("rows.csv", "question,answer\nWhat is a heap?,A tree\n"), "--preset",
+                "mine", "--set", "column=question"]
+    return build
+
+
+PRESET_STEPS = 'steps: [{name: "${column}_new", template: "Rewrite {{ ${column} }}"}]\n'
+
+
 def grounded(name: str, ground: str) -> Callable[[Ctx], list[str]]:
     """A documents job with the grounding check on, from a copy of document_qa whose ground.jinja is ``ground``."""
     def build(c: Ctx) -> list[str]:
@@ -252,6 +264,12 @@ CASES = [
          "use_case.yaml: examples: expected a list"),
     Case("use_case_unknown_validator", use_case("uc8", "{{ topic }}", GOOD_USE_CASE + "validators: [sqll]\n"),
          "use_case.yaml: validators.0: expected 'sql'"),
+    Case("preset_options_not_a_mapping", preset("options: 5\n" + PRESET_STEPS),
+         "mine.yaml: options: expected a mapping"),
+    Case("preset_choices_not_a_list", preset("options: {column: {column: true, choices: 5}}\n" + PRESET_STEPS),
+         "mine.yaml: options.column.choices: expected a list"),
+    Case("preset_unknown_option_key", preset("options: {column: {column: true, colour: red}}\n" + PRESET_STEPS),
+         "mine.yaml: unknown key 'colour' at options.column.colour"),
     Case("use_case_folder_path", use_case_folder(GOOD_USE_CASE + "judge: {scale: [1, .inf]}\n"),
          "use_case.yaml: judge.scale:"),
     Case("workflow_step_syntax_error", workflow("{{ question"), "syntax error"),
