@@ -187,8 +187,8 @@ def publish(destination: Destination, staging: Path) -> dict[str, str]:
                 _place_new(staging / name, folder / name)
                 placed.append(name)
     except FileExistsError:
-        for name in placed:
-            _take_back(staging / name, folder / name)
+        for done in placed:
+            _take_back(staging / done, folder / done)
         raise ConfigError(f"{folder / name} appeared while exporting (another export writing into --out {folder}?); "
                           f"it was left alone and nothing of this export was kept") from None
     replaced = {}
