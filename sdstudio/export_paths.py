@@ -77,7 +77,8 @@ def plan(*, out: str | None, name: str, home: Path, data: list[str], overwrite: 
     present = _entries(target)
     if present and not overwrite:
         sample = ", ".join(sorted(present)[:3])
-        raise ConfigError(f"--out {target} is not empty ({len(present)} entries, e.g. {sample}); an export never "
+        count = f"{len(present)} entr{'y' if len(present) == 1 else 'ies'}"
+        raise ConfigError(f"--out {target} is not empty ({count}, e.g. {sample}); an export never "
                           f"replaces files it did not write: give an empty or new folder, leave out --out for a new "
                           f"versioned folder under {home / 'exports'}, or pass --overwrite to replace only "
                           f"{', '.join(data)} and the dataset card")

@@ -356,6 +356,19 @@ CASES = [
          "needs a token", env={"HF_TOKEN": ""}, model=False),
     Case("export_bad_repo_id", lambda c: ["export", "--job", "1", "--hf-repo", "not a repo"], "not a dataset repo id",
          env={"HF_TOKEN": "hf_x"}, model=False),
+    Case("export_repo_id_dot_git", lambda c: ["export", "--job", "1", "--hf-repo", "owner/name.git"],
+         "cannot end in .git", env={"HF_TOKEN": "hf_x"}, model=False),
+    Case("export_out_system_folder", lambda c: ["export", "--job", "1", "--out", "/etc"],
+         "refusing to export into /etc", model=False),
+    Case("export_out_filesystem_root", lambda c: ["export", "--job", "1", "--out", "/", "--overwrite"],
+         "refusing to export into /: it is a system-wide folder", model=False),
+    Case("export_out_is_the_home", lambda c: ["export", "--job", "1", "--out", str(c.dir / "home")],
+         "it is SDSTUDIO_HOME", model=False),
+    Case("export_out_not_empty", lambda c: ["export", "--job", "1", "--out",
+                                            str(Path(c.write("repo/README.md", "# mine\n")).parent)],
+         "is not empty (1 entry, e.g. README.md)", model=False),
+    Case("export_overwrite_without_out", lambda c: ["export", "--job", "1", "--overwrite"],
+         "overwrite applies to out only", model=False),
 ]
 
 
