@@ -6,6 +6,7 @@ An unknown model costs 0 and the job carries a note saying so, rather than a mad
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,14 +51,37 @@ class Price:
 
 
 def load_prices(home: Path | None = None) -> dict[str, tuple[float, float]]:
+    """The built-in prices, overridden by ``home``'s prices.yaml (None: the home in use, as everywhere else, so a
+    preview without ``--home`` prices a job as its run does)."""
+    from .home import resolve_home
+
     prices = dict(BUILTIN_PRICES)
-    path = home / "prices.yaml" if home else None
-    if path and path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-            prices.update({str(k): (float(v[0]), float(v[1])) for k, v in data.items()})
-        except (yaml.YAMLError, TypeError, ValueError, IndexError, KeyError, AttributeError):
-            raise ConfigError(f"{path}: expected lines like `model-id: [input_usd_per_M, output_usd_per_M]`") from None
+    path = resolve_home(home) / "prices.yaml"
+    if path.is_file():
+        prices.update(_read_prices(path))
+    return prices
+
+
+def _read_prices(path: Path) -> dict[str, tuple[float, float]]:
+    """A user's prices.yaml, checked entry by entry: a mistake is one line naming the model id. Before, a
+    quoted "12" was read as the prices 1 and 2, and .inf or a negative price went into every job's cost."""
+    from . import safeyaml
+
+    example = "lines like `model-id: [input_usd_per_M, output_usd_per_M]`"
+    try:
+        data = safeyaml.load(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({' '.join(str(exc).split())[:160]}); expected {example}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected {example}")
+    prices = {}
+    for key, value in data.items():
+        if not (isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in value)):
+            raise ConfigError(f"{path}: {key}: expected [input_usd_per_M, output_usd_per_M], two numbers of 0 or more")
+        prices[str(key)] = (float(value[0]), float(value[1]))
     return prices
 
 

@@ -109,6 +109,14 @@ def preset(text: str) -> Callable[[Ctx], list[str]]:
     return build
 
 
+def priced(text: str) -> Callable[[Ctx], list[str]]:
+    """A generation job in a home whose prices.yaml is ``text``."""
+    def build(c: Ctx) -> list[str]:
+        c.write("home/prices.yaml", text)
+        return gen()(c)
+    return build
+
+
 PRESET_STEPS = 'steps: [{name: "${column}_new", template: "Rewrite {{ ${column} }}"}]\n'
 
 
@@ -270,6 +278,8 @@ CASES = [
          "mine.yaml: options.column.choices: expected a list"),
     Case("preset_unknown_option_key", preset("options: {column: {column: true, colour: red}}\n" + PRESET_STEPS),
          "mine.yaml: unknown key 'colour' at options.column.colour"),
+    Case("prices_entry_quoted_text", priced('fake-model: "12"\n'),
+         "prices.yaml: fake-model: expected [input_usd_per_M, output_usd_per_M]"),
     Case("use_case_folder_path", use_case_folder(GOOD_USE_CASE + "judge: {scale: [1, .inf]}\n"),
          "use_case.yaml: judge.scale:"),
     Case("workflow_step_syntax_error", workflow("{{ question"), "syntax error"),
