@@ -16,9 +16,9 @@ output grows with their arguments in ways not worth modelling (``tojson`` shows 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 from jinja2.defaults import DEFAULT_FILTERS, DEFAULT_TESTS
 from jinja2.exceptions import SecurityError

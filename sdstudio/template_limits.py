@@ -19,10 +19,10 @@ they may overshoot, which only matters for values near the limit, far beyond any
 from __future__ import annotations
 
 import contextvars
-from collections.abc import ItemsView, KeysView, Mapping, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from jinja2.exceptions import SecurityError
 

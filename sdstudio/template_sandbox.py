@@ -17,9 +17,9 @@ through a check made BEFORE the value exists (the limits and bounds are in ``tem
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable, Iterator, Sized
 from itertools import islice
-from typing import Any, Iterator
+from typing import Any
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, operators, optimizeconst
@@ -30,10 +30,10 @@ from jinja2.utils import generate_lorem_ipsum
 from markupsafe import EscapeFormatter, Markup
 
 from .template_limits import (
+    ITEM_WEIGHT,
     MAX_CHARS,
     MAX_INT_BITS,
     MAX_ITEMS,
-    ITEM_WEIGHT,
     charge,
     check_chars,
     check_items,
@@ -117,7 +117,7 @@ class BoundedEscapeFormatter(BoundedFormatter, EscapeFormatter):
     """The same for ``Markup.format`` (which escapes its arguments)."""
 
 
-def bounded_lipsum(n: int = 5, html: bool = False, min: int = 20, max: int = 100) -> str:  # noqa: A002
+def bounded_lipsum(n: int = 5, html: bool = False, min: int = 20, max: int = 100) -> str:
     """jinja's lorem ipsum, capped: ``lipsum(100000)`` took 14 s before the render cap could answer."""
     if not (isinstance(n, int) and isinstance(max, int) and n <= MAX_LIPSUM and max <= MAX_LIPSUM):
         raise SecurityError(f"lipsum(n={n}, max={max}) is over the limit of {MAX_LIPSUM} paragraphs of at most "
@@ -207,9 +207,9 @@ class BoundedSandbox(SandboxedEnvironment):
             if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_INT_BITS:
                 raise too_big(f"{left.bit_length():,}-bit times {right.bit_length():,}-bit", MAX_INT_BITS, "bits")
         elif operator == "**":
-            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 0:
-                if right > MAX_INT_BITS or left.bit_length() * right > MAX_INT_BITS:
-                    raise too_big(f"a {left.bit_length():,}-bit number ** {right:,}", MAX_INT_BITS, "bits")
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 0 and (
+                    right > MAX_INT_BITS or left.bit_length() * right > MAX_INT_BITS):
+                raise too_big(f"a {left.bit_length():,}-bit number ** {right:,}", MAX_INT_BITS, "bits")
         elif operator == "+" and isinstance(left, (*TEXT, list, tuple)) and isinstance(right, type(left)):
             if isinstance(left, TEXT):
                 check_chars(len(left) + len(right), "joining with +")
@@ -240,18 +240,18 @@ class BoundedSandbox(SandboxedEnvironment):
             return type(owner)(formatter.vformat(owner, args, kwargs))
         return bounded
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Every call a template makes: growth is checked from the arguments before the call runs."""
-        if not __self.is_safe_callable(__obj):
-            raise SecurityError(f"{__obj!r} is not safely callable")
-        owner, name = getattr(__obj, "__self__", None), getattr(__obj, "__name__", "")
+        if not self.is_safe_callable(obj):
+            raise SecurityError(f"{obj!r} is not safely callable")
+        owner, name = getattr(obj, "__self__", None), getattr(obj, "__name__", "")
         if isinstance(owner, TEXT):
             args = _text_method(owner, name, args, kwargs)
         elif isinstance(owner, (list, dict, set)):
             args = _container_method(owner, name, args)
-        elif isinstance(__obj, LoopContext) and args:  # a recursive loop's loop(children)
-            args = (__self.bounded_iter(args[0]), *args[1:])
-        return __context.call(__obj, *args, **kwargs)
+        elif isinstance(obj, LoopContext) and args:  # a recursive loop's loop(children)
+            args = (self.bounded_iter(args[0]), *args[1:])
+        return context.call(obj, *args, **kwargs)
 
 
 def _text_method(owner: str | bytes, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--second-model", metavar="M", help="a second judge model: agreement figures")
     ev.add_argument("--second-provider", metavar="P", help="the second judge's provider (default: --provider)")
     ev.add_argument("--second-base-url", metavar="URL")
+    ev.add_argument("--limit", type=int, metavar="N", help="judge only the first N rows (--input) or records (--job); "
+                    "only those are read")
     ev.add_argument("--resume", type=int, metavar="JOB_ID", help="continue a killed or cancelled evaluation")
     ev.add_argument("--dry-run", action="store_true", help="show the first judge prompt and the estimate; no call")
     ev.set_defaults(handler=run)
@@ -45,7 +47,7 @@ def job_config(args: argparse.Namespace):
         data["input_file"] = args.input
         data.pop("source_job", None)
     for flag, key in (("prompt_col", "prompt_column"), ("completion_col", "completion_column"),
-                      ("topic_col", "topic_column"), ("use_case", "use_case")):
+                      ("topic_col", "topic_column"), ("use_case", "use_case"), ("limit", "limit")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     if data.get("source_job") is None and data.get("input_file") is None:

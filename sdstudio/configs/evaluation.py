@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from ..config import (
     ModelParameters,
@@ -55,6 +55,7 @@ class EvaluationJob(StrictModel):
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(parameters=ModelParameters(temperature=0.0)))
     second_judge: ModelSpec | None = None  # another model judging the same rows: agreement figures
     second_judge_of: int | None = None  # set by sdstudio on a second judge's own job: the primary's id
+    limit: int | None = Field(None, ge=1)  # judge only the first N rows or records; None: all
     run: RunSettings = Field(default_factory=RunSettings)
 
     _blank = field_validator("name", "input_file", "prompt_column", "completion_column", "topic_column", "use_case",
@@ -71,6 +72,15 @@ class EvaluationJob(StrictModel):
             if params is None or (isinstance(params, dict) and "temperature" not in params):
                 return {**spec, "parameters": {**(params or {}), "temperature": 0.0}}
         return spec
+
+    @model_serializer(mode="wrap")
+    def _unset_limit_is_absent(self, handler: Any) -> dict[str, Any]:
+        """No limit is written as no key, so every job judged before ``limit`` existed keeps its config hash
+        (its identity) and still resumes."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("limit") is None:
+            data.pop("limit", None)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "EvaluationJob":

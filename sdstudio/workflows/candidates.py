@@ -96,13 +96,15 @@ def prompts_from_job(store: Store, job_id: int, prompt_field: str | None, limit:
 
 
 def prompts_from_file(path: str, column: str, limit: int | None = None, home: str | Path | None = None) -> list[Prompt]:
-    from .evaluate_inputs import read_table
+    from .evaluate_inputs import iter_rows
 
-    frame = read_table(path, home)
-    if column not in frame.columns:
-        raise ConfigError(f"input file {path} has no prompt column {column!r} (columns: "
-                          f"{', '.join(map(str, frame.columns[:20]))})")
-    prompts = unique_prompts([(v, None, {"row": i}) for i, v in enumerate(frame[column].tolist())], limit)
+    try:  # streamed: with a limit, reading stops at the limit-th distinct prompt
+        rows = ((values[0], None, {"row": i}) for i, values in iter_rows(path, [column], home))
+        prompts = unique_prompts(rows, limit)
+    except ConfigError as exc:
+        if f"no column {column!r}" not in str(exc):
+            raise
+        raise ConfigError(str(exc).replace("has no column", "has no prompt column", 1)) from None
     if not prompts:
         raise ConfigError(f"input file {path}: column {column!r} holds no prompts")
     return prompts

@@ -25,7 +25,7 @@ from typing import Any
 from jinja2 import nodes
 
 from ..config import ModelSpec, WorkflowJob, WorkflowStep
-from ..datasets import DatasetError, plain, read_dataset, select_rows
+from ..datasets import DatasetError, plain, read_selection, select_rows
 from ..diagnostics import cut_off, explain
 from ..engine import InvalidOutput
 from ..errors import ConfigError, SdstudioError
@@ -96,13 +96,15 @@ class WorkflowPlan:
         if frame is None:
             if not config.input_file:
                 raise ConfigError("the workflow has no input: give --input FILE (or input_file in the config)")
-            frame = read_dataset(config.input_file, encoding=config.encoding, sheet=config.sheet, home=home)
             label = f"input file {config.input_file}"
+            file_columns, chosen = read_selection(config.input_file, columns=config.columns, limit=config.limit,
+                                                  sample=config.sample, seed=config.seed, label=label,
+                                                  encoding=config.encoding, sheet=config.sheet, home=home)
         else:
             label = "the input"
-        file_columns = [str(c) for c in frame.columns]
-        chosen = select_rows(frame, columns=config.columns, limit=config.limit, sample=config.sample,
-                             seed=config.seed, label=label)
+            file_columns = [str(c) for c in frame.columns]
+            chosen = select_rows(frame, columns=config.columns, limit=config.limit, sample=config.sample,
+                                 seed=config.seed, label=label)
         steps = [StepPlan(step, i, spec := (step.model.resolve(config.model) if step.model else config.model),
                           endpoint_of(spec)) for i, step in enumerate(config.steps)]
         plan = cls(config, label, file_columns, list(chosen.columns), _rows(chosen, config.variations), steps)

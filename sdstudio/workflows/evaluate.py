@@ -54,7 +54,7 @@ from ..store import Record, Store
 from ..templates import render, variables
 from ..usecases import UseCase, load_use_case
 from ..runner import JobRunner, current_job_id
-from .evaluate_inputs import Pair, pairs_from_file, pairs_from_job, read_table
+from .evaluate_inputs import Pair, file_prompt_sizes, pairs_from_file, pairs_from_job, read_table
 from .jobs import Estimate, JobResult, ProgressTotals
 
 KIND = "evaluation"
@@ -62,6 +62,7 @@ ENUM_LIMIT = 100  # scales up to this many values also get an enum (constrains g
 # variables the evaluation workflow itself provides to every evaluate.jinja
 PROVIDED = {"prompt", "completion", "criteria", "scale_min", "scale_max", "examples", "topic", "extras"}
 STALE = "stale: the source row or the judge prompt changed since this judgement"
+PREVIEW_ROWS = 200  # a dry run over an input file renders this many prompts and estimates the rest
 
 
 # -- the plan: prompts and schema, decided before any call --------------------------------------
@@ -84,7 +85,7 @@ class EvaluationPlan:
             use_case = load_use_case(config.use_case or job.get("use_case") or "custom", home)
             job_inputs = (job.get("config") or {}).get("inputs") or {}
             inputs = {**{k: str(v) for k, v in use_case.inputs.items()}, **job_inputs}
-            pairs = pairs_from_job(store, config.source_job, use_case, home)
+            pairs = pairs_from_job(store, config.source_job, use_case, home, config.limit)
         else:
             use_case = load_use_case(config.use_case or "custom", home)
             inputs = {k: str(v) for k, v in use_case.inputs.items()}
@@ -327,17 +328,23 @@ def preview(config: EvaluationJob, *, home: str | Path | None = None) -> Evaluat
             raise ConfigError(f"no generation job with id {config.source_job} (no metadata.db in "
                               f"{db_path(home).parent}); `sdstudio jobs` lists them")
         store = Store.open(home)
-    plan = EvaluationPlan.build(config, store, home)
     judges = [config.model, *([config.second_judge] if config.second_judge else [])]
     model_ids = [get_provider(spec).model_id for spec in judges]  # no connection yet
-    prompts = [plan.prompt(pair) for pair in plan.pairs]
-    first_tokens, exact = count_tokens(prompts[0], config.model)
-    per_char = first_tokens / max(len(prompts[0]), 1)
-    tokens_in = round(sum(len(p) for p in prompts) * per_char)
-    tokens_out = len(prompts) * min(80, config.model.parameters.max_tokens)  # a score and a sentence or two
+    if config.input_file is not None:  # streamed: the plan checks the first rows, the estimate walks the file
+        plan = EvaluationPlan.build(config.model_copy(update={"limit": min(config.limit or PREVIEW_ROWS, PREVIEW_ROWS)}),
+                                    store, home)
+        rows, chars, first = file_prompt_sizes(config, plan.prompt, PREVIEW_ROWS, home)
+    else:
+        plan = EvaluationPlan.build(config, store, home)
+        prompts = [plan.prompt(pair) for pair in plan.pairs]
+        rows, chars, first = len(prompts), sum(len(p) for p in prompts), prompts[0]
+    first_tokens, exact = count_tokens(first, config.model)
+    per_char = first_tokens / max(len(first), 1)
+    tokens_in = round(chars * per_char)
+    tokens_out = rows * min(80, config.model.parameters.max_tokens)  # a score and a sentence or two
     prices = [price_for(m, Path(home).expanduser() if home else None) for m in model_ids]
-    return EvaluationPreview(prompt=prompts[0], prompt_tokens=first_tokens, exact_tokens=exact, model_id=model_ids[0],
-                             requests=len(prompts) * len(judges), rows=len(prompts),
+    return EvaluationPreview(prompt=first, prompt_tokens=first_tokens, exact_tokens=exact, model_id=model_ids[0],
+                             requests=rows * len(judges), rows=rows,
                              est_tokens_in=tokens_in * len(judges), est_tokens_out=tokens_out * len(judges),
                              est_cost_usd=sum(p.cost(tokens_in, tokens_out) for p in prices),
                              price_known=all(p.known for p in prices))

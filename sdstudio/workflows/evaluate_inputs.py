@@ -1,5 +1,8 @@
 """What an evaluation judges: the prompt/completion pairs of a generation job's ok records, or of an uploaded
-table's rows (CSV / JSONL / Parquet), each with where it came from.
+table's rows (CSV / JSONL / Parquet / JSON / Excel), each with where it came from.
+
+Tables are streamed (``table_stream``): ``--limit N`` reads N rows, and a dry run's estimate walks the file a
+chunk at a time instead of holding a million pairs (1.3 GB and 24 s before).
 
 Kept apart from ``evaluate.py`` (the plan, the judge's replies and the run) because reading inputs is its own
 concern, shared with the alignment workflow (``read_table``, the one rule for table values in ``_text``);
@@ -9,13 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from ..config import EvaluationJob
 from ..errors import ConfigError
 from ..store import Store
+from ..table_stream import TableFile
 from ..usecases import UseCase
 
 
@@ -41,8 +47,9 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def pairs_from_job(store: Store, job_id: int, use_case: UseCase, home: Any = None) -> list[Pair]:
-    """The ok records of a generation job. Items with its prompt and completion fields (as its workflow
+def pairs_from_job(store: Store, job_id: int, use_case: UseCase, home: Any = None, limit: int | None = None
+                   ) -> list[Pair]:
+    """The ok records of a generation job (the first ``limit`` of them). Items with its prompt and completion fields (as its workflow
     declares them; else the use case's) are judged as that pair (other fields shown beside it); rows
     without them (freeform) as a whole JSON row."""
     from .fields import job_fields
@@ -51,7 +58,7 @@ def pairs_from_job(store: Store, job_id: int, use_case: UseCase, home: Any = Non
     fields = job_fields(store, job_id, home)
     p_field = fields.prompt or use_case.prompt_field
     c_field = fields.completion or use_case.completion_field
-    for rec in store.records("generation", job_id, "ok"):
+    for rec in islice(store.records("generation", job_id, "ok"), limit):
         item = rec["output"]
         provenance = {"source_record_id": rec["id"], "source_job_id": job_id, "row": None}
         if isinstance(item, dict) and p_field and c_field and p_field in item and c_field in item:
@@ -66,43 +73,88 @@ def pairs_from_job(store: Store, job_id: int, use_case: UseCase, home: Any = Non
     return pairs
 
 
-def read_table(path: str | Path, home: str | Path | None = None):
-    """A CSV / JSONL / Parquet file as a DataFrame. A bare name also looks in SDSTUDIO_HOME/uploads."""
+def open_input(path: str | Path, home: str | Path | None = None) -> TableFile:
+    """An input table (CSV / TSV / JSONL / JSON / Parquet / Excel, CSV and JSONL also .gz) to stream; a bare name
+    also looks in SDSTUDIO_HOME/uploads. Only the file's start is read here."""
+    from ..table_stream import open_table
+
+    return open_table(path, home=home)
+
+
+def read_table(path: str | Path, home: str | Path | None = None, limit: int | None = None):
+    """An input table as a DataFrame: every row, or the first ``limit`` (only those are read). Values keep
+    the types pandas infers (numbers stay numbers), as the judge and the alignment prompts always had them."""
     import pandas as pd
 
-    from ..home import resolve_home
+    chunks = list(open_input(path, home).chunks(text_cells=False, limit=limit))
+    return pd.concat(chunks) if chunks else pd.DataFrame()
 
-    file = Path(path).expanduser()
-    if not file.is_file() and not file.is_absolute() and (resolve_home(home) / "uploads" / file).is_file():
-        file = resolve_home(home) / "uploads" / file
-    if not file.is_file():
-        raise ConfigError(f"input file {path} does not exist")
-    suffix = "".join(file.suffixes[-2:]).lower() if file.suffix.lower() == ".gz" else file.suffix.lower()
-    try:
-        if suffix.startswith((".csv", ".tsv")):
-            return pd.read_csv(file, sep="\t" if suffix.startswith(".tsv") else ",", keep_default_na=False)
-        if suffix.startswith((".jsonl", ".ndjson")):
-            return pd.read_json(file, lines=True, dtype=False)
-        if suffix.startswith(".json"):
-            return pd.read_json(file, dtype=False)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(file)
-    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds; the user needs one line
-        raise ConfigError(f"cannot read input file {file}: {' '.join(str(exc).split())[:200]}") from None
-    raise ConfigError(f"input file {file}: unknown format {file.suffix!r}; use .csv, .jsonl or .parquet")
+
+def iter_rows(path: str | Path, columns: list[str], home: str | Path | None = None, limit: int | None = None
+              ) -> Iterator[tuple[int, list[Any]]]:
+    """(row position, [value of each column]) for each row, streaming; a missing column is one line."""
+    table = open_input(path, home)
+    known: list[str] | None = None
+    for chunk in table.chunks(text_cells=False, limit=limit):
+        if known is None:
+            known = list(chunk.columns)
+            missing = [c for c in columns if c not in known]
+            if missing:
+                raise ConfigError(f"input file {path} has no column {missing[0]!r} (columns: {', '.join(known[:20])})")
+        values = [chunk[c].tolist() if c in chunk.columns else [None] * len(chunk) for c in columns]
+        yield from zip(chunk.index.tolist(), map(list, zip(*values)))
 
 
 def pairs_from_file(config: EvaluationJob, home: str | Path | None = None) -> list[Pair]:
-    frame = read_table(config.input_file, home)
-    for flag, column in (("prompt", config.prompt_column), ("completion", config.completion_column),
-                         ("topic", config.topic_column)):
-        if column is not None and column not in frame.columns:
-            known = ", ".join(map(str, frame.columns[:20]))
-            raise ConfigError(f"input file {config.input_file} has no {flag} column {column!r} (columns: {known})")
-    if frame.empty:
+    """The rows of an input table as pairs: all of them, or the first ``config.limit`` (only those read)."""
+    columns = [config.prompt_column, config.completion_column] + ([config.topic_column] if config.topic_column else [])
+    pairs = [_pair(i, values) for i, values in _checked_rows(config, columns, home, config.limit)]
+    if not pairs:
         raise ConfigError(f"input file {config.input_file} has no rows")
-    topics = frame[config.topic_column].tolist() if config.topic_column else [None] * len(frame)
-    return [Pair(f"row:{i}", _text(p), _text(c), _text(t) or None, {},
-                 {"source_record_id": None, "source_job_id": None, "row": i})
-            for i, (p, c, t) in enumerate(zip(frame[config.prompt_column].tolist(),
-                                               frame[config.completion_column].tolist(), topics))]
+    return pairs
+
+
+def _pair(i: int, values: list[Any]) -> Pair:
+    topic = _text(values[2]) or None if len(values) > 2 else None
+    return Pair(f"row:{i}", _text(values[0]), _text(values[1]), topic, {},
+                {"source_record_id": None, "source_job_id": None, "row": i})
+
+
+def _checked_rows(config: EvaluationJob, columns: list[Any], home: str | Path | None, limit: int | None
+                  ) -> Iterator[tuple[int, list[Any]]]:
+    """Rows of the input file; a missing prompt/completion/topic column is named by its flag."""
+    try:
+        yield from iter_rows(str(config.input_file), columns, home, limit)
+    except ConfigError as exc:
+        for flag, column in (("prompt", config.prompt_column), ("completion", config.completion_column),
+                             ("topic", config.topic_column)):
+            if column is not None and f"no column {column!r}" in str(exc):
+                known = str(exc).split("(columns: ", 1)[-1].rstrip(")")
+                raise ConfigError(f"input file {config.input_file} has no {flag} column {column!r} (columns: "
+                                  f"{known})") from None
+        raise
+
+
+def file_prompt_sizes(config: EvaluationJob, prompt: Callable[[Pair], str], exact: int = 200,
+                      home: str | Path | None = None) -> tuple[int, int, str]:
+    """(rows, characters of all judge prompts, the first prompt) of an input file, streaming: a dry run over
+    a million rows reads them a chunk at a time. The first ``exact`` prompts are rendered; every later one is
+    estimated as its fields' length plus the rendered ones' mean template overhead (exact for templates that
+    show each field once, as the shipped ones do)."""
+    columns = [config.prompt_column, config.completion_column] + ([config.topic_column] if config.topic_column else [])
+    rows = chars = overhead = 0
+    first = ""
+    for i, values in _checked_rows(config, columns, home, config.limit):
+        pair = _pair(i, values)
+        fields = len(pair.prompt) + len(pair.completion) + len(pair.topic or "")
+        if rows < exact:
+            text = prompt(pair)
+            first = first or text
+            chars += len(text)
+            overhead += len(text) - fields
+        else:
+            chars += fields + overhead // exact
+        rows += 1
+    if not rows:
+        raise ConfigError(f"input file {config.input_file} has no rows")
+    return rows, chars, first
