@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import ConfigError
-from .export_files import remove_stale_temps, sha256_file, temp_name
+from .export_files import is_stale_temp, remove_stale_temps, sha256_file, temp_name
 
 CARD = "README.md"
 ALT_CARD = "DATASET_CARD.md"
@@ -120,8 +120,6 @@ def refuse_dangerous(target: Path, home: Path) -> None:
 
 def _entries(folder: Path) -> set[str]:
     """What ``folder`` holds, leaving out stale temps of dead exports (garbage the next export removes)."""
-    from .export_files import is_stale_temp
-
     try:
         return {p.name for p in folder.iterdir() if not is_stale_temp(p)}
     except FileNotFoundError:
