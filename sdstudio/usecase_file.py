@@ -17,7 +17,6 @@ from . import filecheck
 from .errors import ConfigError
 from .filecheck import StrictFile
 
-SCALE_LIMIT = 1_000_000  # a judge scale end beyond this is a typo, and would not fit a SQLite integer column
 VALIDATORS = ("sql",)  # the checks sft.GenerationRun._check knows: a name it does not know would never run
 
 
@@ -31,11 +30,9 @@ class JudgeSpec(StrictFile):
     @field_validator("scale")
     @classmethod
     def _a_real_range(cls, scale: tuple[int, int]) -> tuple[int, int]:
-        low, high = scale
-        if low >= high:
-            raise ValueError(f"{low}-{high} is empty; the low end must be below the high end, e.g. [1, 5]")
-        if max(abs(low), abs(high)) > SCALE_LIMIT:
-            raise ValueError(f"{low}-{high} is out of range; both ends must be within ±{SCALE_LIMIT:,}")
+        from .config import check_scale  # the judge's own rule, so a use case cannot hold a scale a job refuses
+
+        check_scale(scale, [])
         return scale
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from ..config import (
     ModelSpec,
@@ -48,7 +48,7 @@ class AlignmentJob(StrictModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
     judge: ModelSpec | None = None  # None: `model` at temperature 0
     criteria: str | None = None  # None: the `alignment` use case's response criteria
-    scale: tuple[int, int] = (1, 5)
+    scale: tuple[StrictInt, StrictInt] = (1, 5)
     examples: list[JudgeExample] = Field(default_factory=list)
     judge_template: str | None = None  # jinja source; None: templates/alignment/evaluate.jinja
     min_margin: float = Field(1.0, ge=0)  # DPO: drop pairs whose score gap is smaller

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, StrictInt, field_validator, model_serializer, model_validator
 
 from ..config import (
     ModelParameters,
@@ -27,11 +27,16 @@ class JudgeExample(StrictModel):
     justification: str
 
 
+SCALE_LIMIT = 1_000_000  # a scale end beyond this is a typo, and would not fit metadata.db's integer columns
+
+
 def check_scale(scale: tuple[int, int], examples: list[JudgeExample]) -> None:
     """A judge's scale must be a real range, and its few-shot examples must score inside it."""
     low, high = scale
     if low >= high:
         raise ValueError(f"scale {low}-{high} is empty; the low end must be below the high end")
+    if max(abs(low), abs(high)) > SCALE_LIMIT:
+        raise ValueError(f"scale {low}-{high} is out of range; both ends must be within ±{SCALE_LIMIT:,}")
     for ex in examples:
         if not low <= ex.score <= high:
             raise ValueError(f"judge example score {ex.score} is outside the scale {low}-{high}")
@@ -49,7 +54,7 @@ class EvaluationJob(StrictModel):
     topic_column: str | None = None  # optional: per-topic statistics for an input file
     use_case: str | None = None  # None: the generation job's use case, or `custom` for an input file
     criteria: str | None = None  # None: the use case's default criteria
-    scale: tuple[int, int] | None = None  # None: the use case's scale
+    scale: tuple[StrictInt, StrictInt] | None = None  # None: the use case's scale (true is not 1, nor 1.5 one)
     examples: list[JudgeExample] = Field(default_factory=list)
     template: str | None = None  # jinja source of the judge prompt; None: the use case's evaluate.jinja
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(parameters=ModelParameters(temperature=0.0)))

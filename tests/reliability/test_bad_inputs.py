@@ -263,7 +263,7 @@ CASES = [
     Case("use_case_scale_not_a_list", use_case("uc3", "{{ topic }}", GOOD_USE_CASE + "judge: {scale: ab}\n"),
          "use_case.yaml: judge.scale: expected a list of two whole numbers"),
     Case("use_case_scale_reversed", use_case("uc4", "{{ topic }}", GOOD_USE_CASE + "judge: {scale: [5, 1]}\n"),
-         "use_case.yaml: judge.scale: 5-1 is empty"),
+         "use_case.yaml: judge.scale: scale 5-1 is empty"),
     Case("use_case_topics_a_number", use_case("uc5", "{{ topic }}", GOOD_USE_CASE + "topics: 5\n"),
          "use_case.yaml: topics: expected a list"),
     Case("use_case_schema_a_number", use_case("uc6", "{{ topic }}", "description: d\noutput_schema: 12\n"),
@@ -310,6 +310,8 @@ CASES = [
     Case("temperature_out_of_range", gen("--temperature", "5"), "temperature"),
     Case("rpm_negative", gen("--rpm", "-5"), "rpm"),
     Case("scale_reversed", lambda c: ["evaluate", "--job", "1", "--scale", "5-1"], "scale 5-1 is empty"),
+    Case("scale_out_of_range", lambda c: ["evaluate", "--job", "1", "--scale", "1-100000000000000000000"],
+         "scale 1-100000000000000000000 is out of range"),
     Case("scale_not_a_range", lambda c: ["evaluate", "--job", "1", "--scale", "good"], "is not a range"),
     Case("workflow_limit_zero", workflow("Rewrite {{ question }}", "--limit", "0"), "limit"),
     # -- providers, jobs, the Hub ----------------------------------------------------------------------
