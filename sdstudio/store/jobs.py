@@ -44,6 +44,13 @@ def decode_job(row: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _in_range(job_id: int, family: str | None = None) -> int:
+    """A job id SQLite can hold: a larger one (typed by hand, ``--job 10**20``) is no job, not an OverflowError."""
+    if not -2**63 <= job_id < 2**63:
+        raise StoreError(f"no {family or ''} job with id {job_id}; `sdstudio jobs` lists them".replace("  ", " "))
+    return job_id
+
+
 def _view(family: str) -> str:
     try:
         return VIEWS[family]
@@ -95,7 +102,7 @@ class JobsMixin:
     def get_job(self, family: str | None, job_id: int) -> dict[str, Any]:
         """A job with its family's details (``family=None``: the common columns only)."""
         table = "jobs" if family is None else _view(family)
-        row = self.connection().execute(f"SELECT * FROM {table} WHERE id = ?", (job_id,)).fetchone()
+        row = self.connection().execute(f"SELECT * FROM {table} WHERE id = ?", (_in_range(job_id, family),)).fetchone()
         if row is None:
             other = self.connection().execute("SELECT kind FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if other is not None:
@@ -105,6 +112,7 @@ class JobsMixin:
 
     def job_family(self, job_id: int) -> str:
         """Which family's details a job has (``get_job(job_family(i), i)`` shows any job by its id)."""
+        _in_range(job_id)
         for family in VIEWS:
             if self.connection().execute(f"SELECT 1 FROM {family}_jobs WHERE job_id = ?", (job_id,)).fetchone():
                 return family
@@ -191,6 +199,8 @@ class JobsMixin:
         from .core import utcnow
 
         owner = owner or lease.this_owner()
+        if resume is not None:
+            _in_range(resume, family)
         with self.transaction() as conn:
             if resume is not None:
                 row = conn.execute(f"SELECT * FROM {_view(family)} WHERE id = ?", (resume,)).fetchone()

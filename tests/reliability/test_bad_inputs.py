@@ -362,6 +362,8 @@ CASES = [
                                                          "--hf-endpoint", f"http://alice:pw@127.0.0.1:{CLOSED_PORT}"],
          "HF_TOKEN", env={"HF_TOKEN": "hf_x"}, model=False),
     Case("resume_unknown_job", gen("--resume", "99"), "no generation job with id 99"),
+    Case("job_id_too_big", lambda c: ["evaluate", "--job", "100000000000000000000"],
+         "no generation job with id 100000000000000000000"),
     Case("evaluate_unknown_job", lambda c: ["evaluate", "--job", "99"], "no generation job with id 99"),
     Case("export_unknown_job", lambda c: ["export", "--job", "99"], "99", model=False),
     Case("export_hub_without_token", lambda c: ["export", "--job", "1", "--hf-repo", "alice/data"],

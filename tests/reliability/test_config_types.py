@@ -35,3 +35,17 @@ def test_a_judge_scale_end_that_is_not_a_whole_number_is_refused(home, tmp_path,
     config.write_text(f"kind: evaluation\ninput_file: {rows}\nprompt_column: q\ncompletion_column: a\nscale: {scale}\n")
     assert main(["evaluate", "--config", str(config), *MODEL, "--dry-run"]) == 2
     assert f"ev.yaml: {where}: Input should be a valid integer" in one_line(capsys)
+
+
+BIG = "100000000000000000000"  # beyond SQLite's 64-bit integers
+
+
+@pytest.mark.parametrize("argv", [["jobs", "show", BIG], ["evaluate", "--job", BIG, *MODEL], ["export", "--job", BIG],
+                                  ["generate", "--resume", BIG, *MODEL], ["align", "--resume", BIG, *MODEL],
+                                  ["workflow", "--resume", BIG, *MODEL], ["documents", "--resume", BIG, *MODEL]],
+                         ids=["jobs_show", "evaluate_job", "export_job", "generate_resume", "align_resume",
+                              "workflow_resume", "documents_resume"])
+def test_a_job_id_too_big_for_the_database_is_no_such_job(home, capsys, argv):
+    assert main(argv) == 2
+    line = one_line(capsys)
+    assert f"job with id {BIG}; `sdstudio jobs` lists them" in line and "unexpected" not in line, line
