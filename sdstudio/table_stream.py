@@ -200,7 +200,7 @@ class TableFile:
             finally:
                 reader.close()
         elif self.kind == "jsonl":
-            yield from self._jsonl(size)
+            yield from self._jsonl(min(size, limit) if limit else size)
         elif self.kind == "json":
             rows = self._json_rows()
             for start in range(0, len(rows), size):
@@ -223,26 +223,37 @@ class TableFile:
     def _jsonl(self, size: int) -> Iterator[Any]:
         reader = self.text()
         try:
-            yield from self._jsonl_rows(reader, size)
+            first, lines = 0, []  # (line number, text) of the rows of one chunk
+            for number, line in enumerate(reader.lines(), 1):
+                if line.strip():
+                    lines.append((number, line))
+                if len(lines) == size:
+                    yield records_frame(self._parse_lines(lines), self.label, first)
+                    first, lines = first + len(lines), []
+            if lines:
+                yield records_frame(self._parse_lines(lines), self.label, first)
         finally:
             reader.close()
 
-    def _jsonl_rows(self, reader: DecodedReader, size: int) -> Iterator[Any]:
-        rows, first = [], 0
-        for number, line in enumerate(reader.lines(), 1):
-            if not line.strip():
-                continue
+    def _parse_lines(self, lines: list[tuple[int, str]]) -> list[Any]:
+        """A chunk's lines parsed as one JSON array (one C call, not one per line); if that fails or merges
+        lines (a line holding ``{...}, {...}``), line by line, so the error names the line."""
+        try:
+            rows = json.loads("[" + ",".join(text for _, text in lines) + "]")
+            if len(rows) == len(lines):
+                return rows
+        except (json.JSONDecodeError, RecursionError):
+            pass
+        rows = []
+        for number, line in lines:
             try:
-                rows.append(json.loads(line))
+                value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"input file {self.label}: line {number} is not valid JSON ({exc.msg})") from None
             except RecursionError:
                 raise DatasetError(f"input file {self.label}: line {number} nests JSON too deeply to be a row") from None
-            if len(rows) == size:
-                yield records_frame(rows, self.label, first)
-                first, rows = first + len(rows), []
-        if rows:
-            yield records_frame(rows, self.label, first)
+            rows.append(value)
+        return rows
 
     def _json_rows(self) -> list[Any]:
         reader = self.text()
@@ -269,7 +280,9 @@ class TableFile:
         import pyarrow.parquet as pq
 
         try:
-            return pq.ParquetFile(str(self.path) if self.data is None and not self.gzipped else self.raw())
+            # page by page: a million-row row group is not buffered whole
+            return pq.ParquetFile(str(self.path) if self.data is None and not self.gzipped else self.raw(),
+                                  pre_buffer=False, buffer_size=1 << 20)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None
 

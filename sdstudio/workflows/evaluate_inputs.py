@@ -90,9 +90,10 @@ def read_table(path: str | Path, home: str | Path | None = None, limit: int | No
     return pd.concat(chunks) if chunks else pd.DataFrame()
 
 
-def iter_rows(path: str | Path, columns: list[str], home: str | Path | None = None, limit: int | None = None
-              ) -> Iterator[tuple[int, list[Any]]]:
-    """(row position, [value of each column]) for each row, streaming; a missing column is one line."""
+def iter_chunks(path: str | Path, columns: list[str], home: str | Path | None = None, limit: int | None = None
+                ) -> Iterator[Any]:
+    """DataFrames of just ``columns``, a chunk of rows at a time (indexed by row position); a missing column is
+    one line. A column only later rows of a JSONL file have is None in the earlier ones."""
     table = open_input(path, home)
     known: list[str] | None = None
     for chunk in table.chunks(text_cells=False, limit=limit):
@@ -101,8 +102,14 @@ def iter_rows(path: str | Path, columns: list[str], home: str | Path | None = No
             missing = [c for c in columns if c not in known]
             if missing:
                 raise ConfigError(f"input file {path} has no column {missing[0]!r} (columns: {', '.join(known[:20])})")
-        values = [chunk[c].tolist() if c in chunk.columns else [None] * len(chunk) for c in columns]
-        yield from zip(chunk.index.tolist(), map(list, zip(*values)))
+        yield chunk.reindex(columns=list(dict.fromkeys(columns)))[columns]
+
+
+def iter_rows(path: str | Path, columns: list[str], home: str | Path | None = None, limit: int | None = None
+              ) -> Iterator[tuple[int, list[Any]]]:
+    """(row position, [value of each column]) for each row, streaming; a missing column is one line."""
+    for chunk in iter_chunks(path, columns, home, limit):
+        yield from zip(chunk.index.tolist(), chunk.values.tolist())
 
 
 def pairs_from_file(config: EvaluationJob, home: str | Path | None = None) -> list[Pair]:
@@ -122,9 +129,15 @@ def _pair(i: int, values: list[Any]) -> Pair:
 
 def _checked_rows(config: EvaluationJob, columns: list[Any], home: str | Path | None, limit: int | None
                   ) -> Iterator[tuple[int, list[Any]]]:
-    """Rows of the input file; a missing prompt/completion/topic column is named by its flag."""
+    for chunk in _checked_chunks(config, columns, home, limit):
+        yield from zip(chunk.index.tolist(), chunk.values.tolist())
+
+
+def _checked_chunks(config: EvaluationJob, columns: list[Any], home: str | Path | None, limit: int | None = None
+                    ) -> Iterator[Any]:
+    """Chunks of the input file; a missing prompt/completion/topic column is named by its flag."""
     try:
-        yield from iter_rows(str(config.input_file), columns, home, limit)
+        yield from iter_chunks(str(config.input_file), columns, home, config.limit if limit is None else limit)
     except ConfigError as exc:
         for flag, column in (("prompt", config.prompt_column), ("completion", config.completion_column),
                              ("topic", config.topic_column)):
@@ -144,17 +157,29 @@ def file_prompt_sizes(config: EvaluationJob, prompt: Callable[[Pair], str], exac
     columns = [config.prompt_column, config.completion_column] + ([config.topic_column] if config.topic_column else [])
     rows = chars = overhead = 0
     first = ""
-    for i, values in _checked_rows(config, columns, home, config.limit):
-        pair = _pair(i, values)
-        fields = len(pair.prompt) + len(pair.completion) + len(pair.topic or "")
-        if rows < exact:
+    for chunk in _checked_chunks(config, columns, home):
+        head = min(max(exact - rows, 0), len(chunk))
+        for i, values in zip(chunk.index[:head].tolist(), chunk.iloc[:head].values.tolist()):
+            pair = _pair(i, values)
             text = prompt(pair)
             first = first or text
             chars += len(text)
-            overhead += len(text) - fields
-        else:
-            chars += fields + overhead // exact
-        rows += 1
+            overhead += len(text) - len(pair.prompt) - len(pair.completion) - len(pair.topic or "")
+        rest = chunk.iloc[head:]
+        if len(rest):  # the fields' text, as _text makes it, measured a column at a time
+            chars += sum(_text_length(rest[c]) for c in columns)
+            chars += len(rest) * (overhead // max(min(rows + head, exact), 1))
+        rows += len(chunk)
     if not rows:
         raise ConfigError(f"input file {config.input_file} has no rows")
     return rows, chars, first
+
+
+def _text_length(column: Any) -> int:
+    """Total length of a column's values as ``_text`` shows them; text columns are measured without a Python
+    call per cell (a million-row dry run)."""
+    import pandas as pd
+
+    if isinstance(column.dtype, pd.StringDtype):
+        return int(column.str.len().fillna(0).sum())
+    return int(column.map(_text).str.len().sum())
