@@ -87,7 +87,8 @@ def _indent(value: Any, args: tuple, kwargs: dict) -> None:
     width = args[0] if args else kwargs.get("width", 4)
     step = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
     if isinstance(value, str):
-        check_chars(len(value) + (value.count("\n") + 2) * max(step, 0), f"indent({width if isinstance(width, int) else len(width)!r})")
+        shown = width if isinstance(width, int) else f"a text of {step:,} characters"
+        check_chars(len(value) + (value.count("\n") + 2) * max(step, 0), f"indent({shown})")
 
 
 def _format(value: Any, args: tuple, kwargs: dict) -> None:

@@ -194,7 +194,7 @@ def number_size(value: Any) -> int:
 
 def _number(text: str, what: str) -> int:
     if len(text) > 9:  # more digits than any allowed width, and int() of a huge one costs time
-        raise too_big(f"{what} {text[:12]}...")
+        raise too_big(f"{what} {text if len(text) <= 15 else text[:12] + '...'}")
     return int(text)
 
 

@@ -161,7 +161,7 @@ class BoundedSandbox(SandboxedEnvironment):
         for part in parts:
             size += len(part)
             if size > MAX_CHARS:
-                raise too_big(f"a macro or block of more than {MAX_CHARS:,} characters")
+                raise too_big("the text of a macro or a {% set %}/{% filter %} block")
             kept.append(part)
         charge(size)
         return "".join(kept)

@@ -49,9 +49,9 @@ def _text(value: Any) -> str:
 
 def pairs_from_job(store: Store, job_id: int, use_case: UseCase, home: Any = None, limit: int | None = None
                    ) -> list[Pair]:
-    """The ok records of a generation job (the first ``limit`` of them). Items with its prompt and completion fields (as its workflow
-    declares them; else the use case's) are judged as that pair (other fields shown beside it); rows
-    without them (freeform) as a whole JSON row."""
+    """The ok records of a generation job (the first ``limit`` of them). Items with its prompt and completion
+    fields (as its workflow declares them; else the use case's) are judged as that pair (other fields shown
+    beside it); rows without them (freeform) as a whole JSON row."""
     from .fields import job_fields
 
     pairs = []

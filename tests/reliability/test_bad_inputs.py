@@ -165,6 +165,24 @@ def deep_json(c: Ctx) -> str:
     return c.write("deep.json", "[" * 200_000 + "]" * 200_000)
 
 
+def duplicate_parquet(c: Ctx) -> str:
+    """A Parquet file whose schema names `question` twice (pyarrow allows it; pandas would rename one)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = c.dir / "dup.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["q1"]), pa.array(["a1"]), pa.array(["q2"])],
+                                        names=["question", "answer", "question"]), path)
+    return str(path)
+
+
+def judge(template: str) -> Callable[[Ctx], list[str]]:
+    return lambda c: ["evaluate", "--config", c.write("ev.yaml", (
+        "kind: evaluation\ninput_file: " + c.write("pairs.csv", "q,a\nhi,there\n")
+        + f"\nprompt_column: q\ncompletion_column: a\ntemplate: {json.dumps(template)}\n"))]
+
+
+BIG_TEXT = "{% set big = 'x' * 3999999 %}"
 CLOSED_PORT = free_port()  # nothing listens there
 
 CASES = [
@@ -285,6 +303,36 @@ CASES = [
     Case("workflow_step_syntax_error", workflow("{{ question"), "syntax error"),
     Case("workflow_step_escape", workflow("{{ question.__class__.__base__.__subclasses__() }}"),
          "refused by the template sandbox"),
+    # every way a template could build more than the render cap (see test_template_limits.py for each path)
+    Case("template_printf_width", use_case("fmt1", "{{ '%5000000000s' % topic }}"), "a % width of 5000000000"),
+    Case("template_format_filter_width", use_case("fmt2", "{{ '%1500000000s'|format(topic) }}"),
+         "a % width of 1500000000"),
+    Case("template_str_format_width", use_case("fmt3", "{{ '{:>1500000000}'.format(topic) }}"),
+         "a format width of 1500000000"),
+    Case("template_join_bomb", use_case("join", "{{ ([topic]*999999)|join('x'*500) }}"),
+         "joining 999,999 items would build"),
+    Case("template_lipsum_bomb", use_case("lipsum", "{{ lipsum(100000) }}{{ topic }}"), "over the limit of 100 paragraphs"),
+    Case("template_block_bomb", use_case("block", BIG_TEXT + "{% set t %}{% for i in range(700) %}{{ big }}{% endfor %}"
+                                                  "{% endset %}{{ t|length }}{{ topic }}"),
+         "block is over the limit of 4,000,000 characters"),
+    Case("template_nested_loops", use_case("loops", "{% for i in range(100000) %}{% for j in range(100000) %}"
+                                                    "{% if 'y' in topic %}{% endif %}{% endfor %}{% endfor %}"),
+         "more than 1,000,000 loop iterations"),
+    Case("template_include", use_case("incl", "{% include 'other.jinja' %}{{ topic }}"), "{% include %} is not allowed"),
+    Case("workflow_step_format_bomb", workflow("{{ '{:>1500000000}'.format(question) }}"), "a format width of 1500000000"),
+    Case("workflow_step_import", workflow("{% import 'macros.jinja' as m %}{{ question }}"), "{% import %} is not allowed"),
+    Case("judge_template_join_bomb", judge("{{ ([prompt]*999999)|join('x'*500) }}"), "joining 999,999 items would build"),
+    Case("rows_duplicate_columns", lambda c: ["workflow", "--input", c.corpus("duplicate-columns.csv"), "--preset",
+                                              "paraphrase", "--set", "column=question"],
+         "names a column more than once: 'question' (columns 1, 3)"),
+    Case("rows_duplicate_columns_parquet", lambda c: ["workflow", "--input", duplicate_parquet(c), "--preset",
+                                                      "paraphrase", "--set", "column=question"],
+         "names a column more than once: 'question' (columns 1, 3)"),
+    Case("eval_duplicate_columns", lambda c: ["evaluate", "--input", c.corpus("duplicate-columns.csv"), "--prompt-col",
+                                              "question", "--completion-col", "answer"],
+         "names a column more than once: 'question' (columns 1, 3)"),
+    Case("eval_limit_zero", lambda c: ["evaluate", "--input", c.write("pairs.csv", "q,a\nhi,there\n"), "--prompt-col",
+                                       "q", "--completion-col", "a", "--limit", "0"], "limit"),
     Case("judge_template_escape", lambda c: ["evaluate", "--config", c.write("ev.yaml", (
         "kind: evaluation\ninput_file: " + c.write("pairs.csv", "q,a\nhi,there\n")
         + "\nprompt_column: q\ncompletion_column: a\ntemplate: \"{{ cycler.__init__.__globals__.os }}\"\n"))],

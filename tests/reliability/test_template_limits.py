@@ -47,7 +47,7 @@ ATTACKS = {
     "lipsum": ("{{ lipsum(100000) }}{{ X }}", "over the limit of 100 paragraphs"),
     "range": ("{% for i in range(10**9) %}{% endfor %}{{ X }}", "Range too big"),
     "block_text": (BIG + "{% set t %}{% for i in range(700) %}{{ big }}{% endfor %}{% endset %}{{ t|length }}{{ X }}",
-                   "a macro or block of more than 4,000,000 characters"),
+                   "block is over the limit of 4,000,000 characters"),
     "value_shown": (BIG + "{{ [big] * 999999 }}{{ X }}", "showing a value would build"),
     "nested_loops": ("{% for i in range(100000) %}{% for j in range(100000) %}{% if 'y' in X %}{% endif %}"
                      "{% endfor %}{% endfor %}", "more than 1,000,000 loop iterations"),
