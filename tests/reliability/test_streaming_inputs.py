@@ -161,3 +161,12 @@ def test_the_judge_and_alignment_readers_refuse_duplicate_columns_too(tmp_path):
     for read in (lambda: read_table(path), lambda: prompts_from_file(str(path), "question")):
         with pytest.raises(DatasetError, match="names a column more than once"):
             read()
+
+
+def test_an_evaluation_without_a_limit_keeps_the_identity_it_had_before_limit_existed():
+    """No limit is no key: the config hash of every evaluation judged before --limit is unchanged, so it resumes."""
+    from sdstudio.config import EvaluationJob
+
+    job = EvaluationJob(input_file="pairs.csv", prompt_column="q", completion_column="a")
+    assert "limit" not in job.model_dump(mode="json")
+    assert EvaluationJob(**{**job.model_dump(), "limit": 5}).model_dump(mode="json")["limit"] == 5
