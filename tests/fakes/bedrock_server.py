@@ -10,6 +10,12 @@ the way botocore's rest-json parser reads them: the code in the ``x-amzn-ErrorTy
 ``Code:http://internal...``; botocore keeps the part before ``:``) and ``{"message": ...}`` in the body,
 so the client raises ``ClientError`` with ``Error.Code`` = the code and ``Error.Message`` = the message.
 
+Converse speaks ``toolConfig``: a request that offers tools is answered with a ``toolUse`` block whose input
+follows the chosen tool's ``inputSchema`` (``stopReason: "tool_use"``), on models that support tool use; others
+answer 400 ValidationException as Bedrock does, and ``toolChoice.tool`` is refused outside the families that
+take it (Anthropic, Amazon Nova, Mistral). Without tools, a JSON schema written in the prompt (after
+``... validates against this JSON schema:\n``) is followed by the reply.
+
 Faults, one per request in order: ``server.inject("throttling")`` or ``server.inject("too_long",
 times=None)`` (every request until ``server.clear()``); see FAULTS, plus ``slow`` (answer after
 ``slow_seconds``) and ``drop`` (close the connection without a response).
@@ -29,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.openai_server import digest, sample_from_schema, schema_in_prompt
 
 # name -> (HTTP status, x-amzn-ErrorType, message), statuses and messages as Bedrock sends them
 FAULTS: dict[str, tuple[int, str, str]] = {
@@ -84,12 +92,62 @@ DEFAULT_PROFILES = [inference_profile(p) for p in (
     "us.anthropic.claude-3-5-sonnet-20240620-v1:0")]
 
 
+_GEO_PREFIXES = frozenset({"us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"})  # inference profiles
+NO_TOOL_MODELS = frozenset({"meta", "amazon.titan"})  # families (id prefixes) whose models refuse toolConfig
+TOOL_CHOICE_FAMILIES = ("anthropic.", "amazon.nova", "mistral.")  # the only ones that take toolChoice.tool
+
+
+def bare_model_id(model_id: str) -> str:
+    """``us.anthropic.claude-...`` / ``arn:...:foundation-model/mistral.x`` -> ``anthropic.claude-...`` / ``mistral.x``."""
+    bare = model_id.rsplit("/", 1)[-1]
+    parts = bare.split(".")
+    return ".".join(parts[1:]) if len(parts) > 2 and parts[0] in _GEO_PREFIXES else bare
+
+
+def chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The toolSpec a Converse request makes the model use: the one toolChoice.tool names, else the first."""
+    config = body.get("toolConfig") or {}
+    specs = [t["toolSpec"] for t in config.get("tools") or [] if isinstance(t, dict) and "toolSpec" in t]
+    name = ((config.get("toolChoice") or {}).get("tool") or {}).get("name")
+    if name is not None:
+        return next((t for t in specs if t.get("name") == name), None)
+    return specs[0] if specs else None
+
+
+def requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a Converse request asks its reply to follow: the chosen tool's input schema, else
+    the schema written in the system blocks or the messages."""
+    tool = chosen_tool(body)
+    if tool is not None:
+        schema = (tool.get("inputSchema") or {}).get("json")
+        return schema if isinstance(schema, dict) else None
+    texts = [b.get("text", "") for b in body.get("system", [])] + [
+        b.get("text", "") for m in body.get("messages", []) for b in m.get("content", [])]
+    return schema_in_prompt(texts)
+
+
+def _validates(value: Any, schema: dict[str, Any]) -> bool:
+    try:
+        import jsonschema
+    except ImportError:  # the fake must not need it: without it, the schema's own sample is used
+        return False
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
 def default_reply(body: dict[str, Any]) -> str:
-    """Deterministic: ``{"answer": <last user text>}`` when the system prompt asks for JSON, else an echo."""
+    """Deterministic: JSON following the requested schema (``{"answer": <last user text>}`` when that already
+    follows it, so a reply names its prompt), ``{"answer": ...}`` when the system prompt asks for JSON
+    without a schema, else an echo."""
     user = [b.get("text", "") for m in body.get("messages", []) if m.get("role") == "user"
             for b in m.get("content", [])]
     last = user[-1] if user else ""
     system = " ".join(b.get("text", "") for b in body.get("system", []))
+    schema = requested_schema(body)
+    if schema is not None:
+        answer = {"answer": last}
+        if _validates(answer, schema):
+            return json.dumps(answer)
+        return json.dumps(sample_from_schema(schema, digest(json.dumps(body.get("messages", []), sort_keys=True))))
     return json.dumps({"answer": last}) if "JSON" in system else f"echo: {last}"
 
 
@@ -98,8 +156,10 @@ class FakeBedrockServer:
 
     def __init__(self, *, access_key: str | None = None, latency: float = 0.0, slow_seconds: float = 2.0,
                  reply: Callable[[dict[str, Any]], str] | None = None, profile_page_size: int = 2,
-                 port: int = 0):
-        self.access_key = access_key  # when set, any other access key id gets UnrecognizedClientException
+                 no_tool_models: set[str] | frozenset[str] = NO_TOOL_MODELS, port: int = 0):
+        self.access_key = access_key
+        # model ids, or prefixes of them up to a "." or "-" (families: "meta", "amazon.titan"), that refuse tools
+        self.no_tool_models = set(no_tool_models)  # when set, any other access key id gets UnrecognizedClientException
         self.latency = latency
         self.slow_seconds = slow_seconds
         self.reply = reply or default_reply
@@ -131,6 +191,23 @@ class FakeBedrockServer:
 
     def converse_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["operation"] == "Converse"]
+
+    def supports_tools(self, model_id: str) -> bool:
+        bare = bare_model_id(model_id)
+        return not any(model_id == p or bare == p or bare.startswith((f"{p}.", f"{p}-"))
+                       for p in self.no_tool_models)
+
+    def tool_refusal(self, model_id: str, body: dict[str, Any]) -> str | None:
+        """The ValidationException message Bedrock answers this toolConfig with on this model, or None."""
+        config = body.get("toolConfig")
+        if not config:
+            return None
+        if not self.supports_tools(model_id):
+            return "This model doesn't support tool use."
+        if "tool" in (config.get("toolChoice") or {}) and not bare_model_id(model_id).startswith(
+                TOOL_CHOICE_FAMILIES):
+            return "This model doesn't support the toolChoice.tool field. Remove toolChoice.tool and try again."
+        return None
 
     def _next_fault(self) -> Fault | None:
         try:
@@ -223,6 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, code, message = FAULTS[fault.name]
             return self._error(status, code, fault.message or message, fault.headers)
         if operation == "Converse":
+            if (refusal := fake.tool_refusal(model_id, body or {})) is not None:
+                return self._error(400, "ValidationException", refusal)
             return self._send(200, self._converse(body or {}))
         if operation == "ListFoundationModels":
             return self._send(200, {"modelSummaries": fake.foundation_models})
@@ -234,15 +313,27 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, page)
 
     def _converse(self, body: dict[str, Any]) -> dict[str, Any]:
-        words = self.fake.reply(body).split(" ")
+        reply = self.fake.reply(body)
+        words = reply.split(" ")
         max_tokens = body.get("inferenceConfig", {}).get("maxTokens") or len(words)
         stop = "max_tokens" if len(words) > max_tokens else "end_turn"
         text = " ".join(words[:max_tokens])
+        content: list[dict[str, Any]] = [{"text": text}]
+        tool = chosen_tool(body)
+        try:
+            tool_input = json.loads(reply) if tool is not None else None
+        except json.JSONDecodeError:
+            tool_input = None  # a reply that is no JSON object: the model answered in prose instead
+        if isinstance(tool_input, dict):
+            # a tool input cut at maxTokens never closed: Bedrock hands back no usable input
+            tool_input, stop = ({}, stop) if stop == "max_tokens" else (tool_input, "tool_use")
+            content = [{"toolUse": {"toolUseId": f"tooluse_{digest(reply)}", "name": tool.get("name"),
+                                    "input": tool_input}}]
         prompt = [b.get("text", "") for b in body.get("system", [])] + [
             b.get("text", "") for m in body.get("messages", []) for b in m.get("content", [])]
         tokens_in = sum(len(t.split()) for t in prompt)
         tokens_out = min(len(words), max_tokens)
-        return {"output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+        return {"output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": stop,
                 "usage": {"inputTokens": tokens_in, "outputTokens": tokens_out,
                           "totalTokens": tokens_in + tokens_out},
