@@ -47,3 +47,19 @@ def aws_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """llama-cpp-python's own OpenAI-compatible server with the embedded GGUF (tests/llama_server.py). Not
+    skipped when its extra is missing: CI installs the dev extra, so a missing server is a failure."""
+    from tests.llama_server import LlamaServer, LlamaServerError
+
+    try:
+        server = LlamaServer().__enter__()
+    except LlamaServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
