@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
 
 from . import safeyaml
 from .errors import ConfigError
@@ -88,9 +88,21 @@ class ModelSpec(StrictModel):
     region: str | None = None
     api_key_env: str | None = None
     parameters: ModelParameters = Field(default_factory=ModelParameters)
+    # how a reply's JSON schema is asked for (providers/structured.py): auto negotiates per endpoint, a dialect
+    # pins it (json_schema, json_object, guided_json, nvext, tool or prompt)
+    structured_output: Literal["auto", "json_schema", "json_object", "guided_json", "nvext", "tool", "prompt"] = "auto"
 
     _blank = field_validator("model", "base_url", "region", "api_key_env", mode="before")(blank_is_unset)
     _url = field_validator("base_url")(endpoint_url)
+
+    @model_serializer(mode="wrap")
+    def _auto_unsaid(self, handler: Any) -> dict[str, Any]:
+        """``auto`` is left out of the dump: a job's identity (its config hash) is what it was before the
+        setting existed, so jobs of earlier versions resume; a pinned dialect is part of it."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("structured_output") == "auto":
+            data.pop("structured_output")
+        return data
 
     @field_validator("api_key_env")
     @classmethod

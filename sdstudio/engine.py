@@ -49,6 +49,10 @@ FLUSH_ROWS, FLUSH_SECONDS = 50, 1.0
 # or failing disk) must not let paid replies pile up in memory, where a failed write would lose them all
 MAX_BUFFERED_ROWS = 2 * FLUSH_ROWS
 PROGRESS_INTERVAL_S = 0.1
+# requests in flight before an endpoint never seen answering has answered once; and how many of a run's first
+# failures, all refused for the same reason before anything succeeded, stop it: a server that refuses every
+# request sees at most this many
+FIRST_REQUESTS = 8
 
 
 class Cancelled(Exception):
@@ -93,6 +97,10 @@ class Engine:
         self._answered = 0  # replies received in this run: once one arrives, the endpoint works
         ceiling = getattr(provider, "max_concurrency", None) or self.settings.concurrency
         self.limit = AdaptiveLimit(min(self.settings.concurrency, ceiling))
+        if not getattr(provider, "proven", False):
+            self.limit.start_small(FIRST_REQUESTS)
+        self._refusals: list[str] = []  # reasons of the run's first failed requests while none has succeeded
+        self._permanent: set[str] = set()
         self.rpm = RateLimiter(self.settings.rpm) if self.settings.rpm else None
         self.tpm = TokenBucket(self.settings.tpm) if self.settings.tpm else None
         self.progress = Progress()
@@ -145,7 +153,8 @@ class Engine:
             raise self._store_error
         if self._abort is not None:
             raise self._aborted(self._abort)
-        return RunResult(self.progress, cancelled=self._cancelled(), failures=dict(self._failures))
+        return RunResult(self.progress, cancelled=self._cancelled(), failures=dict(self._failures),
+                         permanent=set(self._permanent), answered=self._answered)
 
     # -- internals -------------------------------------------------------------------------------
     def _cancelled(self) -> bool:
@@ -158,10 +167,23 @@ class Engine:
             return True
         return not self._answered and (exc.unreachable or exc.status == 404)
 
+    def _refused_throughout(self, exc: ProviderError) -> bool:
+        """Were the run's first requests all refused for this same reason, with nothing succeeding? A request the
+        server rejects as invalid (a validation error, an unsupported field) is rejected for every item alike:
+        after ``FIRST_REQUESTS`` of them (or every item of a smaller run) the run stops instead of going on."""
+        if exc.kind != "bad_request" or self.progress.ok:
+            return False
+        self._refusals.append(" ".join(str(exc).split()))
+        enough = min(FIRST_REQUESTS, self.progress.total or FIRST_REQUESTS)
+        return len(self._refusals) >= enough and len(set(self._refusals[:enough])) == 1
+
     def _aborted(self, exc: ProviderError) -> RunAborted:
         """Mark the job failed with the reason (its saved rows stay) and build the error to raise."""
         if exc.kind == "auth":
             hint = "fix the credentials, then run the job again (rows already saved are kept)"
+        elif self._refusals:
+            hint = (f"the first {len(self._refusals)} requests were all refused for this reason and none succeeded; "
+                    "fix the request (model parameters, structured_output, the server's settings), then run again")
         elif exc.unreachable:
             hint = "no request reached the provider; check base_url (or region) and that it is up, then run again"
         else:
@@ -249,7 +271,11 @@ class Engine:
                     return
                 if not exc.retryable or attempt >= self.settings.max_attempts:
                     reason = str(exc) if attempt == 1 else f"{exc} (after {attempt} attempts)"
+                    if not exc.retryable:
+                        self._permanent.add(item.key)
                     self._fail(item, reason, raw, None)
+                    if self._refused_throughout(exc):
+                        self._abort = exc
                     return
                 self.progress.retries += 1
                 if exc.kind == "rate_limited":
@@ -277,6 +303,7 @@ class Engine:
                 self.progress.in_flight -= 1
         self._answered += 1
         self.limit.on_success()
+        self.limit.open_up()
         return completion
 
     def _backoff(self, attempt: int) -> float:

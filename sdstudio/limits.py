@@ -44,6 +44,31 @@ class AdaptiveLimit:
             self.in_flight -= 1
             cond.notify(max(int(self.limit) - self.in_flight, 1))
 
+    def start_small(self, first: int) -> None:
+        """Send at most ``first`` until ``open_up``: an endpoint never seen answering may refuse every request,
+        and it should see a few, not ``maximum``, before the run finds out."""
+        self.limit = float(max(min(first, self.maximum), 1))
+        self._small = True
+
+    def open_up(self) -> None:
+        """The endpoint answers: full width at once (unless a 429 has cut it meanwhile)."""
+        if getattr(self, "_small", False):
+            self._small = False
+            if self._last_cut < 0:
+                self.limit = float(self.maximum)
+                if self._cond is not None:
+                    self._wake()
+
+    def _wake(self) -> None:
+        cond = self._cond
+        assert cond is not None
+
+        async def notify() -> None:
+            async with cond:
+                cond.notify_all()
+
+        asyncio.ensure_future(notify())
+
     def on_success(self) -> None:
         if self.limit < self.maximum:
             self.limit = min(self.maximum, self.limit + 1.0 / self.limit)

@@ -187,11 +187,42 @@ class JobRunner:
             on_progress=report, cancel_event=self.cancel_event, **options)
         if plan:
             self.totals.planned(len(items))
-        result = executor.execute(items, handler)
+        self._recall_endpoint(provider)
+        result = None
+        try:
+            result = executor.execute(items, handler)
+        finally:  # a run that stopped still made its calls, and its notes say how it asked
+            self._remember_endpoint(provider, result)
         self.totals.end_round(result.progress)
         if result.cancelled:
             self.cancelled = True
         return result
+
+    def _recall_endpoint(self, provider: Any) -> None:
+        """Start the provider where earlier jobs found its endpoint working: the structured-output dialect that
+        worked (no renegotiation) and whether it answered this model before (no slow start)."""
+        if not hasattr(provider, "negotiation") or getattr(provider, "recalled", False):
+            return
+        dialect, answered = self.store.endpoint_dialect(provider.name, provider.endpoint_key(), provider.model_id or "")
+        provider.negotiation().start_at(dialect)
+        provider.proven = answered
+        provider.recalled = True
+
+    def _remember_endpoint(self, provider: Any, result: Any) -> None:
+        """Keep what worked for the next job; the job's notes say which dialect this one used."""
+        if not hasattr(provider, "negotiation"):
+            return
+        negotiation = provider.negotiation()
+        self.totals.base.attempts += negotiation.refused_calls  # refused for their dialect: calls all the same
+        negotiation.refused_calls = 0
+        if negotiation.used:
+            note = negotiation.note()
+            if note not in self.notes:
+                self.notes.append(note)
+        if result is not None and result.answered:
+            provider.proven = True
+            dialect = negotiation.dialect if negotiation.used and negotiation.confirmed else None
+            self.store.remember_endpoint(provider.name, provider.endpoint_key(), provider.model_id or "", dialect)
 
     def add_sends(self, requests: int, attempts: int) -> None:
         """Requests and attempts made for this job by jobs it ran (an alignment job's stages): its row and
@@ -215,7 +246,8 @@ class JobRunner:
         counts = self.store.refresh_counts(self.family, self.job_id, with_children=self.with_children)
         self._save_sends()
         status = "failed" if error else "cancelled" if self.cancelled else "done"
-        self.store.release_job(self.job_id, self._owner, status=status, finished_at=utcnow(), error=error)
+        self.store.release_job(self.job_id, self._owner, status=status, finished_at=utcnow(), error=error,
+                               notes=self.notes or None)
         row = self.store.get_job(None, self.job_id)
         self.result = JobResult(kind=self.kind, job_id=self.job_id, status=status, ok=counts["ok"],
                                 failed=counts["failed"], filtered=counts["filtered"], tokens_in=int(row["tokens_in"]),

@@ -99,6 +99,10 @@ class RunResult:
     progress: Progress
     cancelled: bool = False
     failures: dict[str, str] = field(default_factory=dict)  # request key -> reason
+    # request keys whose failure a retry cannot fix (the server refused the request itself): follow-up rounds
+    # do not ask them again
+    permanent: set[str] = field(default_factory=set)
+    answered: int = 0  # replies the provider sent in this run (whatever the handler made of them)
 
 
 def estimate_tokens(request: ChatRequest) -> int:

@@ -224,13 +224,33 @@ def test_botocore_does_not_retry(make, server):
     assert len(server.converse_requests()) == 1
 
 
-def test_json_schema_goes_in_prompt_and_reply_is_parsed(make, server):
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-    request = ChatRequest.of("What is 2+2?", json_schema=schema)
-    completion = run_sync(make().complete(request))
-    system = server.converse_requests()[0]["body"]["system"][0]["text"]
-    assert "JSON" in system and json.dumps(schema) in system
-    assert completion.parsed == {"answer": "What is 2+2?"}
+ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
+def test_a_schema_is_asked_for_as_a_forced_tool_and_the_tool_input_is_the_reply(make, server):
+    completion = run_sync(make().complete(ChatRequest.of("What is 2+2?", json_schema=ANSWER_SCHEMA)))
+    body = server.converse_requests()[0]["body"]
+    tool = body["toolConfig"]["tools"][0]["toolSpec"]
+    assert tool["inputSchema"]["json"] == ANSWER_SCHEMA and body["toolConfig"]["toolChoice"] == {"tool": {"name": "output"}}
+    assert "system" not in body  # the tool carries the schema: no instruction in the prompt
+    assert set(completion.parsed) == {"answer"} and json.loads(completion.text) == completion.parsed
+
+
+def test_a_model_without_tool_use_gets_the_schema_in_the_prompt_after_one_refusal(make, server):
+    provider = make("meta.llama3-8b-instruct-v1:0")
+    first = run_sync(provider.complete(ChatRequest.of("What is 2+2?", json_schema=ANSWER_SCHEMA)))
+    second = run_sync(provider.complete(ChatRequest.of("And 3+3?", json_schema=ANSWER_SCHEMA)))
+    bodies = [r["body"] for r in server.converse_requests()]
+    assert [("toolConfig" in b) for b in bodies] == [True, False, False]  # refused once, then never asked again
+    system = bodies[1]["system"][0]["text"]
+    assert "JSON" in system and json.dumps(ANSWER_SCHEMA) in system
+    assert first.parsed == {"answer": "What is 2+2?"} and second.parsed == {"answer": "And 3+3?"}
+    assert "the server refused tool" in provider.negotiation().note()
+
+
+def test_tool_choice_is_any_where_naming_the_tool_is_not_supported(make, server):
+    run_sync(make("mistral.mistral-7b-instruct-v0:2").complete(ChatRequest.of("hi", json_schema=ANSWER_SCHEMA)))
+    assert server.converse_requests()[0]["body"]["toolConfig"]["toolChoice"] == {"any": {}}
 
 
 def test_list_models_returns_text_foundation_models_and_all_profile_pages(make, server):

@@ -16,8 +16,9 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from .. import redact
 from ..config import ModelParameters, ModelSpec
-from ..errors import SdstudioError
+from ..errors import ConfigError, SdstudioError
 from ..pricing import Price, price_for
+from .structured import SCHEMA_IN_PROMPT, Negotiation, with_schema_in_prompt
 
 log = logging.getLogger("sdstudio.providers")
 
@@ -111,7 +112,11 @@ class BaseProvider:
     a one-line ``status()`` judged from the environment, ``price()`` and whether it counts tokens exactly."""
 
     name: ClassVar[str] = "base"
-    supports_json_schema: ClassVar[bool] = False
+    # structured-output dialects this provider may speak, strongest first (structured.DIALECTS); the last is the
+    # fallback that always works
+    structured_chain: ClassVar[tuple[str, ...]] = ("prompt",)
+    # every dialect it can be pinned to with ``model.structured_output``
+    structured_dialects: ClassVar[frozenset[str]] = frozenset({"prompt"})
     supported_parameters: ClassVar[frozenset[str]] = frozenset(
         {"temperature", "top_p", "top_k", "max_tokens", "stop", "seed"})
     max_concurrency: int | None = None
@@ -123,11 +128,20 @@ class BaseProvider:
     # count_tokens(text) is the model's own tokenizer, not an estimate
     exact_tokens: ClassVar[bool] = False
     model: str | None = None  # the resolved model id, set by each provider's __init__
+    # set by the job runner from metadata.db: this endpoint answered this model before, so a run need not start
+    # slowly to find out whether it works at all (engine.py); ``recalled``: looked up once per provider
+    proven: bool = False
+    recalled: bool = False
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self._secrets: list[str] = []
         self._warned: set[str] = set()
+        self._negotiation: Negotiation | None = None
+        choice = getattr(spec, "structured_output", "auto")
+        if choice != "auto" and choice not in self.structured_dialects:
+            raise ConfigError(f"provider {self.name} cannot ask for structured output as {choice!r}; set "
+                              f"structured_output to auto or one of {', '.join(sorted(self.structured_dialects))}")
 
     def __repr__(self) -> str:  # never show credentials, only where we talk to
         where = self.spec.base_url or self.spec.region or ""
@@ -168,20 +182,23 @@ class BaseProvider:
         return values
 
     # -- structured output -----------------------------------------------------------------------
-    @staticmethod
-    def schema_instruction(schema: dict[str, Any]) -> str:
-        return ("Reply with JSON only (no prose, no code fences) that validates against this JSON "
-                "schema:\n" + json.dumps(schema, ensure_ascii=False))
+    def negotiation(self) -> Negotiation:
+        """How this provider asks for schema-shaped output (``structured.py``): its ``structured_chain``,
+        strongest first, or the one dialect ``model.structured_output`` pins."""
+        if self._negotiation is None:
+            choice = getattr(self.spec, "structured_output", "auto")
+            self._negotiation = Negotiation(self.structured_chain, None if choice == "auto" else choice)
+        return self._negotiation
 
-    def messages_for(self, request: ChatRequest) -> list[dict[str, str]]:
-        """Messages to send; when the provider cannot constrain output, the schema goes in the prompt."""
+    def endpoint_key(self) -> str:
+        """Where this provider talks to, as metadata.db remembers a working dialect by (never a secret)."""
+        return ""
+
+    def messages_for(self, request: ChatRequest, dialect: str | None = None) -> list[dict[str, str]]:
+        """Messages to send; the schema goes in the prompt when the dialect cannot (or may not) enforce it."""
         messages = [dict(m) for m in request.messages]
-        if request.json_schema is not None and not self.supports_json_schema:
-            instruction = self.schema_instruction(request.json_schema)
-            if messages and messages[0]["role"] == "system":
-                messages[0]["content"] = f"{messages[0]['content']}\n\n{instruction}"
-            else:
-                messages.insert(0, {"role": "system", "content": instruction})
+        if request.json_schema is not None and (dialect or self.structured_chain[-1]) in SCHEMA_IN_PROMPT:
+            return with_schema_in_prompt(messages, request.json_schema)
         return messages
 
     @staticmethod

@@ -8,6 +8,7 @@ boto3 is imported lazily so that choosing another provider never pays for it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
@@ -19,6 +20,7 @@ from ..config import ModelSpec
 from ..errors import ConfigError
 from ..urlsecrets import reveal
 from .base import BaseProvider, ChatRequest, CheckResult, Completion, ErrorKind, ProviderError, Usage
+from .structured import TOOL_NAME, DialectRejected, rejects
 
 # Families whose Converse ``additionalModelRequestFields`` take ``{"top_k": k}``; others drop it.
 TOP_K_FAMILIES = frozenset({"anthropic", "mistral"})
@@ -50,7 +52,10 @@ class BedrockProvider(BaseProvider):
     is refused: botocore would drop or mis-sign them, and they are not how Bedrock authenticates."""
 
     name = "bedrock"
-    supports_json_schema = False  # Converse has no schema-constrained decoding: schema goes in the prompt
+    # Converse has no schema field: a forced tool whose input schema is the item schema gives schema-shaped
+    # output on models with tool use; the others get the schema in the prompt
+    structured_chain = ("tool", "prompt")
+    structured_dialects = frozenset(structured_chain)
     ui_fields = ("model", "region")
     key_env = None  # credentials come from the AWS chain (env, profile, role), never from api_key_env
     needs_key = False
@@ -159,11 +164,15 @@ class BedrockProvider(BaseProvider):
         return self.error("transient", f"{where}: {type(exc).__name__}: {one_line}")
 
     # -- provider API ----------------------------------------------------------------------------
-    def converse_arguments(self, request: ChatRequest) -> dict[str, Any]:
-        """The Converse keyword arguments for a request (system apart, same-role turns merged)."""
+    def endpoint_key(self) -> str:
+        return self.endpoint_url or f"bedrock:{self.spec.region or os.environ.get('AWS_REGION', '')}"
+
+    def converse_arguments(self, request: ChatRequest, dialect: str | None = None) -> dict[str, Any]:
+        """The Converse keyword arguments for a request (system apart, same-role turns merged); with the tool
+        dialect, one tool whose input schema is the request's schema, and the model made to call it."""
         system: list[dict[str, str]] = []
         messages: list[dict[str, Any]] = []
-        for message in self.messages_for(request):
+        for message in self.messages_for(request, dialect):
             block = {"text": message["content"]}
             if message["role"] == "system":
                 system.append(block)
@@ -181,17 +190,43 @@ class BedrockProvider(BaseProvider):
             arguments["system"] = system
         if "top_k" in params:
             arguments["additionalModelRequestFields"] = {"top_k": params["top_k"]}
+        if request.json_schema is not None and dialect == "tool":
+            arguments["toolConfig"] = {
+                "tools": [{"toolSpec": {"name": TOOL_NAME, "description": "Record the answer.",
+                                        "inputSchema": {"json": request.json_schema}}}],
+                "toolChoice": self.tool_choice()}
         return arguments
+
+    def tool_choice(self) -> dict[str, Any]:
+        """Naming the tool is only supported by Claude and Nova models; "any" forces the one tool elsewhere."""
+        if model_family(self.model) == "anthropic" or ".nova-" in self.model:
+            return {"tool": {"name": TOOL_NAME}}
+        return {"any": {}}
 
     async def complete(self, request: ChatRequest) -> Completion:
         if not self.model:
             raise self.error("bad_request", "no model id; set model (a Bedrock model or profile id)")
-        response, latency_ms = await self._call("bedrock-runtime", "converse",
-                                                **self.converse_arguments(request))
+        if request.json_schema is None:
+            return await self.converse(request, None)
+        return await self.negotiation().send(lambda dialect: self.converse(request, dialect))
+
+    async def converse(self, request: ChatRequest, dialect: str | None) -> Completion:
+        try:
+            response, latency_ms = await self._call("bedrock-runtime", "converse",
+                                                    **self.converse_arguments(request, dialect))
+        except ProviderError as exc:
+            if dialect and rejects(dialect, exc.status, str(exc)):
+                raise DialectRejected(exc) from None
+            raise
         content = response.get("output", {}).get("message", {}).get("content", [])
-        text = "".join(block["text"] for block in content if "text" in block)
+        tool_input = next((block["toolUse"].get("input") for block in content if "toolUse" in block), None)
+        if dialect == "tool" and tool_input is not None:
+            text, parsed = json.dumps(tool_input, ensure_ascii=False), tool_input
+        else:
+            text = "".join(block["text"] for block in content if "text" in block)
+            parsed = self.parse_json(text, request)
         usage = response.get("usage", {})
-        return Completion(text=text, parsed=self.parse_json(text, request),
+        return Completion(text=text, parsed=parsed,
                           usage=Usage(usage.get("inputTokens", 0), usage.get("outputTokens", 0)),
                           finish_reason=response.get("stopReason"), latency_ms=latency_ms)
 

@@ -86,7 +86,9 @@ class LocalProvider(BaseProvider):
     """The embedded llama.cpp model (SmolLM2-135M-Instruct, or any GGUF): no key, no network."""
 
     name: ClassVar[str] = "local"
-    supports_json_schema: ClassVar[bool] = True
+    # llama.cpp turns the schema into a grammar, so replies follow it token by token; "prompt" can be pinned
+    structured_chain: ClassVar[tuple[str, ...]] = ("json_schema",)
+    structured_dialects: ClassVar[frozenset[str]] = frozenset({"json_schema", "prompt"})
     max_concurrency = 1
     ui_fields: ClassVar[tuple[str, ...]] = ("model",)  # model: blank (embedded), a name, or a .gguf path
     key_env: ClassVar[str | None] = None
@@ -136,10 +138,13 @@ class LocalProvider(BaseProvider):
     def _complete_sync(self, request: ChatRequest) -> Completion:
         llm, lock = load_model(self.model_path, self.n_ctx)
         params = self.parameters(request.parameters)
-        kwargs: dict[str, Any] = {"messages": self.messages_for(request)}
+        negotiation = self.negotiation()
+        negotiation.used = negotiation.used or request.json_schema is not None
+        dialect = negotiation.dialect
+        kwargs: dict[str, Any] = {"messages": self.messages_for(request, dialect)}
         for name, value in params.items():
             kwargs[name] = value
-        if request.json_schema is not None:
+        if request.json_schema is not None and dialect == "json_schema":
             kwargs["grammar"] = self._grammar(request.json_schema)
         started = time.perf_counter()
         with lock:

@@ -29,6 +29,7 @@ from ..config import ModelSpec
 from ..errors import ConfigError
 from ..urlsecrets import EndpointUrl, reveal
 from .base import BaseProvider, ChatRequest, Completion, ProviderError, Usage
+from .structured import DIALECTS, DialectRejected, is_validation_error, openai_fields, rejects
 
 CLIENT_TIMEOUT_S = 600.0  # the engine applies the per-request timeout; this only bounds a hung socket
 CONNECT_TIMEOUT_S = 30.0  # a host that drops packets is unreachable, not slow: say so long before the request timeout
@@ -39,7 +40,9 @@ class OpenAICompatibleProvider(BaseProvider):
     """Any server speaking ``/v1/chat/completions``; an optional key from an env var the user names."""
 
     name: ClassVar[str] = "openai_compatible"
-    supports_json_schema: ClassVar[bool] = True
+    # OpenAI / recent vLLM, LM Studio, Ollama; llama-cpp-python's server; older vLLM; then the prompt
+    structured_chain: ClassVar[tuple[str, ...]] = ("json_schema", "json_object", "guided_json", "prompt")
+    structured_dialects: ClassVar[frozenset[str]] = frozenset(DIALECTS)
     max_tokens_field: ClassVar[str] = "max_tokens"
     ui_fields: ClassVar[tuple[str, ...]] = ("model", "base_url", "api_key_env")
 
@@ -111,13 +114,16 @@ class OpenAICompatibleProvider(BaseProvider):
             raise_for_status=False)
 
     # -- calls -----------------------------------------------------------------------------------
-    def request_body(self, request: ChatRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": self.messages_for(request)}
+    def endpoint_key(self) -> str:
+        return self.where
+
+    def request_body(self, request: ChatRequest, dialect: str | None = None) -> dict[str, Any]:
+        """The JSON body of one chat request; ``dialect`` says how a schema is asked for (structured.py)."""
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages_for(request, dialect)}
         for name, value in self.parameters(request.parameters).items():
             body[self.max_tokens_field if name == "max_tokens" else name] = value
         if request.json_schema is not None:
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "output", "schema": request.json_schema}}
+            body.update(openai_fields(dialect or self.negotiation().dialect, request.json_schema))
         return body
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -147,11 +153,21 @@ class OpenAICompatibleProvider(BaseProvider):
         if not self.model:
             raise self.error("bad_request", f"no model id; set model (`sdstudio models --provider {self.name} "
                                             "--base-url ...` lists them)")
+        if request.json_schema is None:
+            return await self.complete_in(request, None)
+        return await self.negotiation().send(lambda dialect: self.complete_in(request, dialect))
+
+    async def complete_in(self, request: ChatRequest, dialect: str | None) -> Completion:
+        """One request, the schema asked for in ``dialect``; a refusal of the dialect's field raises
+        ``DialectRejected`` so the negotiation moves on."""
         started = time.perf_counter()
-        data = await self._call("POST", "/chat/completions", self.request_body(request))
+        try:
+            data = await self._call("POST", "/chat/completions", self.request_body(request, dialect))
+        except ProviderError as exc:
+            raise self.refused(exc, dialect) from None
         try:
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            text = reply_text(choice["message"], dialect)
             usage = data.get("usage") or {}
             tokens = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
@@ -159,6 +175,11 @@ class OpenAICompatibleProvider(BaseProvider):
         return Completion(text=text, parsed=self.parse_json(text, request), usage=tokens,
                           finish_reason=choice.get("finish_reason"),
                           latency_ms=(time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def refused(exc: ProviderError, dialect: str | None) -> Exception:
+        """``exc``, or ``DialectRejected`` when it says the server does not take ``dialect``'s field."""
+        return DialectRejected(exc) if dialect and rejects(dialect, exc.status, str(exc)) else exc
 
     async def list_models(self) -> list[str]:
         data = await self._call("GET", "/models")
@@ -181,6 +202,8 @@ class OpenAICompatibleProvider(BaseProvider):
                               retry_after=retry_after_seconds(headers or {}), status=status)
         if status in (401, 403):
             return self.error("auth", f"{where} refused the credentials ({status}): {detail}", status=status)
+        if status >= 500 and is_validation_error(detail):  # llama-cpp-python answers a bad request with a 500
+            return self.error("bad_request", f"{where} rejected the request ({status}): {detail}", status=status)
         if status >= 500 or status in (408, 409):
             return self.error("transient", f"{where} answered {status}: {detail}", status=status)
         if any(marker in detail.lower() for marker in CONTEXT_MARKERS):
@@ -196,6 +219,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
     from ``OPENAI_API_KEY``."""
 
     name: ClassVar[str] = "openai"
+    structured_chain: ClassVar[tuple[str, ...]] = ("json_schema", "json_object", "prompt")
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
     supported_parameters = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
     key_env: ClassVar[str | None] = "OPENAI_API_KEY"
@@ -224,17 +248,17 @@ class OpenAIProvider(OpenAICompatibleProvider):
         return AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=CLIENT_TIMEOUT_S,
                            default_query=self.url.query_params() or None)
 
-    async def complete(self, request: ChatRequest) -> Completion:
+    async def complete_in(self, request: ChatRequest, dialect: str | None) -> Completion:
         import openai
 
         started = time.perf_counter()
         try:
-            response = await self.client().chat.completions.create(**self.request_body(request))
+            response = await self.client().chat.completions.create(**self.request_body(request, dialect))
             choice = response.choices[0]
-            text = choice.message.content or ""
+            text = reply_text(choice.message.model_dump(), dialect)
             usage = response.usage
         except openai.APIError as exc:
-            raise self.map_error(exc) from None
+            raise self.refused(self.map_error(exc), dialect) from None
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
             raise self.error("transient", f"malformed response from {self.where} "
                                           f"({type(exc).__name__})") from None
@@ -276,6 +300,8 @@ class CaiiProvider(OpenAICompatibleProvider):
     ``/tmp/jwt`` file (``access_token``)."""
 
     name: ClassVar[str] = "caii"
+    # NVIDIA NIM takes response_format on recent releases and nvext.guided_json on every one
+    structured_chain: ClassVar[tuple[str, ...]] = ("json_schema", "nvext", "json_object", "prompt")
     jwt_path: ClassVar[str] = "/tmp/jwt"
     key_env: ClassVar[str | None] = "CDP_TOKEN"
     needs_key: ClassVar[bool] = True
@@ -304,6 +330,15 @@ class CaiiProvider(OpenAICompatibleProvider):
             raise ConfigError(f"{path} does not hold a JSON object with an access_token") from None
         self.add_secret(token)
         return token
+
+
+def reply_text(message: Mapping[str, Any], dialect: str | None) -> str:
+    """The reply's text: its content, or a forced tool call's arguments (the JSON the tool dialect asked for)."""
+    if dialect == "tool":
+        calls = message.get("tool_calls") or []
+        if calls:
+            return calls[0]["function"]["arguments"] or ""
+    return message.get("content") or ""
 
 
 def checked_url(url: str, shown: str | None = None) -> str:

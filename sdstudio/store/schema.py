@@ -285,6 +285,18 @@ def _m004_requests_and_attempts(conn: sqlite3.Connection) -> None:
         _create_view(conn, family, (*_VIEW_COLUMNS[family], *SEND_COLUMNS), FAMILY_COLUMNS[family])
 
 
+# --------------------------------------------------------------------------------------------------
+# 005: notes and endpoints. A job's notes (which structured-output dialect it used, prices it did not know, stale
+# rows...) were printed once and lost; they are kept on its row now. ``endpoints`` remembers, per provider,
+# endpoint and model, the structured-output dialect that worked and when the endpoint last answered, so a later
+# job starts with what works instead of finding out again (providers/structured.py).
+
+def _m005_notes_and_endpoints(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE jobs ADD COLUMN notes TEXT")
+    conn.execute("CREATE TABLE endpoints (provider TEXT NOT NULL, endpoint TEXT NOT NULL, model TEXT NOT NULL, "
+                 "structured_output TEXT, answered_at TEXT NOT NULL, PRIMARY KEY (provider, endpoint, model))")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_one_job_table, _m003_export_files,
-                                                         _m004_requests_and_attempts]
+                                                         _m004_requests_and_attempts, _m005_notes_and_endpoints]
 SCHEMA_VERSION = len(MIGRATIONS)

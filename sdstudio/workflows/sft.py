@@ -143,16 +143,18 @@ class GenerationRun:
             job.note_price(price, self.model_id)
             if job.resumed:  # what an earlier run left half done first: its replies are paid for
                 self.finish_items(job, retry_failed=True)
+            refused: set[str] = set()  # topics the server refused outright: asking again cannot help
             for round_no in range(self.config.max_rounds + 1):
                 if job.cancelled:
                     break
-                work = self.round_items(round_no, job.job_id)
+                work = [w for w in self.round_items(round_no, job.job_id) if w.topic not in refused]
                 if not work:
                     break
                 if round_no:
                     self.supersede_failures(job.job_id, round_no, {w.topic for w in work})
-                job.execute(self.provider, work, self.handle, settings=self.config.run, price=price,
-                            output_retries=1, failure_keys=self.failure_keys)
+                result = job.execute(self.provider, work, self.handle, settings=self.config.run, price=price,
+                                     output_retries=1, failure_keys=self.failure_keys)
+                refused |= {w.topic for w in work if w.key in result.permanent}
                 if job.cancelled:
                     break
                 self.finish_items(job)
