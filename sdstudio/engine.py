@@ -101,6 +101,7 @@ class Engine:
             self.limit.start_small(FIRST_REQUESTS)
         self._refusals: list[str] = []  # reasons of the run's first failed requests while none has succeeded
         self._permanent: set[str] = set()
+        self._workers: list[asyncio.Task] = []
         self.rpm = RateLimiter(self.settings.rpm) if self.settings.rpm else None
         self.tpm = TokenBucket(self.settings.tpm) if self.settings.tpm else None
         self.progress = Progress()
@@ -140,6 +141,7 @@ class Engine:
         queue = items if hasattr(items, "__anext__") else iter(items)
         workers = [asyncio.create_task(self._worker(queue, handler, done_keys))
                    for _ in range(self.limit.maximum)]
+        self._workers = workers
         watcher = asyncio.create_task(self._watch(workers))
         try:
             await asyncio.gather(*workers)
@@ -166,6 +168,13 @@ class Engine:
         if exc.kind == "auth":
             return True
         return not self._answered and (exc.unreachable or exc.status == 404)
+
+    def _stop(self, exc: ProviderError) -> None:
+        """Nothing more can succeed: the other workers stop now, before requests waiting for a slot are sent."""
+        self._abort = exc
+        for worker in self._workers:
+            if worker is not asyncio.current_task():
+                worker.cancel()
 
     def _refused_throughout(self, exc: ProviderError) -> bool:
         """Were the run's first requests all refused for this same reason, with nothing succeeding? A request the
@@ -267,7 +276,7 @@ class Engine:
                 if self._abort is not None:
                     return
                 if (not exc.retryable or attempt >= self.settings.max_attempts) and self._fatal(exc):
-                    self._abort = exc  # not recorded as the item's failure: the job failed, not the item
+                    self._stop(exc)  # not recorded as the item's failure: the job failed, not the item
                     return
                 if not exc.retryable or attempt >= self.settings.max_attempts:
                     reason = str(exc) if attempt == 1 else f"{exc} (after {attempt} attempts)"
@@ -275,7 +284,7 @@ class Engine:
                         self._permanent.add(item.key)
                     self._fail(item, reason, raw, None)
                     if self._refused_throughout(exc):
-                        self._abort = exc
+                        self._stop(exc)
                     return
                 self.progress.retries += 1
                 if exc.kind == "rate_limited":

@@ -22,6 +22,7 @@ EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """The overrides every model-calling subcommand takes (the CLI contract's 'common model flags')."""
     from ..providers import DEFAULT_PROVIDER, provider_names
+    from ..providers.structured import CHOICES as STRUCTURED_CHOICES
 
     parser.add_argument("--config", help="job config YAML (a notebook's 'save config' writes one)")
     parser.add_argument("--provider", help=f"{' | '.join(provider_names())} (default {DEFAULT_PROVIDER})")
@@ -29,6 +30,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="endpoint of an OpenAI-compatible or CAII server")
     parser.add_argument("--region", help="AWS region for Bedrock")
     parser.add_argument("--api-key-env", help="NAME of the environment variable holding the key")
+    parser.add_argument("--structured-output", choices=STRUCTURED_CHOICES,
+                        help="how a reply's JSON schema is asked for (default auto: negotiated per endpoint)")
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument("--concurrency", type=int)
@@ -57,7 +60,8 @@ def apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str,
     run = data.setdefault("run", {})
     for flag, target, key in (("provider", model, "provider"), ("model", model, "model"),
                               ("base_url", model, "base_url"), ("region", model, "region"),
-                              ("api_key_env", model, "api_key_env"), ("temperature", params, "temperature"),
+                              ("api_key_env", model, "api_key_env"),
+                              ("structured_output", model, "structured_output"), ("temperature", params, "temperature"),
                               ("max_tokens", params, "max_tokens"), ("concurrency", run, "concurrency"),
                               ("rpm", run, "rpm"), ("max_failed_ratio", run, "max_failed_ratio")):
         value = getattr(args, flag, None)
