@@ -28,6 +28,7 @@ from typing import Any
 from .config import RunSettings
 from .errors import SdstudioError
 from .limits import AdaptiveLimit, RateLimiter, TokenBucket
+from .loops import fast_loop_factory, run_coroutine
 from .pricing import Price
 from .providers.base import ChatRequest, Completion, Provider, ProviderError
 from .store import Record, Store
@@ -97,7 +98,10 @@ class Engine:
         self._answered = 0  # replies received in this run: once one arrives, the endpoint works
         ceiling = getattr(provider, "max_concurrency", None) or self.settings.concurrency
         self.limit = AdaptiveLimit(min(self.settings.concurrency, ceiling))
-        if not getattr(provider, "proven", False):
+        negotiation = provider.negotiation() if hasattr(provider, "negotiation") else None
+        if negotiation is not None and negotiation.probing:
+            self.limit.start_small(1)  # the dialect is found one request at a time: the others wait here, unsent
+        elif not getattr(provider, "proven", False):
             self.limit.start_small(FIRST_REQUESTS)
         self._refusals: list[str] = []  # reasons of the run's first failed requests while none has succeeded
         self._permanent: set[str] = set()
@@ -391,30 +395,6 @@ class Engine:
         if self.on_progress and (force or now - self._last_report >= PROGRESS_INTERVAL_S):
             self._last_report = now
             self.on_progress(replace(self.progress))
-
-
-def run_coroutine(make: Callable[[], Any]) -> Any:
-    """Run ``make()``'s coroutine to the end on a fresh event loop. Called where a loop already runs (a
-    notebook cell), it runs on a worker thread with its own loop instead of failing."""
-    def blocking() -> Any:
-        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
-            return runner.run(make())
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return blocking()
-    with ThreadPoolExecutor(1, thread_name_prefix="sdstudio-run") as pool:
-        return pool.submit(blocking).result()
-
-
-def fast_loop_factory():
-    """uvloop when installed (about half the per-request CPU of the stdlib loop), else the default."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 __all__ = ["Cancelled", "Engine", "Handler", "InvalidOutput", "Progress", "RunAborted", "RunResult", "WorkItem",

@@ -22,6 +22,7 @@ from sdstudio.workflows import pairs
 from sdstudio.workflows.alignment import AlignmentRun, balance, candidate_slots, rows
 from sdstudio.workflows.pairs import Candidate
 from tests.fakes.openai_server import FakeOpenAIServer, default_reply, digest
+from tests.fakes.openai_server import requested_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = RunSettings(backoff_base_s=0.01, backoff_max_s=0.05, concurrency=8)
@@ -44,8 +45,7 @@ def scripted(plant: dict[str, list], by_model: dict[str, int] | None = None, def
     """A fake-server reply: candidates answer with the planted quality of (prompt, temperature slot) or of
     their model; the judge scores ``Q=n`` as n, fails on ``UNJUDGEABLE``, and scores other texts 3."""
     def reply(body):
-        fmt = body.get("response_format") or {}
-        schema = (fmt.get("json_schema") or {}).get("schema") or {}
+        schema = requested_schema(body) or {}
         if "score" in schema.get("properties", {}):
             response = re.findall(r"<response>(.*?)</response>", body["messages"][-1]["content"], re.S)[-1]
             if "UNJUDGEABLE" in response:
@@ -53,7 +53,7 @@ def scripted(plant: dict[str, list], by_model: dict[str, int] | None = None, def
             found = re.search(r"Q=(\d)", response)
             score = int(found.group(1)) if found else 3
             return json.dumps({"score": score, "justification": f"quality {score}"})
-        if fmt:  # writing prompts from topics
+        if schema:  # writing prompts from topics
             return default_reply(body)
         prompt = body["messages"][-1]["content"]
         if by_model:
@@ -104,7 +104,7 @@ def align(server, store, tmp_path, plant: dict[str, list], **fields):
 
 
 def judge_requests(server) -> list[dict]:
-    return [b for b in server.requests if "score" in json.dumps(b.get("response_format") or {})]
+    return [b for b in server.requests if "score" in json.dumps(requested_schema(b) or {})]
 
 
 # -- config --------------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_dpo_pairs_are_right_and_each_belongs_to_its_own_prompt_when_replies_arr
         assert row.chosen_justification == f"quality {max(qualities)}" and row.chosen_model == "fake-model"
     cand_job = result.stage_jobs["candidates"]
     stored = [(r["input"]["prompt"], r["input"]["temperature"]) for r in store.records("generation", cand_job)]
-    asked = [(b["messages"][-1]["content"], b["temperature"]) for b in shuffled.sent if "response_format" not in b]
+    asked = [(b["messages"][-1]["content"], b["temperature"]) for b in shuffled.sent if requested_schema(b) is None]
     assert sorted(stored) == sorted(asked) and stored != asked  # they did arrive out of order
     assert len(judge_requests(shuffled)) == 36 and result.requests_sent == 72
     meta = store.get_job("generation", result.job_id)

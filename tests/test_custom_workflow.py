@@ -40,6 +40,7 @@ from sdstudio.workflows.custom import (
     workflow_yaml,
 )
 from sdstudio.workflows.presets import apply_preset, list_presets
+from tests.fakes.openai_server import requested_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = RunSettings(concurrency=4, backoff_base_s=0.01, backoff_max_s=0.05)
@@ -198,7 +199,7 @@ def test_a_three_step_chain_runs_with_each_steps_own_model(openai_server, store,
     models = {step_of(b): b["model"] for b in openai_server.requests}
     assert models == {"S1": "fake-model", "S2": "fake-judge", "S3": "fake-model"}
     s2 = next(b for b in openai_server.requests if prompt(b).startswith("S2 0:"))
-    assert s2["response_format"]["json_schema"]["schema"] == GRADE_SCHEMA
+    assert requested_schema(s2) == GRADE_SCHEMA
     frame = results_frame(result.job_id, store=store)
     assert list(frame.columns) == ["id", "question", "answer", "s1", "s2", "s3", "row", "status", "error"]
     assert frame["row"].tolist() == [0, 1, 2, 3] and set(frame["status"]) == {"ok"}

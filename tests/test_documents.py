@@ -20,6 +20,7 @@ from sdstudio.documents import chunk_spans, estimate_tokens, load_corpus, resolv
 from sdstudio.errors import ConfigError
 from sdstudio.loaders import DocumentError, load_bytes, load_document
 from sdstudio.workflows.documents import DocumentRun, chunk_targets, generate_documents, preview
+from tests.fakes.openai_server import requested_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = RunSettings(backoff_base_s=0.01, backoff_max_s=0.05, concurrency=8)
@@ -347,7 +348,7 @@ def test_grounding_filters_unsupported_answers_with_the_reason_and_asks_again(op
     asked: list[int] = []
 
     def reply(body):
-        schema = body["response_format"]["json_schema"]["schema"]
+        schema = requested_schema(body)
         prompt = body["messages"][-1]["content"]
         if "supported" in schema["properties"]:
             invented = "invented" in prompt.split("<answer>")[1]
@@ -397,7 +398,7 @@ def test_a_job_cancelled_while_checking_resumes_without_checking_any_item_twice(
     rows = list(store.records("generation", done.job_id))
     checked = [r for r in rows if r["provenance"] and "grounding" in r["provenance"]]
     assert all("grounding" in r["provenance"] for r in rows if r["status"] == "ok")
-    checks = [b for b in openai_server.requests if "supported" in json.dumps(b["response_format"])]
+    checks = [b for b in openai_server.requests if "supported" in json.dumps(requested_schema(b) or {})]
     assert len(checks) == len(checked) == first.requests_sent + done.requests_sent - (
         len(openai_server.requests) - len(checks))
 

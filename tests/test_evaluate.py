@@ -28,6 +28,7 @@ from sdstudio.workflows.evaluate import (
     select,
     summary,
 )
+from tests.fakes.openai_server import requested_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = RunSettings(backoff_base_s=0.01, backoff_max_s=0.05, concurrency=8)
@@ -134,7 +135,7 @@ def test_a_job_is_judged_end_to_end_with_records_in_the_agreed_shape(openai_serv
     result = evaluate(openai_server, store, source_job=job_id)
     assert (result.status, result.ok, result.failed) == ("done", 2, 0)
     body = openai_server.requests[0]
-    assert body["response_format"]["json_schema"]["schema"]["properties"]["score"]["maximum"] == 5
+    assert requested_schema(body)["properties"]["score"]["maximum"] == 5
     assert body["temperature"] == 0
     prompts = [b["messages"][-1]["content"] for b in openai_server.requests]
     prompt = next(p for p in prompts if "heap?" in p)

@@ -11,6 +11,7 @@ from sdstudio.errors import ConfigError
 from sdstudio.templates import TemplateError
 from sdstudio.workflows.plan import GenerationPlan
 from sdstudio.workflows.sft import GenerationRun, preview
+from tests.fakes.openai_server import requested_schema
 
 DATA = Path(__file__).parent / "data"
 SEED_EXAMPLE = json.loads((DATA / "seed_complete_prompt.txt").read_text().split("<examples>\n")[1]
@@ -34,7 +35,7 @@ def run(server, store, **fields):
 def items_reply(make_items):
     """A fake-server reply that answers each call with ``make_items(count, body)`` as {"items": [...]}."""
     def reply(body):
-        schema = body["response_format"]["json_schema"]["schema"]
+        schema = requested_schema(body)
         count = schema["properties"]["items"]["minItems"] if "items" in schema.get("properties", {}) else 1
         items = make_items(count, body)
         return json.dumps({"items": items} if count > 1 else items[0])
@@ -177,7 +178,7 @@ def test_freeform_rows_keep_the_example_keys_and_types(openai_server, store):
     examples = [{"product": "Kettle", "price_usd": 34.99, "in_stock": True}]
     result = run(openai_server, store, use_case="freeform", examples=examples, topics=["Garden"],
                  num_per_topic=4, batch_size=4, dedup_threshold=None)
-    schema = openai_server.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["items"]["items"]
+    schema = requested_schema(openai_server.requests[0])["properties"]["items"]["items"]
     assert schema["properties"] == {"product": {"type": "string"}, "price_usd": {"type": "number"},
                                     "in_stock": {"type": "boolean"}}
     rows = [r["output"] for r in store.records("generation", result.job_id, "ok")]
@@ -216,7 +217,7 @@ def test_the_custom_use_case_takes_the_users_instruction_and_output_keys(openai_
                  requirements=["Be polite"], examples=[{"email": "Where is my parcel?", "reply": "On its way."}])
     body = openai_server.requests[0]
     assert "Write a customer email and the agent's reply about:" in body["messages"][-1]["content"]
-    assert body["response_format"]["json_schema"]["schema"]["properties"]["items"]["items"]["required"] == \
+    assert requested_schema(body)["properties"]["items"]["items"]["required"] == \
         ["email", "reply"]
     rows = [r["output"] for r in store.records("generation", result.job_id, "ok")]
     assert len(rows) == 2 and all(set(r) == {"email", "reply"} for r in rows)

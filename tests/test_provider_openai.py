@@ -12,6 +12,7 @@ from sdstudio.config import ModelParameters, ModelSpec
 from sdstudio.errors import ConfigError
 from sdstudio.providers import ChatRequest, ProviderError, get_provider
 from tests.helpers import free_port
+from tests.fakes.openai_server import requested_schema
 
 SCHEMA = {"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
           "required": ["question", "answer"]}
@@ -40,7 +41,7 @@ def test_parameters_and_schema_reach_the_server(openai_server):
     assert (body["temperature"], body["top_p"], body["top_k"], body["max_tokens"], body["stop"], body["seed"]) \
         == (0.3, 0.9, 20, 77, ["###"], 7)
     assert body["messages"][0] == {"role": "system", "content": "be brief"}
-    assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert requested_schema(body) == SCHEMA
     assert completion.parsed == json.loads(completion.text) and set(completion.parsed) == {"question", "answer"}
     assert completion.usage.output_tokens > 0 and completion.finish_reason == "stop"
 

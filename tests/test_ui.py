@@ -8,6 +8,7 @@ import yaml
 
 from sdstudio.config import load_config
 from sdstudio.ui import GenerateApp, HomeApp
+from tests.fakes.openai_server import requested_schema
 
 
 def fake_app(server, home) -> GenerateApp:
@@ -196,7 +197,7 @@ def test_alignment_app_previews_runs_and_shows_pairs_and_the_kto_balance(openai_
     from sdstudio.ui import AlignmentApp
 
     def reply(body):
-        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {})
+        schema = requested_schema(body) or {}
         content = body["messages"][-1]["content"]
         if "score" in schema.get("properties", {}):  # the judge: longer answers score higher
             return json.dumps({"score": min(5, 1 + len(content) % 5), "justification": "planted"})

@@ -125,6 +125,11 @@ class Negotiation:
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     @property
+    def probing(self) -> bool:
+        """Is there a choice left to find out by trying (not confirmed, not pinned, more than one dialect)?"""
+        return not self.confirmed and not self.pinned and len(self.chain) > 1
+
+    @property
     def dialect(self) -> str:
         return self.chain[self.index]
 

@@ -90,8 +90,8 @@ class GenerationRun:
         max_tokens = item.request.parameters.max_tokens
         if result.error is not None:  # "raise max_tokens" only when the provider says the reply hit it
             raise InvalidOutput(explain(result.error, completion.finish_reason, max_tokens))
-        if not result.items:
-            raise InvalidOutput("the reply holds no items")
+        if not result.items:  # a forced tool call cut off at max_tokens comes back as no items at all
+            raise InvalidOutput(explain("the reply holds no items", completion.finish_reason, max_tokens))
         records = []
         for index, parsed in enumerate(result.items[:meta.count]):
             error = parsed.error or self._check(parsed.value)

@@ -37,7 +37,7 @@ FAULTS = ("rate_limit", "server_error", "slow", "malformed_body", "truncated", "
           "invalid_request")
 
 FLAVORS = ("lenient", "llama_cpp", "openai", "vllm_legacy", "nim", "text_only")
-DEFAULT_FLAVOR = "lenient"
+DEFAULT_FLAVOR = "llama_cpp"
 
 # Where each flavor reads a schema from (requested_schema's dialects). "prompt" is the schema the client wrote
 # into a message: every server "honours" it, since the model reads it.

@@ -103,7 +103,7 @@ def test_two_processes_started_on_one_job_send_each_request_once(openai_server, 
     for proc in procs:
         proc.stdout.close()
         proc.stderr.close()
-    bodies = [json.dumps(r["messages"], sort_keys=True) for r in openai_server.requests]
+    bodies = [json.dumps(r["messages"], sort_keys=True) for r in openai_server.answered]
     assert len(bodies) == len(set(bodies)) == 60  # every request once, whichever process sent it
     codes = sorted(code for code, _, _ in outcomes)
     refused = [err for code, _, err in outcomes if code == 2]
@@ -128,7 +128,7 @@ def test_a_second_process_with_wait_waits_for_the_first_and_then_sends_nothing(o
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert summary["resumed"] and summary["requests_sent"] == 0 and summary["ok"] == 80
-    assert len(openai_server.requests) == 40
+    assert len(openai_server.answered) == 40 and len(openai_server.rejected) == 1  # json_schema refused once
 
 
 # -- a full disk ---------------------------------------------------------------------------------------

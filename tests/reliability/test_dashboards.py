@@ -13,6 +13,7 @@ import pytest
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.helpers import free_port, wait_for_http
 from tests.test_browser import CHROMIUM, page, screenshot_on_failure  # noqa: F401 - `page` is a fixture
+from tests.fakes.openai_server import requested_schema
 
 SCRIPT, IMAGE = "<script>window.pwned=1</script>", '<img src="x" onerror="window.pwnedImg=1">'
 ITEM = {"question": f"{SCRIPT}What is a binary heap?", "solution": f"{IMAGE}import heapq",
@@ -22,7 +23,7 @@ JUDGEMENT = {"score": 4, "justification": f"{SCRIPT}{IMAGE}planted judgement"}
 
 def hostile(body: dict) -> str:
     """Valid replies for the generate and judge schemas, every text field carrying markup."""
-    schema = body["response_format"]["json_schema"]["schema"]
+    schema = requested_schema(body)
     properties = schema.get("properties", {})
     if "score" in properties:
         return json.dumps(JUDGEMENT)

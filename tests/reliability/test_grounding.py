@@ -13,18 +13,19 @@ from sdstudio.cli import main
 from sdstudio.config import DocumentJob, ModelParameters, ModelSpec, RunSettings
 from sdstudio.workflows.documents import DocumentRun
 from sdstudio.workflows.grounding import NOT_CHECKED
+from tests.fakes.openai_server import requested_schema
 
 CHUNK = "The X200 pump runs at 3000 rpm. Its seal lasts five years. The housing is cast iron."
 FAST = RunSettings(backoff_base_s=0.01, backoff_max_s=0.05, concurrency=8, max_attempts=2)
 
 
 def is_check(body: dict) -> bool:
-    return "supported" in body["response_format"]["json_schema"]["schema"]["properties"]
+    return "supported" in requested_schema(body)["properties"]
 
 
 def generator(body: dict) -> str:
     """Two grounded items per call, then one per call; answers name their own number so rows tell apart."""
-    schema = body["response_format"]["json_schema"]["schema"]
+    schema = requested_schema(body)
     count = schema["properties"]["items"]["minItems"] if "items" in schema["properties"] else 1
     key = abs(hash(json.dumps(body["messages"]))) % 10_000
     items = [{"question": f"How fast does the X200 pump run ({key}-{i})?", "answer": f"3000 rpm (item {key}-{i})",

@@ -59,10 +59,12 @@ def bedrock(aws_env):
         yield server
 
 
-def generate_on_bedrock(server, store, max_tokens: int):
+def generate_on_bedrock(server, store, max_tokens: int, structured_output: str = "prompt"):
+    """Claude on the fake Bedrock; the schema in the prompt (the reply's text is parsed) unless told otherwise."""
     config = GenerationJob(topics=["Heaps"], num_per_topic=2, batch_size=2, max_rounds=0, run=FAST,
                            model=ModelSpec(provider="bedrock", model=HAIKU, base_url=server.url, region="us-east-1",
-                                           parameters=ModelParameters(max_tokens=max_tokens)))
+                                           parameters=ModelParameters(max_tokens=max_tokens),
+                                           structured_output=structured_output))
     result = GenerationRun(config, store=store).run()
     return result, [r["error"] for r in store.records("generation", result.job_id, "failed")]
 
@@ -84,3 +86,11 @@ def test_a_bedrock_reply_stopped_at_max_tokens_says_raise_max_tokens(bedrock, st
     assert (result.ok, result.failed) == (1, 1)
     assert errors == [f"the reply held 1 of the 2 items asked; the reply was cut off at max_tokens "
                       f"({words_before_second + 5}): raise max_tokens"]
+
+
+def test_a_forced_tool_call_cut_off_at_max_tokens_says_raise_max_tokens(bedrock, store):
+    long = {**ITEM, "explanation": "a complete binary tree " * 30}
+    bedrock.reply = lambda body: json.dumps({"items": [ITEM, long]})  # the fake's tool input is {} when cut off
+    result, errors = generate_on_bedrock(bedrock, store, max_tokens=20, structured_output="auto")
+    assert (result.ok, result.failed) == (0, 2)
+    assert all("no items" in e and "raise max_tokens" in e for e in errors), errors

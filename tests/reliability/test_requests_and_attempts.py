@@ -12,6 +12,7 @@ from sdstudio.config import DocumentJob, ModelParameters, ModelSpec, RunSettings
 from sdstudio.ui.components import ProgressPanel
 from sdstudio.workflows.documents import DocumentRun
 from tests.fakes.openai_server import default_reply
+from tests.fakes.openai_server import requested_schema
 
 FAULTS = {"rate_limit": 0.10, "server_error": 0.05, "bad_json": 0.10, "truncated": 0.05, "malformed_body": 0.03}
 RUN = "run:\n  concurrency: 16\n  max_attempts: 5\n  backoff_base_s: 0.01\n  backoff_max_s: 0.1\n"
@@ -64,7 +65,7 @@ def test_a_grounded_documents_job_counts_its_checks_attempts_too(counting_server
     faulty(counting_server)
 
     def reply(body: dict) -> str:  # a judge that quotes its passage; the generator is the fake's own
-        if "supported" not in json.dumps(body.get("response_format")):
+        if "supported" not in json.dumps(requested_schema(body) or {}):
             return default_reply(body)
         passage = body["messages"][-1]["content"].split("<passage>")[1]
         return json.dumps({"supported": True, "reason": "ok", "evidence": " ".join(passage.split()[:6])})
