@@ -248,7 +248,8 @@ def test_dpo_pairs_are_right_and_each_belongs_to_its_own_prompt_when_replies_arr
     meta = store.get_job("generation", result.job_id)
     assert (meta["technique"], meta["use_case"], meta["model_id"], meta["status"]) == ("dpo", "alignment",
                                                                                        "fake-model", "done")
-    assert (meta["requests"], meta["attempts"], result.attempts) == (72, 72, 72)  # its stages' sends, as its own
+    # its stages' sends, as its own; one more call: the server (llama.cpp's dialect) refused json_schema once
+    assert (meta["requests"], meta["attempts"], result.attempts) == (72, 73, 73)
     params = meta["model_parameters"]
     assert (params["judge_model"], params["min_margin"], params["candidates"]) == ("fake-judge", 1.0, 3)
     assert params["stage_jobs"] == result.stage_jobs and [s["temperature"] for s in params["slots"]] == TEMPS

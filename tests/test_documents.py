@@ -372,7 +372,8 @@ def test_grounding_filters_unsupported_answers_with_the_reason_and_asks_again(op
     ok = list(store.records("generation", result.job_id, "ok"))
     assert all(r["provenance"]["grounding"] == {"supported": True, "reason": "ok", "evidence": "Runs at 3000 RPM",
                                                 "judge": "fake-model"} for r in ok)
-    assert result.requests_sent == result.attempts == 2 + 3  # two generation calls, three checks
+    # two generation calls, three checks; the server (llama.cpp's dialect) refused json_schema once: a call all the same
+    assert result.requests_sent == result.attempts - 1 == 2 + 3
     before = len(openai_server.requests)
     again = DocumentRun(job(openai_server, [notes], per_chunk=2, grounding=True, dedup_threshold=None),
                         store=store).run()

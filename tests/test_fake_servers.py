@@ -82,8 +82,8 @@ def test_requested_schema_is_none_for_a_plain_request():
     assert requested_schema({"messages": [{"role": "user", "content": "hi"}]}) is None
 
 
-def test_default_flavor_is_lenient():
-    assert DEFAULT_FLAVOR == "lenient" and FakeOpenAIServer().flavor == "lenient"
+def test_default_flavor_is_llama_cpp_so_every_workflow_negotiates():
+    assert DEFAULT_FLAVOR == "llama_cpp" and FakeOpenAIServer().flavor == "llama_cpp"
 
 
 # -- lenient -----------------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def test_llama_cpp_answers_json_schema_with_its_500_validation_error(fake):
 def test_llama_cpp_rejected_request_is_recorded_but_not_answered(fake):
     server = fake("llama_cpp")
     post(server, JSON_SCHEMA)
-    assert len(server.requests) == 1 and len(server.rejected) == 1 and server.answered == []
+    assert len(server.received) == 1 and len(server.rejected) == 1 and server.answered == [] and server.requests == []
 
 
 def test_llama_cpp_follows_json_object_with_schema(fake):
@@ -257,7 +257,7 @@ def test_invalid_request_fault_answers_every_request_with_the_same_422():
     expected = {"detail": [{"type": "extra_forbidden", "loc": ["body", "logit_bias"],
                             "msg": "Extra inputs are not permitted"}]}
     assert replies == [(422, expected)] * 3
-    assert len(server.rejected) == 3 and server.answered == []
+    assert len(server.requests) == 3 and server.answered == [] and server.rejected == []
 
 
 # -- Bedrock Converse toolConfig --------------------------------------------------------------------------------

@@ -40,8 +40,9 @@ def test_parameters_and_schema_reach_the_server(openai_server):
     body = openai_server.requests[-1]
     assert (body["temperature"], body["top_p"], body["top_k"], body["max_tokens"], body["stop"], body["seed"]) \
         == (0.3, 0.9, 20, 77, ["###"], 7)
-    assert body["messages"][0] == {"role": "system", "content": "be brief"}
-    assert requested_schema(body) == SCHEMA
+    # llama-cpp-python's server (the fake's default) takes the schema as json_object + schema, also in the prompt
+    assert body["messages"][0]["role"] == "system" and body["messages"][0]["content"].startswith("be brief\n\n")
+    assert body["response_format"] == {"type": "json_object", "schema": SCHEMA} and requested_schema(body) == SCHEMA
     assert completion.parsed == json.loads(completion.text) and set(completion.parsed) == {"question", "answer"}
     assert completion.usage.output_tokens > 0 and completion.finish_reason == "stop"
 

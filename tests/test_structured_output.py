@@ -52,10 +52,10 @@ def test_each_server_gets_the_strongest_dialect_it_takes_after_one_refusal_per_w
     with FakeOpenAIServer(flavor=flavor) as server:
         result = generate(server, store, topics=[f"topic {i}" for i in range(12)], provider=provider)
     assert (result.ok, result.failed) == (12, 0)
-    dialects = [dialect_of(body) for body in server.requests]
+    dialects = [dialect_of(body) for body in server.received]
     assert dialects[:len(sent)] == sent  # one refusal per dialect, then the one that works
     assert set(dialects[len(sent):]) == {sent[-1]}
-    assert len(server.rejected) == len(sent) - 1 and result.attempts == len(server.requests)
+    assert len(server.rejected) == len(sent) - 1 and result.attempts == len(server.received)
     note = next(n for n in result.notes if n.startswith("structured output:"))
     assert note.startswith(f"structured output: {sent[-1]}")
     assert all(d in note.split("refused", 1)[-1] for d in sent[:-1])
@@ -73,11 +73,11 @@ def test_a_vendor_field_the_server_ignores_still_gets_replies_parsed_from_the_sc
 def test_the_dialect_that_worked_is_remembered_so_the_next_job_asks_in_it_at_once(store):
     with FakeOpenAIServer(flavor="llama_cpp") as server:
         generate(server, store, topics=["Tries"])
-        server.requests.clear()
+        server.received.clear()
         server.rejected.clear()
         second = generate(server, store, topics=["Heaps", "Graphs"])
     assert second.ok == 2 and not server.rejected
-    assert {dialect_of(body) for body in server.requests} == {"json_object"}
+    assert {dialect_of(body) for body in server.received} == {"json_object"}
     assert any("remembered" in n for n in second.notes)
     rows = store.connection().execute("SELECT provider, endpoint, model, structured_output FROM endpoints").fetchall()
     assert [tuple(r) for r in rows] == [("openai_compatible", server.url.rstrip("/"), "fake-model", "json_object")]
@@ -103,7 +103,7 @@ def test_a_pinned_dialect_the_server_refuses_is_not_swapped_for_another(store):
         import asyncio
         with pytest.raises(ProviderError) as caught:
             asyncio.run(ask())
-    assert caught.value.kind == "bad_request" and len(server.requests) == 1  # a validation error: not retried
+    assert caught.value.kind == "bad_request" and len(server.received) == 1  # a validation error: not retried
 
 
 def test_a_dialect_a_provider_cannot_speak_is_a_config_error():
@@ -131,7 +131,7 @@ def test_a_server_that_refuses_every_request_alike_stops_the_job_after_eight_req
                      "--topics", *[f"topic {i}" for i in range(40)], "--per-topic", "1", "--batch-size", "1",
                      "--concurrency", "64", "--home", str(home)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sdstudio:")]  # not the bar
-    assert code == 2 and len(server.requests) <= 8
+    assert code == 2 and len(server.received) <= 8
     assert len(err) == 1 and "Extra inputs are not permitted" in err[0] and "stopped the job" in err[0]
     with sqlite3.connect(home / "metadata.db") as conn:
         status, error = conn.execute("SELECT status, error FROM jobs").fetchone()
@@ -148,7 +148,7 @@ class RefusingServer(FakeOpenAIServer):
 
         body = await request.json()
         if self.refused in json.dumps(body):
-            self.requests.append(body)
+            self.received.append(body)
             return web.json_response({"error": {"message": "Invalid 'messages[0].content': string too long.",
                                                 "type": "invalid_request_error", "param": None, "code": None}},
                                      status=400)
@@ -160,5 +160,5 @@ def test_follow_up_rounds_do_not_ask_again_for_topics_the_server_refused(store):
         job = GenerationJob(model=spec(server), run=FAST, topics=["Tries", RefusingServer.refused], num_per_topic=1,
                             batch_size=1, max_rounds=2)
         result = GenerationRun(job, store=store).run()
-    refused = [b for b in server.requests if RefusingServer.refused in json.dumps(b)]
+    refused = [b for b in server.received if RefusingServer.refused in json.dumps(b)]
     assert result.ok == 1 and result.failed == 1 and len(refused) == 1

@@ -37,7 +37,7 @@ FAULTS = ("rate_limit", "server_error", "slow", "malformed_body", "truncated", "
           "invalid_request")
 
 FLAVORS = ("lenient", "llama_cpp", "openai", "vllm_legacy", "nim", "text_only")
-DEFAULT_FLAVOR = "llama_cpp"
+DEFAULT_FLAVOR = "llama_cpp"  # the strictest real server most users can run: every workflow negotiates
 
 # Where each flavor reads a schema from (requested_schema's dialects). "prompt" is the schema the client wrote
 # into a message: every server "honours" it, since the model reads it.
@@ -198,9 +198,13 @@ class FakeOpenAIServer(LoopbackServer):
         self.seen: list[str] = []  # path and query of every request, in arrival order
         self.models = models or ["fake-model", "fake-judge"]
         self.script: deque[str] = deque()  # faults for the next requests, in order, before random ones
-        self.requests: list[dict[str, Any]] = []  # every chat body received, in arrival order
+        # every chat body, in arrival order; ``requests`` leaves out the ones the flavor refused for a structured-output
+        # field it does not take (the client's negotiation, tested on its own), so tests that count what a job asked
+        # for count each request once
+        self.received: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
         self.answered: list[dict[str, Any]] = []  # bodies that got a 200 with a good reply
-        self.rejected: list[dict[str, Any]] = []  # bodies refused as invalid (by the flavor or invalid_request)
+        self.rejected: list[dict[str, Any]] = []  # bodies the flavor refused (a field its real server does not take)
         self.in_flight = 0
         self.peak_in_flight = 0
         self.arrivals: list[float] = []
@@ -259,22 +263,24 @@ class FakeOpenAIServer(LoopbackServer):
         if (denied := self._unauthorized(request)) is not None:
             return denied
         body = await request.json()
-        self.requests.append(body)
+        self.received.append(body)
+        refusal = self._refusal(body)  # decided first: a refused request draws no scripted or random fault
+        if refusal is None:
+            self.requests.append(body)
         self.arrivals.append(time.monotonic())
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            fault = self._pick_fault()
+            fault = self._pick_fault() if refusal is None else None
             if self.latency:
                 await asyncio.sleep(self.latency)
             if body.get("model") not in self.models:
                 return _error(404, "model_not_found", f"The model `{body.get('model')}` does not exist",
                               "invalid_request_error")
-            if (refusal := self._refusal(body)) is not None:
+            if refusal is not None:
                 self.rejected.append(body)
                 return refusal
             if fault == "invalid_request":
-                self.rejected.append(body)
                 return web.json_response({"detail": [{"type": "extra_forbidden", "loc": ["body", "logit_bias"],
                                                       "msg": "Extra inputs are not permitted"}]}, status=422)
             if fault == "rate_limit":
