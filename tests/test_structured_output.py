@@ -90,6 +90,14 @@ def test_the_job_notes_naming_the_dialect_are_kept_on_the_job_row(store):
     assert job["notes"] == result.notes and any(n.startswith("structured output: json_object") for n in job["notes"])
 
 
+def test_jobs_show_prints_the_notes_naming_the_dialect(home, store, capsys):
+    with FakeOpenAIServer(flavor="llama_cpp") as server:
+        result = generate(server, store, topics=["Tries"])
+    assert main(["jobs", "show", str(result.job_id), "--json", "--home", str(home)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["notes"] == result.notes
+
+
 def test_a_pinned_dialect_the_server_refuses_is_not_swapped_for_another(store):
     with FakeOpenAIServer(flavor="llama_cpp") as server:
         provider = get_provider(spec(server, structured_output="json_schema"))

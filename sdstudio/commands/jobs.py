@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         if family != "export":
             row["records"] = store.count_records(family, args.id)
         row["children"] = [child["id"] for child in store.child_jobs(args.id)]
+        row["notes"] = store.get_job(None, args.id).get("notes") or []  # e.g. the structured-output dialect used
         row = masked(row)
         print(json.dumps(row, ensure_ascii=False, indent=None if args.json else 2, default=str))
         return EXIT_OK
