@@ -8,7 +8,7 @@ PORT   ?= 8866
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: studio test install install-dev browser bench clean
+.PHONY: studio lab test install install-dev browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ install-dev: $(VENV)/.installed-dev
 
 studio: install
 	$(BIN)/sdstudio serve --host $(HOST) --port $(PORT)
+
+# The same notebooks as a workbench: each app's `app.results` is a DataFrame for the next cell.
+LAB_PORT ?= 8888
+lab: install
+	$(BIN)/jupyter lab --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks
 
 # The browser test drives Debian's Chromium (Playwright's own browser download does not work here).
 browser:
