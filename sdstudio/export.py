@@ -243,7 +243,9 @@ def collect_rows(store: Store, sources: Iterable[Source], config: ExportJob) -> 
             if verdict == "reject":
                 dropped["rejected"] += 1
                 continue
-            if config.reviewed_only and verdict != "accept":
+            # an edit is an accept (reviews from before edits carried a verdict have none of their own)
+            accepted = verdict == "accept" or (verdict is None and review.get("edited_output") is not None)
+            if config.reviewed_only and not accepted:
                 dropped["not_accepted"] += 1
                 continue
             score, why = source.scores.get(record["id"], (None, None))

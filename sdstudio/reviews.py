@@ -167,11 +167,69 @@ def select(job_id: int, min_score: float | None = None, accepted_only: bool = Fa
     keep = frame["status"] == "ok"
     if min_score is not None:
         keep &= frame["score"].fillna(min_score - 1) >= min_score
-    if accepted_only:
-        keep &= frame["verdict"] == "accept"
+    if accepted_only:  # an edit is an accept (rows edited before edits carried a verdict included)
+        keep &= (frame["verdict"] == "accept") | (frame["verdict"].isna() & frame["edited"].notna())
     if drop_rejected:
         keep &= frame["verdict"] != "reject"
     return frame[keep.astype(bool)].reset_index(drop=True)
+
+
+FINAL_NOTE = "final verdict"  # the note of a review that settles reviewers' disagreement on a row
+
+
+def verdicts_of(history: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, Any] | None, bool]:
+    """From a row's reviews (oldest first): each reviewer's standing verdict, the final verdict that
+    settled a disagreement (or None), and whether reviewers disagree. A final verdict settles what came
+    before it; a reviewer who disagrees with it afterwards opens the conflict again."""
+    final_at = max((i for i, r in enumerate(history) if r.get("note") == FINAL_NOTE and r.get("verdict")),
+                   default=None)
+    standing: dict[str, str] = {}
+    for r in history:
+        if r.get("verdict"):
+            standing[r["reviewer"]] = r["verdict"]
+    since = history[final_at:] if final_at is not None else history
+    current = {r["reviewer"]: r["verdict"] for r in since if r.get("verdict")}
+    final = history[final_at] if final_at is not None else None
+    return standing, final, len(set(current.values())) > 1
+
+
+def desk(job_id: int, store: Store | None = None):
+    """``scores()`` plus what the review desk shows: ``verdicts`` (reviewer -> standing verdict),
+    ``final`` ("verdict by name" when a final verdict settled a disagreement) and ``conflict``."""
+    store = _open(store)
+    frame = scores(job_id, store)
+    job = store.get_job(KIND, job_id)
+    source_job = job.get("source_generation_id") or (job.get("config") or {}).get("source_job")
+    histories: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    if source_job is not None:
+        histories.update({("generation", rid): h for rid, h in store.job_reviews("generation", source_job).items()})
+    histories.update({(KIND, rid): h for rid, h in store.job_reviews(KIND, job_id).items()})
+    verdicts, finals, conflicts = [], [], []
+    for row in frame.itertuples():
+        target = ((KIND, int(row.record_id)) if _isna(row.source_record_id)
+                  else ("generation", int(row.source_record_id)))
+        standing, final, conflict = verdicts_of(histories.get(target, []))
+        verdicts.append(standing)
+        finals.append(f"{final['verdict']} by {final['reviewer']}" if final else None)
+        conflicts.append(conflict)
+    frame["verdicts"], frame["final"], frame["conflict"] = verdicts, finals, conflicts
+    return frame
+
+
+def _isna(value: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def progress(frame) -> dict[str, Any]:
+    """Per reviewer: rows given a verdict out of the reviewable (ok) rows; and the open conflicts."""
+    total = int((frame["status"] == "ok").sum())
+    done: dict[str, int] = {}
+    for standing in frame["verdicts"]:
+        for name in standing:
+            done[name] = done.get(name, 0) + 1
+    return {"total": total, "reviewers": dict(sorted(done.items())), "conflicts": int(frame["conflict"].sum())}
 
 
 def summary(job_id: int, store: Store | None = None) -> dict[str, Any]:

@@ -51,3 +51,14 @@ class ReviewsMixin:
             "WHERE r.job_kind = ? AND r.job_id = ? AND v.id = "
             "(SELECT MAX(id) FROM reviews WHERE record_id = v.record_id)", (job_kind, job_id)).fetchall()
         return {r["record_id"]: {**dict(r), "edited_output": _loads(r["edited_output"])} for r in rows}
+
+    def job_reviews(self, job_kind: str, job_id: int) -> dict[int, list[dict[str, Any]]]:
+        """Every review of every reviewed record of a job, oldest first, keyed by record id (the desk's
+        per-reviewer progress and conflicts need the whole history, not just the newest)."""
+        rows = self.connection().execute(
+            "SELECT v.* FROM reviews v JOIN records r ON r.id = v.record_id "
+            "WHERE r.job_kind = ? AND r.job_id = ? ORDER BY v.id", (job_kind, job_id)).fetchall()
+        history: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            history.setdefault(r["record_id"], []).append({**dict(r), "edited_output": _loads(r["edited_output"])})
+        return history
