@@ -104,3 +104,36 @@ def test_a_reviewer_accepts_a_row_in_the_real_dashboard(voila, page, home):
     with sqlite3.connect(home / "metadata.db") as conn:
         rows = conn.execute("SELECT record_id, reviewer, verdict FROM reviews").fetchall()
     assert rows == [(first_id, "alice", "accept")]
+
+
+def test_home_leads_through_the_navigation_bar_to_a_job_page_with_its_failed_rows(voila, page, home):
+    base, first_id = voila
+    store = Store.open(home)
+    gen = store.record(first_id)["job_id"]
+    store.add_records([Record(job_kind="generation", job_id=gen, item_key="g-bad", status="failed", topic="Stacks",
+                              raw_text="Sorry, I cannot.", error="planted reason: reply contains no JSON")])
+    store.refresh_counts(None, gen)
+    store.close()
+    page.set_viewport_size({"width": 1280, "height": 800})
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        page.goto(f"{base}/", timeout=120_000)  # the root lands on the home page, not a file list
+        page.get_by_text("planted-judge").first.wait_for(timeout=120_000)
+        assert page.url.endswith("/voila/render/00_home.ipynb")
+        nav = page.locator("nav.sds-nav a")
+        assert [a.strip() for a in nav.all_inner_texts()] == ["Home", "Generate", "Documents", "Workflow", "Alignment",
+                                                              "Evaluate", "Review", "Export", "Jobs"]
+        page.screenshot(path=str(ARTIFACTS / "home.png"))
+        page.locator("nav.sds-nav a", has_text="Jobs").click()
+        page.locator(f"a[href='08_job.ipynb?job={gen}']").first.click(timeout=120_000)
+        page.get_by_text(f"Job #{gen}").wait_for(timeout=120_000)
+        page.get_by_role("button", name="failed", exact=True).click()
+        page.get_by_text("(1 row)").wait_for(timeout=30_000)  # only the failed row is listed now
+        page.get_by_text("planted reason: reply contains no JSON").wait_for(timeout=30_000)
+        page.get_by_text("planted reason: reply contains no JSON").scroll_into_view_if_needed()
+        assert page.get_by_text("Sorry, I cannot.").count() >= 1
+        assert page.locator(f"a[href='05_evaluate.ipynb?job={gen}']").count() >= 1
+        page.screenshot(path=str(ARTIFACTS / "job_page.png"))
+    except Exception:
+        screenshot_on_failure(page, "job-page")
+        raise

@@ -40,6 +40,16 @@ def test_the_review_page_has_no_judge_or_run_controls(home):
     assert not any(type(x).__name__ in ("ModelPicker", "RunControls") for x in walk(app))
 
 
+def test_the_desk_inside_05_evaluate_links_to_the_review_only_page(home):
+    from sdstudio.ui.review import ReviewPanel
+
+    seed_judged_job(home)
+    panel = ReviewPanel(home=home)
+    panel.show(0)
+    assert f'href="07_review.ipynb?job={panel.job.value}"' in panel.desk_link.value
+    assert ReviewApp(home=home).panel.desk_link.layout.display == "none"
+
+
 def test_an_edit_counts_as_an_accept_and_the_card_shows_the_edited_text_with_a_diff(home):
     panel = desk(home).panel
     panel.reviewer.value = "alice"

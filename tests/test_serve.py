@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 from sdstudio.store import Store
@@ -29,3 +30,27 @@ def test_serve_serves_the_home_dashboard_and_prints_its_url(home):
         os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/voila/render/00_home.ipynb" in out
+
+
+def test_the_root_url_redirects_to_the_home_page_and_every_page_stays_reachable(home):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sdstudio.cli", "serve", "--port", str(port), "--home", str(home)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/voila/tree", timeout=90)
+        try:
+            urllib.request.build_opener(NoRedirect).open(f"http://127.0.0.1:{port}/", timeout=30)
+            raise AssertionError("/ did not redirect")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 302 and exc.headers["Location"] == "/voila/render/00_home.ipynb"
+        for page in ("00_home.ipynb", "08_job.ipynb"):
+            assert urllib.request.urlopen(f"http://127.0.0.1:{port}/voila/render/{page}", timeout=120).status == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

@@ -38,7 +38,31 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "SDSTUDIO_HOME": str(home)}
     url = f"http://{args.host}:{args.port}/voila/render/{args.notebook}"
     print(f"sdstudio: home {home}\nsdstudio: serving {url}", file=sys.stderr, flush=True)
-    cmd = [sys.executable, "-m", "voila", str(notebooks), f"--Voila.ip={args.host}",
+    # Voilà serving one notebook puts it at / but then serves no other page; serving the folder keeps every
+    # page at /voila/render/NN_x.ipynb but opens on a file list. So: the folder, and / redirects to the home page.
+    cmd = [sys.executable, "-m", "sdstudio.commands.serve", str(notebooks), f"--Voila.ip={args.host}",
            f"--port={args.port}", "--no-browser", "--Voila.show_tracebacks=False"]
-    return subprocess.call(cmd, env=env)
+    return subprocess.call(cmd, env={**env, LANDING_ENV: args.notebook})
+
+
+LANDING_ENV = "SDSTUDIO_LANDING"
+
+
+def voila_main(argv: list[str] | None = None) -> None:
+    """Voilà over the notebooks folder whose root (``/``, what a browser opens first) redirects to the landing
+    notebook (``$SDSTUDIO_LANDING``); the file list stays at /voila/tree."""
+    import tornado.web
+    from jupyter_server.utils import url_path_join
+    from voila.app import Voila
+
+    class StudioVoila(Voila):
+        def init_handlers(self) -> list:
+            landing = url_path_join(self.base_url, "voila/render", os.environ.get(LANDING_ENV, "00_home.ipynb"))
+            return [(self.server_url, tornado.web.RedirectHandler, {"url": landing, "permanent": False}), *super().init_handlers()]
+
+    StudioVoila.launch_instance(argv)
+
+
+if __name__ == "__main__":
+    voila_main()
 

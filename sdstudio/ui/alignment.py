@@ -14,6 +14,7 @@ from ..config import AlignmentJob, ModelParameters
 from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
+from .nav import nav_bar
 from .components import (FULL, cost_text, message, ModelPicker, PagedTable, preview_html, RunControls, text_lines)
 
 DPO_COLUMNS = ["prompt", "chosen", "chosen_score", "rejected", "rejected_score", "margin"]
@@ -45,7 +46,7 @@ class AlignmentApp(w.VBox):
                         self.min_margin, self.judge_model):
             control.observe(lambda _: self.refresh_preview(), "value")
         self.controls.run_button.on_click(lambda _: self.run())
-        super().__init__([
+        super().__init__([nav_bar("04_alignment.ipynb"),
             self.method, w.HTML("<h3>Prompts</h3>"), self.source, self.topics,
             w.HBox([self.prompts_per_topic, self.limit]), w.HTML("<h3>Candidates and judge</h3>"),
             w.HBox([self.candidates, self.min_margin, self.judge_model]), self.model,

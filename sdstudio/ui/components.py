@@ -185,7 +185,7 @@ class PagedTable(w.VBox):
         self.frame, self.total = self.fetch(self.page * self.page_size, self.page_size)
         self.page = min(self.page, self.pages - 1)
         self.table.value = frame_html(self.frame)
-        self.info.value = escape(f" page {self.page + 1} of {self.pages} ({self.total:,} rows) ")
+        self.info.value = escape(f" page {self.page + 1} of {self.pages} ({self.total:,} row{'' if self.total == 1 else 's'}) ")
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= self.pages - 1
 
@@ -236,9 +236,11 @@ class RunControls(w.VBox):
         self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = ProgressPanel()
         self.status = w.HTML()
+        self.next_steps = w.HTML()  # links onward (job page, evaluate, review, export) once a run finished
         self.handle: RunHandle | None = None
         self.cancel_button.on_click(lambda _: self.cancel())
-        super().__init__([w.HBox([self.run_button, self.cancel_button]), self.progress, self.status])
+        super().__init__([w.HBox([self.run_button, self.cancel_button]), self.progress, self.status,
+                          self.next_steps])
 
     def error(self, text: str) -> None:
         self.status.value = message("error", text)
@@ -257,10 +259,14 @@ class RunControls(w.VBox):
                                  f"{result.filtered} filtered · {result.requests_sent} requests, {result.attempts} "
                                  f"attempts · ${result.cost_usd:.4f} · {result.elapsed_s:.1f}s")
             self.status.value = message("ok", f"job {result.job_id} {result.status}")
+            from .nav import next_steps_html
+
+            self.next_steps.value = next_steps_html(result.job_id, getattr(result, "kind", ""))
             on_result(result)
 
         self.run_button.disabled, self.cancel_button.disabled = True, False
         self.status.value = message("info", "running…")
+        self.next_steps.value = ""
         self.handle = submit(lambda handle: job(handle), on_done=done)
         self.handle.add_listener(self.progress.update)
         return self.handle

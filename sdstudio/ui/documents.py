@@ -13,6 +13,7 @@ from ..config import DocumentJob, ModelParameters
 from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
+from .nav import nav_bar
 from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
                          RunControls, text_lines)
 from .generate import flatten
@@ -41,7 +42,7 @@ class DocumentsApp(w.VBox):
         for control in (self.paths, self.chunk_tokens, self.chunk_overlap, self.per_chunk, self.grounding):
             control.observe(lambda _: self.refresh(), "value")
         self.controls.run_button.on_click(lambda _: self.run())
-        super().__init__([
+        super().__init__([nav_bar("02_documents.ipynb"),
             w.HTML("<h3>Documents</h3>"), w.HBox([self.upload]), self.paths,
             w.HBox([self.chunk_tokens, self.chunk_overlap, self.per_chunk]), self.grounding, self.chunks,
             w.HTML("<h3>Model</h3>"), self.model, w.HTML("<h3>First prompt</h3>"), self.preview,

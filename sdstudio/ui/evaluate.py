@@ -15,6 +15,7 @@ from ..config import EvaluationJob, ModelParameters
 from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
+from .nav import nav_bar, preselect
 from .components import (FULL, cost_text, escape, frame_html, json_list, message, ModelPicker, PagedTable,
                          preview_html, RunControls, uploaded_files)
 from .review import ReviewPanel
@@ -60,7 +61,7 @@ class EvaluateApp(w.VBox):
                          w.VBox([w.HBox([self.threshold, self.accepted_only]), self.selection]), self.review])
         for index, title in enumerate(("Scores", "Histogram & topics", "Filter", "Review")):
             results.set_title(index, title)
-        judge = [w.HTML("<h3>What to judge</h3>"), self.source,
+        judge = [nav_bar("05_evaluate.ipynb"), w.HTML("<h3>What to judge</h3>"), self.source,
                  w.HBox([self.upload, self.prompt_column, self.completion_column]),
                  w.HTML("<h3>Criteria</h3>"), self.criteria, w.HBox([self.scale_min, self.scale_max]), self.examples,
                  w.HTML("<h3>Judge model</h3>"), self.model, w.HTML("<h3>Judge prompt preview</h3>"), self.preview,
@@ -75,7 +76,7 @@ class EvaluateApp(w.VBox):
         options = [("an uploaded dataset", None)] + [
             (f"#{r.id} · {r.use_case} · {r.ok} ok · {r.model_id}", int(r.id)) for r in frame.itertuples() if r.ok]
         self.source.options = options
-        self.source.value = options[1][1] if len(options) > 1 else None
+        self.source.value = preselect(options, options[1][1] if len(options) > 1 else None)  # ?job=ID first
         self.load_source()
 
     def load_source(self) -> None:

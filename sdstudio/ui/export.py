@@ -12,6 +12,7 @@ from ..config import ExportJob
 from ..errors import SdstudioError
 from ..store import Store
 from .components import escape, frame_html, message
+from .nav import nav_bar, preselect
 
 STYLES = ("raw", "sft-messages", "sft-prompt-completion", "openai-chat", "dpo", "kto")
 
@@ -37,7 +38,7 @@ class ExportApp(w.VBox):
         self.history = w.HTML()
         self.last: Any = None
         self.export_button.on_click(lambda _: self.export())
-        super().__init__([
+        super().__init__([nav_bar("06_export.ipynb"),
             w.HTML("<h3>What to export</h3>"), self.jobs, w.HBox([self.style, self.format, self.name]),
             w.HTML("<h3>Filters</h3>"), w.HBox([self.min_score, self.reviewed_only, self.prefer_edits]),
             self.test_fraction, w.HTML("<h3>Hugging Face Hub (optional; token from HF_TOKEN)</h3>"),
@@ -50,7 +51,7 @@ class ExportApp(w.VBox):
         self.jobs.options = [(f"#{r.id} · {r.technique}:{r.use_case} · {r.ok} ok · {r.model_id}", int(r.id))
                              for r in frame.itertuples() if r.ok]
         if self.jobs.options and not self.jobs.value:
-            self.jobs.value = (self.jobs.options[0][1],)
+            self.jobs.value = (preselect(self.jobs.options, self.jobs.options[0][1]),)  # ?job=ID first
         history = self.store.jobs("export")
         keep = [c for c in ("id", "created_at", "status", "source_job_ids", "destination", "style", "format",
                             "row_count", "path", "repo_id", "revision", "error") if c in history.columns]

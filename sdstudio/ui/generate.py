@@ -14,6 +14,7 @@ from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from ..usecases import list_use_cases, load_use_case
+from .nav import nav_bar
 from .components import (FULL, cost_text, escape, json_list, message, ModelPicker, PagedTable, preview_html,
                          RunControls, text_lines, uploaded_files)
 
@@ -67,7 +68,7 @@ class GenerateApp(w.VBox):
         tabs = w.Tab([self.results, self.failures])
         tabs.set_title(0, "Results")
         tabs.set_title(1, "Failed")
-        super().__init__([
+        super().__init__([nav_bar("01_generate.ipynb"),
             w.HTML("<h3>Model</h3>"), self.model,
             w.HTML("<h3>What to generate</h3>"), self.use_case, self.instruction, self.examples, self.requirements,
             w.HBox([self.topics, self.topics_upload]), w.HBox([self.per_topic, self.batch_size]),

@@ -1,4 +1,5 @@
-"""00_home: job history from metadata.db, which providers are configured (and a check), links onward."""
+"""00_home: the navigation bar, job history from metadata.db (each job linking to its page; alignment's stage jobs
+show on its page only), which providers are configured (and a check)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,8 @@ import ipywidgets as w
 
 from ..store import Store
 from ..workflows import registry
-from .components import escape, frame_html, message
+from .components import escape, message
+from .nav import HOME_NOTEBOOK, nav_bar
 
 NOTEBOOKS = tuple(registry.notebooks())
 
@@ -30,23 +32,24 @@ class HomeApp(w.VBox):
         self.providers = w.HTML()
         self.check_button = w.Button(description="Check local model", icon="heartbeat")
         self.check_status = w.HTML()
-        here = Path(notebook_dir) if notebook_dir else None
-        links = "".join(f'<li><a href="{name}" target="_self">{escape(label)}</a></li>' for name, label in NOTEBOOKS
-                        if here is None or (here / name).is_file())
         self.kind.observe(lambda _: self.refresh(), "value")
         self.refresh_button.on_click(lambda _: self.refresh())
         self.check_button.on_click(lambda _: self.check_local())
-        super().__init__([w.HTML(f"<h3>Workflows</h3><ul>{links}</ul>"), w.HTML("<h3>Job history</h3>"),
+        # the bar is the list of workflows (each page once, as on every page); notebook_dir is kept for callers
+        super().__init__([nav_bar(HOME_NOTEBOOK), w.HTML("<h3>Job history</h3>"),
                           w.HBox([self.kind, self.refresh_button]), self.jobs, w.HTML("<h3>Providers</h3>"),
                           self.providers, w.HBox([self.check_button, self.check_status])])
         self.refresh()
 
     def refresh(self) -> None:
-        frame = self.store.jobs(kind=self.kind.value)  # every kind in one id space; interrupted runs show so
-        keep = [c for c in ("id", "kind", "parent_id", "created_at", "status", "what", "model_id", "requested", "ok",
-                            "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "error")
-                if c in frame.columns]
-        self.jobs.value = frame_html(frame[keep])
+        from .job import jobs_table, top_level_jobs
+
+        # every kind in one id space (interrupted runs show so); alignment's stage jobs show on its job page
+        frame = top_level_jobs(self.store.jobs())
+        if self.kind.value is not None:
+            frame = frame[frame["kind"] == self.kind.value]
+        self.frame = frame
+        self.jobs.value = jobs_table(frame)
         rows = "".join(f"<tr><td>{escape(name)}</td><td>{'✔' if why else '—'}</td><td>{escape(why)}</td></tr>"
                        for name, why in configured_providers().items())
         self.providers.value = f'<table class="sds-providers">{rows}</table>'

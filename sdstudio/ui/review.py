@@ -176,8 +176,9 @@ class ReviewPanel(w.VBox):
     """The desk: reviewer, evaluation, which rows, progress per reviewer, and one card at a time."""
 
     def __init__(self, home: str | Path | None = None, job_id: int | None = None, store: Store | None = None,
-                 reviewer: str | None = None):
+                 reviewer: str | None = None, desk_link: bool = True):
         self.store = store or Store.open(home)
+        self.desk_link = w.HTML(layout=w.Layout(display=None if desk_link else "none"))
         self.reviewer = w.Text(value=reviewer or "", placeholder="your name", description="Reviewer")
         self.reviewer.add_class("sds-reviewer-name")
         self.job = w.Dropdown(description="Evaluation", layout=w.Layout(width="28em"))
@@ -204,7 +205,7 @@ class ReviewPanel(w.VBox):
         self.conflicts_only.observe(lambda _: self.show(0), "value")
         self.reviewer.observe(lambda _: self.remember(), "value")
         self.shortcut.observe(self._typed, "value")
-        super().__init__([w.HBox([self.reviewer, self.job]),
+        super().__init__([self.desk_link, w.HBox([self.reviewer, self.job]),
                           w.HBox([self.only_unreviewed, self.conflicts_only]), self.progress,
                           w.HBox([self.prev, self.info, self.next, self.shortcut]), w.HTML(f"<small>{HELP}</small>"),
                           self.status, self.rows, self.memory], layout=w.Layout(width="100%"))
@@ -226,6 +227,10 @@ class ReviewPanel(w.VBox):
         """Reload the rows and show the one at ``position`` (or the row ``record_id`` while it is listed)."""
         from ..reviews import desk, progress
 
+        job = "" if self.job.value is None else f"?job={self.job.value}"
+        self.desk_link.value = (f'<a class="sds-desk-link" href="07_review.ipynb{job}" target="_blank" '
+                                'style="color:#0969da;text-decoration:underline">Open the review desk on its own '
+                                "page (for reviewers: no judge controls)</a>")
         if self.job.value is None:
             self.rows.children = ()
             self.info.value = "no judged rows yet: run a judge in 05_evaluate first"
@@ -373,7 +378,7 @@ class ReviewApp(w.VBox):
     def __init__(self, home: str | Path | None = None, job_id: int | None = None, reviewer: str | None = None,
                  store: Store | None = None):
         self.store = store or Store.open(home)
-        self.panel = ReviewPanel(store=self.store, job_id=job_id, reviewer=reviewer)
+        self.panel = ReviewPanel(store=self.store, job_id=job_id, reviewer=reviewer, desk_link=False)
         super().__init__([w.HTML("<h2>Review desk</h2><p>Accept, reject or edit judged rows. Your name is kept in "
                                  "this browser; an edit counts as an accept.</p>"), self.panel],
                          layout=w.Layout(width="100%"))

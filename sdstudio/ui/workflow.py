@@ -14,6 +14,7 @@ from ..config import ModelParameters, WorkflowJob
 from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
+from .nav import nav_bar
 from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
                          RunControls, uploaded_files)
 
@@ -60,7 +61,7 @@ class WorkflowApp(w.VBox):
         self.add_preset.on_click(lambda _: self.apply_preset())
         self.controls.run_button.on_click(lambda _: self.run())
         self.save_button.on_click(lambda _: self.save())
-        super().__init__([
+        super().__init__([nav_bar("03_custom_workflow.ipynb"),
             w.HTML("<h3>Your data</h3>"), w.HBox([self.upload, self.input_file]), self.dataset,
             w.HBox([self.columns, w.VBox([self.limit, self.sample])]),
             w.HTML("<h3>Steps</h3>"), self.steps, w.HBox([self.preset, self.preset_column, self.add_preset]),

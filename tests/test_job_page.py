@@ -1,0 +1,139 @@
+"""The job page, the navigation bar and each run's next steps, driven without a browser."""
+from __future__ import annotations
+
+import base64
+import json
+
+from sdstudio.store import Record
+from sdstudio.ui.home import HomeApp
+from sdstudio.ui.job import JobApp
+from sdstudio.ui.nav import nav_html, next_steps, preselect, query_job
+
+
+def seed(store) -> int:
+    job = store.create_job("generation", use_case="code_generation", model_id="gen-model", status="done",
+                           config={"model": {"provider": "openai_compatible", "base_url": "http://u:s3cret@h/v1"}},
+                           notes=["structured output: json_object"])
+    store.add_records([
+        Record(job_kind="generation", job_id=job, item_key="a", status="ok", topic="Stacks",
+               output={"question": "How do you push?"}),
+        Record(job_kind="generation", job_id=job, item_key="b", status="failed", raw_text="Sorry, no.",
+               error="reply contains no JSON"),
+        Record(job_kind="generation", job_id=job, item_key="c", status="filtered", topic="Heaps",
+               output={"question": "How do you push?"}, error="duplicate of another row")])
+    store.refresh_counts(None, job)
+    return job
+
+
+def test_the_header_shows_kind_status_model_counts_and_notes(store):
+    job = seed(store)
+    app = JobApp(store, job)
+    assert "generation" in app.header.value and "sds-status-done" in app.header.value
+    assert "gen-model" in app.header.value and "1 ok · 1 failed · 1 filtered" in app.header.value
+    assert "structured output: json_object" in app.header.value
+
+
+def test_the_config_is_shown_as_yaml_with_credentials_masked(store):
+    app = JobApp(store, seed(store))
+    assert "base_url:" in app.config_view.value and "s3cret" not in app.config_view.value
+
+
+def test_failed_rows_show_their_reason_and_raw_reply(store):
+    app = JobApp(store, seed(store))
+    app.status_filter.value = "failed"
+    assert app.rows.total == 1
+    assert "reply contains no JSON" in app.rows.table.value and "Sorry, no." in app.rows.table.value
+    app.status_filter.value = "filtered"
+    assert "duplicate of another row" in app.rows.table.value
+
+
+def test_search_and_sort_narrow_and_order_the_rows(store):
+    app = JobApp(store, seed(store))
+    app.search.value = "heaps"
+    assert app.rows.total == 1 and "Heaps" in app.rows.table.value
+    app.search.value = ""
+    app.sort.value = "newest first"
+    assert list(app.rows.frame["status"]) == ["filtered", "failed", "ok"]
+
+
+def test_no_table_shows_raw_none_nan_or_na(store):
+    job = seed(store)
+    store.create_job("evaluation", source_generation_id=job, model_id="judge", status="done")
+    app = JobApp(store, job)
+    for html in (app.rows.table.value, app.related.value, HomeApp(home=store.path.parent).jobs.value):
+        assert ">None<" not in html and ">nan<" not in html and "&lt;NA&gt;" not in html and ">NaN<" not in html
+
+
+def test_evaluations_and_exports_of_the_job_are_listed_with_links(store):
+    job = seed(store)
+    ev = store.create_job("evaluation", source_generation_id=job, model_id="judge", status="done")
+    ex = store.create_job("export", source_job_ids=[job], destination="files", style="raw", status="done")
+    app = JobApp(store, job)
+    assert f'href="08_job.ipynb?job={ev}"' in app.related.value
+    assert f'href="08_job.ipynb?job={ex}"' in app.related.value
+
+
+def test_actions_link_to_evaluate_export_review_and_download_the_rows(store):
+    job = seed(store)
+    app = JobApp(store, job)
+    assert f"05_evaluate.ipynb?job={job}" in app.actions.value and f"06_export.ipynb?job={job}" in app.actions.value
+    assert "Review" in app.actions.value
+    data = app.actions.value.split("data:application/x-ndjson;base64,")[1].split('"')[0]
+    rows = [json.loads(line) for line in base64.b64decode(data).decode().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "failed", "filtered"]
+
+
+def test_stage_jobs_show_under_their_parent_not_on_home(store, home):
+    parent = store.create_job("generation", kind="alignment", status="done", model_id="aligner")
+    stage = store.create_job("generation", kind="candidates", parent_id=parent, status="done", model_id="stage-model")
+    assert f"08_job.ipynb?job={stage}" in JobApp(store, parent).related.value
+    page = HomeApp(home=home).jobs.value
+    assert f"08_job.ipynb?job={parent}" in page and f"08_job.ipynb?job={stage}" not in page
+
+
+def test_an_unknown_job_says_so_in_one_line(store):
+    app = JobApp(store, 999)
+    assert "no job with id 999" in app.error.value
+
+
+def test_without_an_id_the_page_lists_jobs_to_open(store):
+    job = seed(store)
+    assert f"08_job.ipynb?job={job}" in JobApp(store).related.value
+
+
+def test_every_page_has_the_same_navigation_bar():
+    html = nav_html()
+    for label, href in [("Home", "00_home.ipynb"), ("Generate", "01_generate.ipynb"),
+                        ("Documents", "02_documents.ipynb"), ("Workflow", "03_custom_workflow.ipynb"),
+                        ("Alignment", "04_alignment.ipynb"), ("Evaluate", "05_evaluate.ipynb"),
+                        ("Review", ""), ("Export", "06_export.ipynb"), ("Jobs", "08_job.ipynb")]:
+        assert f">{label}</a>" in html and f'href="{href}' in html
+    assert html.index(">Evaluate<") < html.index(">Review<") < html.index(">Export<")
+
+
+def test_a_finished_run_offers_its_next_steps():
+    assert [label for label, _ in next_steps(4, "generation")] == ["Open job page", "Evaluate this job", "Export"]
+    assert dict(next_steps(4, "alignment"))["Evaluate this job"] == "05_evaluate.ipynb?job=4"
+    steps = dict(next_steps(7, "evaluation"))
+    assert set(steps) == {"Open job page", "Review", "Export"} and "job=7" in steps["Review"]
+
+
+def test_the_url_job_preselects_a_picker(monkeypatch):
+    monkeypatch.setenv("QUERY_STRING", "job=5&mode=judge")
+    assert query_job() == 5
+    assert preselect([("a", None), ("#5", 5), ("#6", 6)], 6) == 5
+    assert preselect([("#6", 6)], 6) == 6
+    monkeypatch.setenv("QUERY_STRING", "job=oops")
+    assert query_job() is None
+
+
+def test_the_generate_run_shows_next_step_links(openai_server, home):
+    from sdstudio.ui import GenerateApp
+
+    app = GenerateApp(home=home, provider="openai_compatible", model="fake-model", base_url=openai_server.url)
+    app.topics.value = "Heaps"
+    app.per_topic.value, app.batch_size.value = 1, 1
+    app.controls.run_button.click()
+    result = app.controls.wait(60)
+    assert f"08_job.ipynb?job={result.job_id}" in app.controls.next_steps.value
+    assert f"05_evaluate.ipynb?job={result.job_id}" in app.controls.next_steps.value
