@@ -48,6 +48,7 @@ class Exchange:
     body: dict[str, Any] | None
     status: int
     reply: str
+    seconds: float = 0.0
 
     @property
     def is_chat(self) -> bool:
@@ -64,7 +65,7 @@ class Exchange:
         shown = {k: v for k, v in (self.body or {}).items() if k != "messages"}
         prompt = ((self.body or {}).get("messages") or [{}])[-1].get("content", "")
         return (f"{self.method} {self.path} {json.dumps(shown)[:limit]} prompt={str(prompt)[:120]!r}\n"
-                f"  -> {self.status} {self.reply[:limit]}")
+                f"  -> {self.status} in {self.seconds:.1f}s {self.reply[:limit]}")
 
 
 class _Recorder(ThreadingHTTPServer):
@@ -90,6 +91,7 @@ class _PassThrough(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         # the engine's timeout bounds a request; this only bounds a hung server
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=900)
+        started = time.monotonic()
         try:
             upstream.request(self.command, self.path, body=raw or None, headers=headers)
             reply = upstream.getresponse()
@@ -106,7 +108,7 @@ class _PassThrough(BaseHTTPRequestHandler):
             body = {"unparsed": raw.decode("utf-8", "replace")}
         with self.server.lock:
             self.server.exchanges.append(Exchange(self.command, self.path, body, status,
-                                                  data.decode("utf-8", "replace")))
+                                                  data.decode("utf-8", "replace"), time.monotonic() - started))
         self.send_response(status)
         for name, value in reply_headers:
             if name.lower() not in HOP_BY_HOP:

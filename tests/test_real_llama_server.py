@@ -131,7 +131,7 @@ def test_generate_one_item_per_call_saves_schema_valid_rows_and_names_the_dialec
 def test_generate_three_items_per_call_saves_rows_and_names_the_dialect(llama_server, tmp_path):
     home = tmp_path  # one topic: three items in one call, and follow-up rounds only for what is missing
     code, summary, stderr, chats = generation(llama_server, home, TOPICS[:1], "--per-topic", "3", "--batch-size",
-                                              "3", "--max-tokens", "700")
+                                              "3", "--max-tokens", "500")
     ok, asked = summary["ok"], 3
     print(f"\ngenerate, 3 items per call: {ok} ok of {asked} asked, records {statuses(home, summary['job_id'])}; "
           f"{wire_figures(summary, chats)}; notes {summary['notes']}")
