@@ -32,7 +32,8 @@ studio: install
 # The same notebooks as a workbench: each app's `app.results` is a DataFrame for the next cell.
 LAB_PORT ?= 8888
 lab: install
-	$(BIN)/jupyter lab --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks
+	$(BIN)/jupyter lab --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The browser test drives Debian's Chromium (Playwright's own browser download does not work here).
 browser:

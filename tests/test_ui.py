@@ -55,8 +55,8 @@ def test_run_shows_progress_results_and_failures(openai_server, home):
     result = app.controls.wait(60)
     assert result.ok == 2 and app.controls.progress.bar.value == app.controls.progress.bar.max
     assert "2 ok" in app.controls.progress.label.value
-    assert len(app.results.frame) == 2 and "How do Queues work inside?" in app.results.table.value
-    assert "<script>" not in app.results.table.value and "&lt;script&gt;" in app.results.table.value
+    assert len(app.results_table.frame) == 2 and "How do Queues work inside?" in app.results_table.table.value
+    assert "<script>" not in app.results_table.table.value and "&lt;script&gt;" in app.results_table.table.value
     assert app.controls.run_button.disabled is False and app.controls.cancel_button.disabled is True
 
 
@@ -79,12 +79,12 @@ def test_the_results_table_pages_through_a_large_job(openai_server, home):
     app.store.add_records([Record(job_kind="generation", job_id=job, item_key=str(i), status="ok", topic="t",
                                   output={"question": f"q{i}"}) for i in range(1000)])
     app.job_id = job
-    app.results.show(0)
-    assert app.results.pages == 50 and len(app.results.frame) == 20
-    app.results.next.click()
-    assert app.results.frame["question"].iloc[0] == "q20"
-    app.results.show(999)
-    assert app.results.page == 49 and app.results.next.disabled
+    app.results_table.show(0)
+    assert app.results_table.pages == 50 and len(app.results_table.frame) == 20
+    app.results_table.next.click()
+    assert app.results_table.frame["question"].iloc[0] == "q20"
+    app.results_table.show(999)
+    assert app.results_table.page == 49 and app.results_table.next.disabled
 
 
 def test_save_config_writes_yaml_the_cli_loads(openai_server, home):
@@ -233,7 +233,7 @@ def test_documents_app_shows_chunks_with_provenance_and_runs(openai_server, home
     app.per_chunk.value = 1
     app.controls.run_button.click()
     result = app.controls.wait(120)
-    assert result.ok >= 1 and "guide.md" in app.results.table.value
+    assert result.ok >= 1 and "guide.md" in app.results_table.table.value
 
 
 def test_the_model_picker_lists_the_providers_models_or_says_what_is_wrong(openai_server, home):

@@ -102,6 +102,19 @@ class AlignmentApp(w.VBox):
         self.table.show(0)
         self.balance_chart.value = self._balance_html(result.balance) if result.balance else ""
 
+    @property
+    def results(self):
+        """The current job's ok rows as a pandas DataFrame: topic, prompt, then the DPO pair (chosen and
+        rejected with their scores) or the KTO row (completion, label, score), then record_id."""
+        import pandas as pd
+        from ..workflows.alignment import rows
+
+        if self.job_id is None:
+            return pd.DataFrame()
+        frame = rows(self.job_id, store=self.store)
+        first = [c for c in ("topic", "prompt") if c in frame.columns]
+        return frame[first + [c for c in frame.columns if c not in first]]
+
     def _fetch(self, offset: int, limit: int):
         from ..workflows.alignment import rows
 

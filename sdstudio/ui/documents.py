@@ -16,7 +16,7 @@ from ..store import Store
 from .nav import nav_bar
 from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
                          RunControls, text_lines)
-from .generate import flatten
+from .generate import flatten, ok_frame
 
 
 class DocumentsApp(w.VBox):
@@ -36,7 +36,7 @@ class DocumentsApp(w.VBox):
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=1024))
         self.preview = w.HTML(layout=FULL)
         self.controls = RunControls()
-        self.results = PagedTable(self._fetch)
+        self.results_table = PagedTable(self._fetch)
         self.job_id: int | None = None
         self.upload.observe(lambda _: self.refresh(), "value")
         for control in (self.paths, self.chunk_tokens, self.chunk_overlap, self.per_chunk, self.grounding):
@@ -46,7 +46,7 @@ class DocumentsApp(w.VBox):
             w.HTML("<h3>Documents</h3>"), w.HBox([self.upload]), self.paths,
             w.HBox([self.chunk_tokens, self.chunk_overlap, self.per_chunk]), self.grounding, self.chunks,
             w.HTML("<h3>Model</h3>"), self.model, w.HTML("<h3>First prompt</h3>"), self.preview,
-            self.controls, self.results])
+            self.controls, self.results_table])
         self.refresh()
 
     def config(self) -> DocumentJob:
@@ -91,7 +91,15 @@ class DocumentsApp(w.VBox):
 
     def show(self, result: Any) -> None:
         self.job_id = result.job_id
-        self.results.show(0)
+        self.results_table.show(0)
+
+    @property
+    def results(self):
+        """The current job's ok rows as a pandas DataFrame, each with its source (file, pages, chunk)."""
+        records = list(self.store.records("generation", self.job_id, "ok")) if self.job_id is not None else []
+        frame = ok_frame(records)
+        frame.insert(1, "source", [_source(r["provenance"]) for r in records])
+        return frame
 
     def _fetch(self, offset: int, limit: int):
         if self.job_id is None:
@@ -107,7 +115,7 @@ class DocumentsApp(w.VBox):
         self.per_chunk.value = 1
         self.run()
         self.controls.wait(timeout)
-        return self.results.frame
+        return self.results_table.frame
 
 
 def _source(provenance: dict[str, Any] | None) -> str:

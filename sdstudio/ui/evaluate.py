@@ -171,6 +171,20 @@ class EvaluateApp(w.VBox):
         self.refresh_selection()
         self.review.load_jobs(result.job_id)
 
+    @property
+    def results(self):
+        """The current evaluation's judged rows as a pandas DataFrame: topic, prompt, completion, score,
+        justification, the latest review (verdict, edit, reviewer), record ids."""
+        import pandas as pd
+        from ..reviews import scores
+
+        if self.evaluation is None:
+            return pd.DataFrame()
+        frame = scores(self.evaluation, self.store)
+        frame = frame[frame["status"] == "ok"].drop(columns=["status", "error"]).reset_index(drop=True)
+        first = ["topic", "prompt", "completion", "score", "justification"]
+        return frame[first + [c for c in frame.columns if c not in first]]
+
     def _fetch_scores(self, offset: int, limit: int):
         from ..reviews import scores
 

@@ -57,6 +57,17 @@ class ExportApp(w.VBox):
                             "row_count", "path", "repo_id", "revision", "error") if c in history.columns]
         self.history.value = frame_html(history[keep])
 
+    @property
+    def results(self):
+        """The files the last export wrote as a pandas DataFrame (path, sha256); empty before one."""
+        import pandas as pd
+
+        if self.last is None:
+            return pd.DataFrame(columns=["path", "sha256"])
+        hashes = self.last.file_hashes
+        return pd.DataFrame([{"path": p, "sha256": hashes.get(p) or hashes.get(Path(p).name)}
+                             for p in self.last.paths], columns=["path", "sha256"])
+
     def config(self) -> ExportJob:
         from ..config import _validate
 

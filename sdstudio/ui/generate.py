@@ -35,6 +35,15 @@ def flatten(records: list[dict[str, Any]], failed: bool = False):
     return pd.DataFrame(rows)
 
 
+def ok_frame(records: list[dict[str, Any]]):
+    """ok records as a pandas DataFrame for the next cell: topic, the item's own fields, record_id."""
+    import pandas as pd
+
+    rows = [{"topic": r["topic"], **(r["output"] if isinstance(r["output"], dict) else {"output": r["output"]}),
+             "record_id": r["id"]} for r in records]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["topic", "record_id"])
+
+
 class GenerateApp(w.VBox):
     def __init__(self, home: str | Path | None = None, provider: str = DEFAULT_PROVIDER, model: str | None = None,
                  base_url: str | None = None, use_case: str = "code_generation"):
@@ -52,7 +61,7 @@ class GenerateApp(w.VBox):
         self.preview = w.HTML(layout=FULL)
         self.estimate = w.HTML()
         self.controls = RunControls()
-        self.results = PagedTable(self._fetch("ok"))
+        self.results_table = PagedTable(self._fetch("ok"))
         self.failures = PagedTable(self._fetch("failed"), page_size=10)
         self.config_path = w.Text(value="generate.yaml", description="Save as")
         self.save_button = w.Button(description="Save config as YAML", icon="save")
@@ -65,7 +74,7 @@ class GenerateApp(w.VBox):
         self.topics_upload.observe(lambda _: self.read_topics_upload(), "value")
         self.controls.run_button.on_click(lambda _: self.run())
         self.save_button.on_click(lambda _: self.save_config())
-        tabs = w.Tab([self.results, self.failures])
+        tabs = w.Tab([self.results_table, self.failures])
         tabs.set_title(0, "Results")
         tabs.set_title(1, "Failed")
         super().__init__([nav_bar("01_generate.ipynb"),
@@ -170,8 +179,14 @@ class GenerateApp(w.VBox):
 
     def show(self, result: Any) -> None:
         self.job_id = result.job_id
-        self.results.show(0)
+        self.results_table.show(0)
         self.failures.show(0)
+
+    @property
+    def results(self):
+        """The current job's ok rows as a pandas DataFrame (topic, the item's fields, record_id)."""
+        records = list(self.store.records("generation", self.job_id, "ok")) if self.job_id is not None else []
+        return ok_frame(records)
 
     def _fetch(self, status: str):
         def fetch(offset: int, limit: int):
@@ -189,4 +204,4 @@ class GenerateApp(w.VBox):
         self.model.max_tokens.value = min(self.model.max_tokens.value, 256)
         self.run()
         result = self.controls.wait(timeout)
-        return self.results.frame if result is not None else None
+        return self.results_table.frame if result is not None else None

@@ -49,7 +49,7 @@ class WorkflowApp(w.VBox):
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=512))
         self.preview = w.HTML(layout=FULL)
         self.controls = RunControls()
-        self.results = PagedTable(self._fetch)
+        self.results_table = PagedTable(self._fetch)
         self.config_path = w.Text(value="workflow.yaml", description="Save as")
         self.save_button = w.Button(description="Save workflow as YAML", icon="save")
         self.job_id: int | None = None
@@ -66,7 +66,7 @@ class WorkflowApp(w.VBox):
             w.HBox([self.columns, w.VBox([self.limit, self.sample])]),
             w.HTML("<h3>Steps</h3>"), self.steps, w.HBox([self.preset, self.preset_column, self.add_preset]),
             w.HTML("<h3>Model</h3>"), self.model, w.HTML("<h3>Prompt preview (first row)</h3>"), self.preview,
-            self.controls, self.results, w.HBox([self.config_path, self.save_button])])
+            self.controls, self.results_table, w.HBox([self.config_path, self.save_button])])
         self.load_dataset()
 
     # -- the dataset --------------------------------------------------------------------------------
@@ -162,7 +162,20 @@ class WorkflowApp(w.VBox):
 
     def show(self, result: Any) -> None:
         self.job_id = result.job_id
-        self.results.show(0)
+        self.results_table.show(0)
+
+    @property
+    def results(self):
+        """The current job's ok rows as a pandas DataFrame: input columns, each step's output, source row."""
+        import pandas as pd
+        from ..workflows.custom import results_frame
+
+        if self.job_id is None:
+            return pd.DataFrame()
+        frame = results_frame(self.job_id, store=self.store, include_failed=False)
+        # status and error say nothing on ok rows (an input column of that name pushed them to sdstudio_*)
+        meta = [c for c in ("sdstudio_status", "sdstudio_error") if c in frame.columns] or ["status", "error"]
+        return frame.drop(columns=[c for c in meta if c in frame.columns])
 
     def _fetch(self, offset: int, limit: int):
         from ..workflows.custom import results_frame
@@ -177,4 +190,4 @@ class WorkflowApp(w.VBox):
         self.limit.value = limit
         self.run()
         self.controls.wait(timeout)
-        return self.results.frame
+        return self.results_table.frame
