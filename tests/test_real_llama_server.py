@@ -198,8 +198,6 @@ def test_a_later_job_on_the_same_home_starts_with_the_dialect_that_worked(llama_
     assert code in (EXIT_OK, EXIT_FAILED_ITEMS) and dialect_named(summary), (summary, stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="sdstudio bug (#18): the stop message embeds the server's multi-line error "
-                   "body (pydantic's validation error and a source-file line), so it is 5 lines, not one")
 def test_a_dialect_the_server_refuses_stops_the_run_after_at_most_8_requests(llama_server, tmp_path):
     config = tmp_path / "forced.yaml"  # json_schema forced: llama-cpp-python refuses every request the same way
     config.write_text(json.dumps({"kind": "generation", "model": {"structured_output": "json_schema"}}),

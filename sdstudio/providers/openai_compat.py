@@ -367,7 +367,8 @@ def _message_and_code(body: Any) -> str | None:
     message, code = inner.get("message"), inner.get("code")
     if not message:
         return None
-    return f"{message} [{code}]" if code else str(message)
+    message = " ".join(str(message).split())  # one line: llama-cpp-python sends a pydantic error with a traceback
+    return f"{message} [{code}]" if code else message
 
 
 def _error_detail(exc: Exception) -> str:

@@ -35,7 +35,7 @@ def test_attempts_are_the_http_requests_the_server_received_everywhere_they_are_
                       + "]\nnum_per_topic: 1\nbatch_size: 1\nmax_rounds: 1\n" + RUN)
     assert main(["generate", *model_flags(counting_server), "--config", str(config), "--json"]) in (0, 1)
     summary = json.loads(capsys.readouterr().out)
-    http = len(counting_server.requests)
+    http = len(counting_server.received)
     assert summary["attempts"] == http
     assert 200 <= summary["requests_sent"] < summary["attempts"]  # retries are attempts, not requests
     assert set(FAULTS) <= set(counting_server.injected)
@@ -52,7 +52,7 @@ def test_attempts_are_the_http_requests_the_server_received_everywhere_they_are_
     counting_server.fault_rates = {}
     main(["generate", *model_flags(counting_server), "--config", str(config)])
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("sdstudio: generation job"))
-    again = len(counting_server.requests) - http
+    again = len(counting_server.received) - http
     assert f"; {again} request{'s' * (again != 1)}, {again} attempt{'s' * (again != 1)};" in line, line
     main(["jobs", "show", str(summary["job_id"]), "--json"])
     shown = json.loads(capsys.readouterr().out)
@@ -79,7 +79,7 @@ def test_a_grounded_documents_job_counts_its_checks_attempts_too(counting_server
                          run=RunSettings(concurrency=16, max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.1))
     seen = []
     result = DocumentRun(config, store=store).run(on_progress=seen.append)
-    http = len(counting_server.requests)
+    http = len(counting_server.received)
     assert result.attempts == seen[-1].attempts == http > result.requests_sent
     panel = ProgressPanel()  # what a notebook shows while the job runs
     panel.update(seen[-1])
@@ -101,6 +101,6 @@ def test_a_custom_workflow_counts_every_steps_attempts(counting_server, home, ca
     config.write_text(f"kind: workflow\ninput_file: {rows}\nsteps: {steps}\n" + RUN)
     assert main(["workflow", *model_flags(counting_server), "--config", str(config), "--json"]) in (0, 1)
     summary = json.loads(capsys.readouterr().out)
-    assert summary["attempts"] == len(counting_server.requests) > summary["requests_sent"] >= 60
+    assert summary["attempts"] == len(counting_server.received) > summary["requests_sent"] >= 60
     print(f"\nFIGURES attempts-workflow: rows=60 steps=2 requests={summary['requests_sent']} "
-          f"attempts={summary['attempts']} http_requests={len(counting_server.requests)}")
+          f"attempts={summary['attempts']} http_requests={len(counting_server.received)}")
