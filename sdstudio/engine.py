@@ -106,6 +106,7 @@ class Engine:
         self._refusals: list[str] = []  # reasons of the run's first failed requests while none has succeeded
         self._permanent: set[str] = set()
         self._workers: list[asyncio.Task] = []
+        self._models: set[str] = set()
         self.rpm = RateLimiter(self.settings.rpm) if self.settings.rpm else None
         self.tpm = TokenBucket(self.settings.tpm) if self.settings.tpm else None
         self.progress = Progress()
@@ -160,7 +161,7 @@ class Engine:
         if self._abort is not None:
             raise self._aborted(self._abort)
         return RunResult(self.progress, cancelled=self._cancelled(), failures=dict(self._failures),
-                         permanent=set(self._permanent), answered=self._answered)
+                         permanent=set(self._permanent), answered=self._answered, models=set(self._models))
 
     # -- internals -------------------------------------------------------------------------------
     def _cancelled(self) -> bool:
@@ -315,6 +316,8 @@ class Engine:
             finally:
                 self.progress.in_flight -= 1
         self._answered += 1
+        if completion.model:
+            self._models.add(completion.model)
         self.limit.on_success()
         self.limit.open_up()
         return completion

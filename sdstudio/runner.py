@@ -219,10 +219,25 @@ class JobRunner:
             note = negotiation.note()
             if note not in self.notes:
                 self.notes.append(note)
+        if result is not None:
+            self._record_answering_model(provider, result.models)
         if result is not None and result.answered:
             provider.proven = True
             dialect = negotiation.dialect if negotiation.used and negotiation.confirmed else None
             self.store.remember_endpoint(provider.name, provider.endpoint_key(), provider.model_id or "", dialect)
+
+    def _record_answering_model(self, provider: Any, models: set[str]) -> None:
+        """The job's model is the one that answered: a server may map the id asked for to another (an alias to a
+        dated snapshot). Only for the job's own model (not a grounding judge's), and only when one model answered."""
+        asked = provider.model_id
+        if len(models) != 1 or asked != self.fields.get("model_id") or asked in models:
+            return
+        answered = next(iter(models))
+        self.store.update_job(self.family, self.job_id, model_id=answered)
+        self.fields["model_id"] = answered
+        note = f"asked for model {asked}; the server answered as {answered}"
+        if note not in self.notes:
+            self.notes.append(note)
 
     def add_sends(self, requests: int, attempts: int) -> None:
         """Requests and attempts made for this job by jobs it ran (an alignment job's stages): its row and

@@ -103,6 +103,7 @@ class RunResult:
     # do not ask them again
     permanent: set[str] = field(default_factory=set)
     answered: int = 0  # replies the provider sent in this run (whatever the handler made of them)
+    models: set[str] = field(default_factory=set)  # the models the replies say answered
 
 
 def estimate_tokens(request: ChatRequest) -> int:

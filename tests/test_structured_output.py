@@ -170,3 +170,11 @@ def test_follow_up_rounds_do_not_ask_again_for_topics_the_server_refused(store):
         result = GenerationRun(job, store=store).run()
     refused = [b for b in server.received if RefusingServer.refused in json.dumps(b)]
     assert result.ok == 1 and result.failed == 1 and len(refused) == 1
+
+
+def test_a_job_records_the_model_the_server_says_answered(store):
+    with FakeOpenAIServer(flavor="openai") as server:
+        server.served_model = "fake-model-2026-11-30"
+        result = generate(server, store, topics=["Tries"])
+    assert store.get_job("generation", result.job_id)["model_id"] == "fake-model-2026-11-30"
+    assert "asked for model fake-model; the server answered as fake-model-2026-11-30" in result.notes

@@ -244,3 +244,15 @@ def test_the_model_picker_lists_the_providers_models_or_says_what_is_wrong(opena
     app.model.base_url.value = "http://127.0.0.1:9/v1"
     app.model.refresh.click()
     assert "sds-error" in app.model.status.value and "127.0.0.1:9" in app.model.status.value
+
+
+def test_a_model_id_stays_with_its_provider_when_the_picker_switches():
+    from sdstudio.ui.components import ModelPicker
+
+    picker = ModelPicker()  # local: blank model = the embedded GGUF
+    picker.provider.value = "openai_compatible"
+    picker.model.value = "server-model"
+    picker.provider.value = "local"
+    assert picker.model.value == "" and picker.spec().model is None  # not the server's model id
+    picker.provider.value = "openai_compatible"
+    assert picker.model.value == "server-model"

@@ -81,6 +81,7 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     latency_ms: float = 0.0
+    model: str | None = None  # the model the reply says answered (a server may map an alias to a snapshot)
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ class OpenAICompatibleProvider(BaseProvider):
             raise self.error("transient", f"malformed response from {self.where} (no choices)") from None
         return Completion(text=text, parsed=self.parse_json(text, request), usage=tokens,
                           finish_reason=choice.get("finish_reason"),
-                          latency_ms=(time.perf_counter() - started) * 1000)
+                          latency_ms=(time.perf_counter() - started) * 1000, model=data.get("model") or None)
 
     @staticmethod
     def refused(exc: ProviderError, dialect: str | None) -> Exception:
@@ -265,7 +265,8 @@ class OpenAIProvider(OpenAICompatibleProvider):
         return Completion(
             text=text, parsed=self.parse_json(text, request),
             usage=Usage(getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0),
-            finish_reason=choice.finish_reason, latency_ms=(time.perf_counter() - started) * 1000)
+            finish_reason=choice.finish_reason, latency_ms=(time.perf_counter() - started) * 1000,
+            model=getattr(response, "model", None) or None)
 
     async def list_models(self) -> list[str]:
         import openai

@@ -79,11 +79,20 @@ class ModelPicker(w.VBox):
         self.refresh = w.Button(description="List models", icon="refresh")
         self.status = w.HTML()
         self.refresh.on_click(lambda _: self.list_models())
-        self.provider.observe(lambda _: self._show_fields(), "value")
+        self._model_of: dict[str, str] = {}  # provider -> the model id typed for it: each keeps its own
+        self.provider.observe(self._switch_provider, "value")
         super().__init__([w.HBox([self.provider, self.model, self.refresh]),
                           w.HBox([self.base_url, self.region, self.api_key_env]),
                           w.HBox([self.temperature, self.top_p]), w.HBox([self.top_k, self.max_tokens]),
                           self.status])
+        self._show_fields()
+
+    def _switch_provider(self, change: dict) -> None:
+        """A model id belongs to its provider: switching keeps the old one for that provider and shows the new
+        provider's own (blank: its default), so a job never runs one provider under another's model id."""
+        self._model_of[change["old"]] = self.model.value
+        self.model.options = ()
+        self.model.value = self._model_of.get(change["new"], "")
         self._show_fields()
 
     def _show_fields(self) -> None:

@@ -197,6 +197,7 @@ class FakeOpenAIServer(LoopbackServer):
         self.query = query or {}  # query parameters every request must carry (?api_key=...)
         self.seen: list[str] = []  # path and query of every request, in arrival order
         self.models = models or ["fake-model", "fake-judge"]
+        self.served_model: str | None = None  # the model replies name (a server that maps an alias to a snapshot)
         self.script: deque[str] = deque()  # faults for the next requests, in order, before random ones
         # every chat body, in arrival order; ``requests`` leaves out the ones the flavor refused for a structured-output
         # field it does not take (the client's negotiation, tested on its own), so tests that count what a job asked
@@ -303,7 +304,10 @@ class FakeOpenAIServer(LoopbackServer):
             if fault is None:
                 self.answered.append(body)
             tool = forced_tool(understood) if "tool" in HONOURS[self.flavor] else None
-            return web.json_response(_completion(body, text, tool))
+            reply = _completion(body, text, tool)
+            if self.served_model:
+                reply["model"] = self.served_model
+            return web.json_response(reply)
         finally:
             self.in_flight -= 1
 
