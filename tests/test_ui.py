@@ -256,3 +256,21 @@ def test_a_model_id_stays_with_its_provider_when_the_picker_switches():
     assert picker.model.value == "" and picker.spec().model is None  # not the server's model id
     picker.provider.value = "openai_compatible"
     assert picker.model.value == "server-model"
+
+
+def test_running_a_finished_job_again_says_it_was_already_done(openai_server, home):
+    app = fake_app(openai_server, home)
+    app.controls.run_button.click()
+    first = app.controls.wait(120)
+    app.controls.run_button.click()
+    again = app.controls.wait(120)
+    assert again.job_id == first.job_id and again.requests_sent == 0
+    assert "was already done" in app.controls.status.value and f"{first.ok} rows saved" in app.controls.status.value
+
+
+def test_a_run_that_saved_nothing_says_why_to_look_and_what_helps():
+    from sdstudio.ui.components import outcome_message
+    from sdstudio.workflows.jobs import JobResult
+
+    text = outcome_message(JobResult(kind="alignment", job_id=7, status="done", ok=0, failed=1, filtered=1))
+    assert "saved no rows (1 failed, 1 filtered)" in text and "job page" in text and "sds-error" in text

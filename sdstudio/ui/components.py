@@ -29,6 +29,22 @@ def message(kind: str, text: str) -> str:
     return f'<span class="sds-{kind}" style="color:{colour}">{escape(text)}</span>'
 
 
+def outcome_message(result: Any) -> str:
+    """What a finished run means, in words: a run that sent nothing says the job was already done (and how to
+    get a new one), a run that saved nothing says where the reasons are and what usually helps."""
+    job = f"job {result.job_id}"
+    if result.status == "cancelled":
+        return message("info", f"{job} cancelled: {result.ok} rows saved; Run again resumes it")
+    if result.resumed and not result.requests_sent:
+        return message("info", f"{job} was already done: {result.ok} rows saved, nothing sent again. Change a "
+                               "setting (topics, prompt, model...) to make a new job, or open the job page")
+    if not result.ok:
+        return message("error", f"{job} {result.status} but saved no rows ({result.failed} failed, {result.filtered} "
+                                "filtered): the job page lists each reason. Raising max_tokens, a stronger model or "
+                                "fewer items per call usually helps")
+    return message("ok", f"{job} {result.status}")
+
+
 def frame_html(frame, max_chars: int = 400) -> str:
     """A DataFrame as an escaped HTML table, long cells cut so a page stays light."""
     if frame is None or len(frame) == 0:
@@ -267,7 +283,7 @@ class RunControls(w.VBox):
             self.progress.finish(f"job {result.job_id} {result.status}: {result.ok} ok, {result.failed} failed, "
                                  f"{result.filtered} filtered · {result.requests_sent} requests, {result.attempts} "
                                  f"attempts · ${result.cost_usd:.4f} · {result.elapsed_s:.1f}s")
-            self.status.value = message("ok", f"job {result.job_id} {result.status}")
+            self.status.value = outcome_message(result)
             from .nav import next_steps_html
 
             self.next_steps.value = next_steps_html(result.job_id, getattr(result, "kind", ""))
