@@ -157,8 +157,17 @@ class LlamaServer:
             return list(self._recorder.exchanges)
 
     def chats_since(self, mark: int) -> list[Exchange]:
-        """The chat completions requests after ``mark`` (a ``len(server.exchanges)`` taken earlier)."""
+        """The chat completions requests after ``mark`` (a ``len(server.exchanges)`` taken earlier). Raises
+        when the server is gone, so a test says that instead of blaming what it got back."""
+        self.check_alive()
         return [e for e in self.exchanges[mark:] if e.is_chat]
+
+    def check_alive(self) -> None:
+        code = self.process.poll() if self.process is not None else None
+        if code is not None:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
+            raise LlamaServerError(f"llama_cpp.server (pid {self.process.pid}) {how} during the session; "
+                                   f"its output ends:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
         if self._log is None:
