@@ -122,6 +122,30 @@ class QueriesMixin:
             (job_kind, job_id)).fetchall()
         return [tuple(row) for row in rows]
 
+    # -- what a run did not keep (every workflow page's Failed and Filtered tabs) ----------------------
+    def _tree_where(self, job_id: int, status: str) -> tuple[str, list[Any]]:
+        ids = self._job_tree(job_id)  # a job's stage jobs (alignment's candidates and judge) count as its own
+        return f"job_id IN ({', '.join('?' * len(ids))}) AND status = ?", [*ids, status]
+
+    def outcome_page(self, job_id: int, status: str, offset: int = 0, limit: int = 10) -> tuple[list[dict], int]:
+        """One page of a job's (and its stage jobs') records of one status, newest last, and their count:
+        id, job_id, topic, error, raw_text, input. Outputs are left out: a failed row has none worth loading."""
+        where, params = self._tree_where(job_id, status)
+        conn = self.connection()
+        total = conn.execute(f"SELECT COUNT(*) FROM records WHERE {where}", params).fetchone()[0]
+        rows = conn.execute(f"SELECT id, job_id, topic, error, raw_text, input FROM records WHERE {where} "
+                            "ORDER BY id LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+        return [dict(row) for row in rows], int(total)
+
+    def outcome_reasons(self, job_id: int, status: str, top: int = 3) -> list[tuple[str, int]]:
+        """The most frequent reasons (first line, first 160 characters) a job and its stages gave for rows of
+        ``status``: what a run that kept nothing says it was stopped by."""
+        where, params = self._tree_where(job_id, status)
+        rows = self.connection().execute(
+            f"SELECT substr(COALESCE(error, 'no reason recorded'), 1, 160) AS reason, COUNT(*) AS n FROM records "
+            f"WHERE {where} GROUP BY reason ORDER BY n DESC, reason LIMIT ?", (*params, top)).fetchall()
+        return [(str(reason).splitlines()[0] if reason else "", int(n)) for reason, n in rows]
+
     # -- alignment -----------------------------------------------------------------------------------
     def dropped_errors(self, job_kind: str, job_id: int) -> list[str | None]:
         """The error of every record of a job that is not ok (failed or filtered): why rows were not kept."""
