@@ -1,6 +1,7 @@
-"""04_alignment: prompts (a generation job, a file column, or topics) -> K candidates -> judge -> DPO pairs or
-KTO rows; pairs side by side with their scores, and the KTO balance chart. Wiring only: the work is
-``sdstudio.workflows.alignment``."""
+"""04_alignment: prompts (a generation job, or topics written first) -> K candidates -> judge -> DPO pairs or
+KTO rows; pairs side by side with their scores, the KTO balance chart, and the rows the run dropped with their
+reasons (its stage jobs' failed judgements included). Prompts from a file column are the CLI's
+(``sdstudio align --input-file``). Wiring only: the work is ``sdstudio.workflows.alignment``."""
 from __future__ import annotations
 
 import base64
@@ -15,8 +16,13 @@ from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from .nav import nav_bar
-from .components import (FULL, cost_text, message, ModelPicker, PagedTable, preview_html, RunControls, text_lines)
+from .components import (FULL, cost_text, escape, message, ModelPicker, PagedTable, preview_html, RunControls, text_lines)
+from .job import top_level_jobs
+from .nav import preselect
+from .outcomes import OutcomeTabs
+from .workflow import WIDE, blank_cells
 
+TOPICS = "topics"  # the source value meaning: the model writes prompts from the topics below first
 DPO_COLUMNS = ["prompt", "chosen", "chosen_score", "rejected", "rejected_score", "margin"]
 KTO_COLUMNS = ["prompt", "completion", "label", "score", "justification"]
 
@@ -27,7 +33,7 @@ class AlignmentApp(w.VBox):
         self.home = home
         self.store = Store.open(home)
         self.method = w.ToggleButtons(options=[("DPO pairs", "dpo"), ("KTO rows", "kto")], value="dpo")
-        self.source = w.Dropdown(description="Prompts from")
+        self.source = w.Dropdown(description="Prompts from", **WIDE)
         self.topics = w.Textarea(value="Explaining recursion to a beginner\nWriting a polite refund email",
                                  description="Topics", layout=w.Layout(width="100%", height="5em"))
         self.prompts_per_topic = w.BoundedIntText(value=2, min=1, max=10_000, description="Per topic")
@@ -37,28 +43,44 @@ class AlignmentApp(w.VBox):
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=512))
         self.judge_model = w.Text(value=model or "", placeholder="same as the candidates' model",
                                   description="Judge model")
+        self.estimate = w.HTML(layout=FULL)  # prompts, requests, tokens, cost (or what is wrong), next to Run
         self.preview = w.HTML(layout=FULL)
         self.controls = RunControls()
         self.table = PagedTable(self._fetch, page_size=10)
         self.balance_chart = w.HTML()
+        self.outcomes = OutcomeTabs(self.store, w.VBox([self.table, self.balance_chart]), lambda: self.job_id)
+        self.topic_fields = w.VBox([self.topics, w.HBox([self.prompts_per_topic])])
         self.job_id: int | None = None
         for control in (self.method, self.source, self.topics, self.prompts_per_topic, self.limit, self.candidates,
                         self.min_margin, self.judge_model):
             control.observe(lambda _: self.refresh_preview(), "value")
+        for control in (self.method, self.source, self.topics, self.prompts_per_topic, self.limit, self.candidates,
+                        self.min_margin, self.judge_model, self.model.provider, self.model.model):
+            control.observe(lambda _: self.clear_results(), "value")
+        self.source.observe(lambda _: self._show_topic_fields(), "value")
         self.controls.run_button.on_click(lambda _: self.run())
         super().__init__([nav_bar("04_alignment.ipynb"),
-            self.method, w.HTML("<h3>Prompts</h3>"), self.source, self.topics,
-            w.HBox([self.prompts_per_topic, self.limit]), w.HTML("<h3>Candidates and judge</h3>"),
-            w.HBox([self.candidates, self.min_margin, self.judge_model]), self.model,
-            w.HTML("<h3>First request</h3>"), self.preview, self.controls, self.table, self.balance_chart])
+            self.method, w.HTML("<h3>Prompts</h3>"), self.source, self.topic_fields, self.limit,
+            w.HTML("<h3>Candidates and judge</h3>"), w.HBox([self.candidates, self.min_margin, self.judge_model]),
+            self.model, self.estimate, self.controls, self.outcomes,
+            w.HTML("<h3>First request</h3>"), self.preview])
         self.load_sources()
 
     def load_sources(self) -> None:
-        frame = self.store.jobs("generation")
-        self.source.options = [("topics (written first)", None)] + [
-            (f"job #{r.id} · {r.use_case} · {r.ok} ok", int(r.id)) for r in frame.itertuples()
+        """Topics (the default), or a user's generation job with ok rows: never one of an alignment's own
+        stage jobs (its prompts, its candidates), which are not the user's data. ``?job=ID`` preselects one."""
+        frame = top_level_jobs(self.store.jobs("generation"))
+        options = [("topics below (the model writes the prompts first)", TOPICS)] + [
+            (f"job #{r.id} · {r.use_case} · {r.ok} ok · {r.model_id}", int(r.id)) for r in frame.itertuples()
             if r.ok and r.technique in ("sft", "documents", "workflow")]
+        self.source.options = options
+        self.source.value = preselect(options, TOPICS)
+        self._show_topic_fields()
         self.refresh_preview()
+
+    def _show_topic_fields(self) -> None:
+        """Topics and prompts per topic only matter when the prompts are written from topics."""
+        self.topic_fields.layout.display = None if self.source.value == TOPICS else "none"
 
     def config(self) -> AlignmentJob:
         """The form as an AlignmentJob, built as ``sdstudio align`` builds one (``parse_job``). The judge
@@ -73,7 +95,7 @@ class AlignmentApp(w.VBox):
         judge = self.judge_model.value.strip()
         if judge and judge != spec.model:
             data["judge"] = {**spec.model_dump(exclude={"parameters"}), "model": judge}
-        if self.source.value is not None:
+        if self.source.value not in (TOPICS, None):
             data["source_job"] = self.source.value
         else:
             data.update(topics=text_lines(self.topics.value), prompts_per_topic=self.prompts_per_topic.value)
@@ -85,12 +107,12 @@ class AlignmentApp(w.VBox):
         try:
             shown = preview(self.config(), home=self.home)
         except (SdstudioError, ValueError) as exc:
-            self.preview.value = message("error", str(exc))
+            self.preview.value = self.estimate.value = message("error", str(exc))
             return
-        cost = cost_text(shown)
-        self.preview.value = preview_html(
-            f"{shown.prompts} prompts × {shown.candidates} candidates · {shown.requests} requests in all · "
-            f"~{shown.est_tokens_in:,} tokens in · {cost} · first stage: {shown.first_stage}", shown.prompt)
+        summary = (f"{shown.prompts} prompts × {shown.candidates} candidates · {shown.requests} requests in all · "
+                   f"~{shown.est_tokens_in:,} tokens in · {cost_text(shown)} · first stage: {shown.first_stage}")
+        self.estimate.value = escape(summary)
+        self.preview.value = preview_html(summary, shown.prompt)
 
     def run(self):
         from ..workflows.alignment import AlignmentRun
@@ -101,6 +123,19 @@ class AlignmentApp(w.VBox):
         self.job_id = result.job_id
         self.table.show(0)
         self.balance_chart.value = self._balance_html(result.balance) if result.balance else ""
+        self.outcomes.show(kept=result.ok)
+        if not result.ok:  # no pair and no row kept: not a success, whatever the job's status says
+            self.controls.progress.bar.bar_style = "warning"
+
+    def clear_results(self) -> None:
+        """A changed form (method, prompts, candidates, judge, model): the last run's pairs and dropped rows
+        no longer describe it, so they leave the page (and ``results``)."""
+        if self.job_id is None:
+            return
+        self.job_id = None
+        self.table.show(0)
+        self.balance_chart.value = ""
+        self.outcomes.clear()
 
     @property
     def results(self):
@@ -121,8 +156,8 @@ class AlignmentApp(w.VBox):
         if self.job_id is None:
             return None, 0
         frame = rows(self.job_id, store=self.store)
-        wanted = [c for c in (DPO_COLUMNS if self.method.value == "dpo" else KTO_COLUMNS) if c in frame.columns]
-        return frame[wanted].iloc[offset:offset + limit], len(frame)
+        wanted = [c for c in (DPO_COLUMNS if "chosen" in frame.columns else KTO_COLUMNS) if c in frame.columns]
+        return blank_cells(frame[wanted].iloc[offset:offset + limit]), len(frame)
 
     @staticmethod
     def _balance_html(report: dict[str, Any]) -> str:
@@ -147,7 +182,7 @@ class AlignmentApp(w.VBox):
 
     def autorun(self, timeout: float = 600) -> Any:
         """Headless: 2 topic prompts x 2 candidates (what nbval executes with SDSTUDIO_AUTORUN=1)."""
-        self.source.value = None
+        self.source.value = TOPICS
         self.topics.value = "Explaining recursion to a beginner"
         self.prompts_per_topic.value, self.candidates.value = 2, 2
         self.run()

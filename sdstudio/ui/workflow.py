@@ -1,8 +1,10 @@
-"""03_custom_workflow: upload a dataset, pick columns, write (or add from presets) the steps, preview each
-step's prompt on the first row, run with progress, and page through input + output columns. Wiring only:
-the work is ``sdstudio.workflows.custom`` and ``sdstudio.datasets``."""
+"""03_custom_workflow: upload a dataset, pick columns, write (or add from presets) the steps, run with progress
+right under the form, and page through input + output columns, the failed rows and their reasons; each step's
+prompt on the first row is previewed below. Wiring only: the work is ``sdstudio.workflows.custom`` and
+``sdstudio.datasets``."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,32 @@ from ..store import Store
 from .nav import nav_bar
 from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
                          RunControls, uploaded_files)
+from .outcomes import OutcomeTabs
 
-STARTER = """\
-- name: answer
-  template: |-
-    Answer the question below in two or three sentences.
+WIDE = {"layout": w.Layout(width="auto", min_width="22em"), "style": {"description_width": "initial"}}
 
-    {{ question }}
-"""
+
+def starter_steps(columns: list[str] | tuple[str, ...] = ()) -> str:
+    """The step a fresh page opens with, fitted to the dataset: its output column (``answer``) is a name no input
+    column has — the sample data has an ``answer`` column of its own, so there it is ``model_answer``, not a
+    clash that opens the page in an error — and it reads the ``question`` column, else the first one."""
+    taken = {str(c) for c in columns}
+    name = next(n for n in ("answer", "model_answer", *(f"model_answer_{i}" for i in range(2, len(taken) + 3)))
+                if n not in taken)
+    column = "question" if "question" in taken or not columns else str(columns[0])
+    reference = column if column.isidentifier() else f"row[{json.dumps(column, ensure_ascii=False)}]"
+    ask = "Answer the question" if column == "question" else "Respond to the text"
+    return f"- name: {name}\n  template: |-\n    {ask} below in two or three sentences.\n\n    {{{{ {reference} }}}}\n"
+
+
+def blank_cells(frame):
+    """A frame as the page shows it: None, NaN and <NA> as empty cells, never as the words."""
+    if frame is None or not len(frame):
+        return frame
+    return frame.astype(object).where(frame.notna(), "")
+
+
+STARTER = starter_steps()
 
 
 class WorkflowApp(w.VBox):
@@ -43,21 +63,27 @@ class WorkflowApp(w.VBox):
         self.sample = w.Checkbox(description="random sample (seed 42)")
         self.steps = w.Textarea(value=STARTER, description="Steps (YAML)",
                                 layout=w.Layout(width="100%", height="12em"))
-        self.preset = w.Dropdown(options=sorted(list_presets(home)), description="Preset")
-        self.preset_column = w.Dropdown(description="on column")
+        self.preset = w.Dropdown(options=sorted(list_presets(home)), description="Preset", **WIDE)
+        self.preset_column = w.Dropdown(description="on column", **WIDE)
         self.add_preset = w.Button(description="Add preset steps", icon="plus")
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=512))
+        self.estimate = w.HTML(layout=FULL)  # rows, requests, tokens, cost (or what is wrong), next to Run
         self.preview = w.HTML(layout=FULL)
         self.controls = RunControls()
         self.results_table = PagedTable(self._fetch)
+        self.outcomes = OutcomeTabs(self.store, self.results_table, lambda: self.job_id)
         self.config_path = w.Text(value="workflow.yaml", description="Save as")
         self.save_button = w.Button(description="Save workflow as YAML", icon="save")
         self.job_id: int | None = None
+        self._starter = STARTER  # the starter step as last fitted to a dataset: replaced only while untouched
 
         self.upload.observe(lambda _: self.read_upload(), "value")
         self.input_file.observe(lambda _: self.load_dataset(), "value")
         for control in (self.columns, self.limit, self.sample, self.steps):
             control.observe(lambda _: self.refresh_preview(), "value")
+        for control in (self.input_file, self.columns, self.limit, self.sample, self.steps, self.model.provider,
+                        self.model.model):
+            control.observe(lambda _: self.clear_results(), "value")
         self.add_preset.on_click(lambda _: self.apply_preset())
         self.controls.run_button.on_click(lambda _: self.run())
         self.save_button.on_click(lambda _: self.save())
@@ -65,8 +91,9 @@ class WorkflowApp(w.VBox):
             w.HTML("<h3>Your data</h3>"), w.HBox([self.upload, self.input_file]), self.dataset,
             w.HBox([self.columns, w.VBox([self.limit, self.sample])]),
             w.HTML("<h3>Steps</h3>"), self.steps, w.HBox([self.preset, self.preset_column, self.add_preset]),
-            w.HTML("<h3>Model</h3>"), self.model, w.HTML("<h3>Prompt preview (first row)</h3>"), self.preview,
-            self.controls, self.results_table, w.HBox([self.config_path, self.save_button])])
+            w.HTML("<h3>Model</h3>"), self.model, self.estimate, self.controls, self.outcomes,
+            w.HBox([self.config_path, self.save_button]),
+            w.HTML("<h3>Prompt preview (first row)</h3>"), self.preview])
         self.load_dataset()
 
     # -- the dataset --------------------------------------------------------------------------------
@@ -91,11 +118,13 @@ class WorkflowApp(w.VBox):
         except SdstudioError as exc:
             self.dataset.value = message("error", str(exc))
             return
-        names = list(head.columns)
+        names = [str(c) for c in head.columns]
+        if self.steps.value in (STARTER, self._starter):  # untouched: fit it to this data
+            self._starter = self.steps.value = starter_steps(names)
         self.columns.options = names
         self.columns.value = tuple(names)
         self.preset_column.options = names
-        self.dataset.value = frame_html(head) + frame_html(types)
+        self.dataset.value = frame_html(blank_cells(head)) + frame_html(types)
         self.refresh_preview()
 
     # -- the workflow -------------------------------------------------------------------------------
@@ -133,10 +162,11 @@ class WorkflowApp(w.VBox):
         try:
             shown = preview(self.config(), home=self.home)
         except (SdstudioError, ValueError) as exc:
-            self.preview.value = message("error", str(exc))
+            self.preview.value = self.estimate.value = message("error", str(exc))
             return
-        parts = [escape(f"{shown.rows} rows · {shown.requests} requests · ~{shown.est_tokens_in:,} tokens in · "
-                        f"{cost_text(shown)}")]
+        self.estimate.value = escape(f"{shown.rows} rows · {shown.requests} requests · ~{shown.est_tokens_in:,} "
+                                     f"tokens in · {cost_text(shown)}")
+        parts = [self.estimate.value]
         for step in shown.steps:
             parts.append(preview_html(f"{step.step} → {step.output_column} ({step.model_id})", step.prompt))
         self.preview.value = "".join(parts)
@@ -163,6 +193,17 @@ class WorkflowApp(w.VBox):
     def show(self, result: Any) -> None:
         self.job_id = result.job_id
         self.results_table.show(0)
+        self.outcomes.show(kept=result.ok)
+        if not result.ok:  # a run that kept nothing is no success, whatever its status says
+            self.controls.progress.bar.bar_style = "warning"
+
+    def clear_results(self) -> None:
+        """A changed form: the last run's rows no longer describe it, so they leave the page (``results`` too)."""
+        if self.job_id is None:
+            return
+        self.job_id = None
+        self.results_table.show(0)
+        self.outcomes.clear()
 
     @property
     def results(self):
@@ -178,16 +219,20 @@ class WorkflowApp(w.VBox):
         return frame.drop(columns=[c for c in meta if c in frame.columns])
 
     def _fetch(self, offset: int, limit: int):
-        from ..workflows.custom import results_frame
-
+        """The Results tab: ok rows (failed ones are in the Failed tab, with their reasons), no empty words."""
         if self.job_id is None:
             return None, 0
-        frame = results_frame(self.job_id, store=self.store)
-        return frame.iloc[offset:offset + limit], len(frame)
+        frame = self.results
+        return blank_cells(frame.iloc[offset:offset + limit]), len(frame)
 
     def autorun(self, limit: int = 2, timeout: float = 600) -> Any:
-        """Headless run over the first rows (what nbval executes with SDSTUDIO_AUTORUN=1)."""
+        """Headless run over the first rows (what nbval executes with SDSTUDIO_AUTORUN=1): every row it wrote,
+        ok and failed, with ``status`` and ``error``, so a notebook run shows what went wrong too."""
+        from ..workflows.custom import results_frame
+
         self.limit.value = limit
         self.run()
         self.controls.wait(timeout)
-        return self.results_table.frame
+        if self.job_id is None:
+            return self.results_table.frame
+        return blank_cells(results_frame(self.job_id, store=self.store))
