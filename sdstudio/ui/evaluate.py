@@ -1,7 +1,8 @@
 """05_evaluate: judge a generation job (or an uploaded dataset) with your criteria, scale and examples;
-see scores, a histogram and per-topic statistics; filter by a threshold; review rows. With
-``mode="review"`` it is the reviewers' Voilà dashboard (the review panel alone). Wiring only: the
-workflow is ``sdstudio.workflows.evaluate`` and ``sdstudio.reviews``."""
+see scores (and the judgements that failed, with their reasons), a histogram and per-topic statistics;
+filter by a threshold; then review the rows on the review desk (07_review). With ``mode="review"`` (an old
+reviewers' link) it shows only the way to the desk: a reviewer never reaches the judge controls. Wiring only:
+the workflow is ``sdstudio.workflows.evaluate`` and ``sdstudio.reviews``."""
 from __future__ import annotations
 
 import base64
@@ -15,10 +16,30 @@ from ..config import EvaluationJob, ModelParameters
 from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
-from .nav import nav_bar, preselect
 from .components import (FULL, cost_text, escape, frame_html, json_list, message, ModelPicker, PagedTable,
                          preview_html, RunControls, uploaded_files)
-from .review import ReviewPanel
+from .nav import REVIEW_NOTEBOOK, nav_bar, query_job
+from .outcomes import OutcomeTabs
+from .pickers import default_job, job_dropdown, job_options
+
+LIVE_EVERY_S = 1.0  # how often a running judge's newest judgement and the scores so far are re-read
+
+
+def desk_href(job_id: int | None) -> str:
+    """The review desk (07_review), on ``job_id`` when there is one."""
+    return REVIEW_NOTEBOOK + ("" if job_id is None else f"?job={int(job_id)}")
+
+
+def desk_link_html(job_id: int | None, text: str = "Review these rows on the review desk") -> str:
+    return (f'<a class="sds-desk-link" href="{escape(desk_href(job_id))}" target="_self" '
+            f'style="color:#0969da;text-decoration:underline">{escape(text)} →</a>')
+
+
+def review_mode_html(job_id: int | None) -> str:
+    """What an old ``05_evaluate.ipynb?mode=review`` link shows: the way to the desk, nothing else."""
+    return (f'<div class="sds-review-moved"><h3>Reviewing has its own page</h3><p>Reviewers accept, reject and edit '
+            f'judged rows on the review desk, which has no judge controls.</p><p>'
+            f'{desk_link_html(job_id, "Open the review desk")}</p></div>')
 
 
 class EvaluateApp(w.VBox):
@@ -26,7 +47,13 @@ class EvaluateApp(w.VBox):
                  base_url: str | None = None, mode: str = "judge"):
         self.home = home
         self.store = Store.open(home)
-        self.source = w.Dropdown(description="Job")
+        self.mode = mode
+        self.evaluation: int | None = None
+        if mode == "review":  # no judge, model or run control is even built: the page cannot reach them
+            self.desk = w.HTML(review_mode_html(query_job()))
+            super().__init__([nav_bar(REVIEW_NOTEBOOK), self.desk])
+            return
+        self.source = job_dropdown("What to judge")
         self.upload = w.FileUpload(accept=".csv,.jsonl,.json,.parquet", multiple=False, description="Dataset")
         self.prompt_column = w.Text(placeholder="prompt column", description="Prompt col")
         self.completion_column = w.Text(placeholder="completion column", description="Completion col")
@@ -39,14 +66,16 @@ class EvaluateApp(w.VBox):
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(temperature=0.0, max_tokens=256))
         self.preview = w.HTML(layout=FULL)
         self.controls = RunControls("Judge")
-        self.evaluation: int | None = None
+        self.live = w.HTML()  # the newest judgement while the judge runs: a sign of life per judged row
         self.scores_table = PagedTable(self._fetch_scores)
+        self.outcomes = OutcomeTabs(self.store, self.scores_table, lambda: self.evaluation, results_title="Scores")
         self.histogram = w.HTML()
         self.topics = w.HTML()
         self.threshold = w.FloatSlider(value=0, min=0, max=10, step=1, description="min score")
         self.accepted_only = w.Checkbox(description="reviewer-accepted only")
         self.selection = w.HTML()
-        self.review = ReviewPanel(store=self.store)
+        self.desk = w.HTML(desk_link_html(None))
+        self._live_at = 0.0
         self.dataset_path: Path | None = None
 
         self.source.observe(lambda _: self.load_source(), "value")
@@ -57,26 +86,23 @@ class EvaluateApp(w.VBox):
         self.threshold.observe(lambda _: self.refresh_selection(), "value")
         self.accepted_only.observe(lambda _: self.refresh_selection(), "value")
         self.controls.run_button.on_click(lambda _: self.run())
-        results = w.Tab([self.scores_table, w.VBox([self.histogram, self.topics]),
-                         w.VBox([w.HBox([self.threshold, self.accepted_only]), self.selection]), self.review])
-        for index, title in enumerate(("Scores", "Histogram & topics", "Filter", "Review")):
-            results.set_title(index, title)
-        judge = [nav_bar("05_evaluate.ipynb"), w.HTML("<h3>What to judge</h3>"), self.source,
-                 w.HBox([self.upload, self.prompt_column, self.completion_column]),
-                 w.HTML("<h3>Criteria</h3>"), self.criteria, w.HBox([self.scale_min, self.scale_max]), self.examples,
-                 w.HTML("<h3>Judge model</h3>"), self.model, w.HTML("<h3>Judge prompt preview</h3>"), self.preview,
-                 self.controls, results]
-        super().__init__([w.HTML("<h3>Review judged rows</h3>"), self.review] if mode == "review" else judge)
+        self.statistics = w.Tab([w.VBox([self.histogram, self.topics]),
+                                 w.VBox([w.HBox([self.threshold, self.accepted_only]), self.selection])])
+        self.statistics.titles = ("Histogram & topics", "Filter")
+        super().__init__([nav_bar("05_evaluate.ipynb"), w.HTML("<h3>What to judge</h3>"), self.source,
+                          w.HBox([self.upload, self.prompt_column, self.completion_column]),
+                          w.HTML("<h3>Criteria</h3>"), self.criteria, w.HBox([self.scale_min, self.scale_max]),
+                          self.examples, w.HTML("<h3>Judge model</h3>"), self.model,
+                          w.HTML("<h3>Judge prompt preview</h3>"), self.preview, self.controls, self.live,
+                          self.outcomes, self.statistics, self.desk])
         self.load_jobs()
-        self.review.show(0)
 
     # -- inputs -------------------------------------------------------------------------------------
     def load_jobs(self) -> None:
-        frame = self.store.jobs("generation")
-        options = [("an uploaded dataset", None)] + [
-            (f"#{r.id} · {r.use_case} · {r.ok} ok · {r.model_id}", int(r.id)) for r in frame.itertuples() if r.ok]
+        """The user's jobs with rows (no alignment stage job), the newest (or ``?job=ID``) chosen."""
+        options = [("an uploaded dataset", None), *job_options(self.store)]
         self.source.options = options
-        self.source.value = preselect(options, options[1][1] if len(options) > 1 else None)  # ?job=ID first
+        self.source.value = default_job(options)
         self.load_source()
 
     def load_source(self) -> None:
@@ -148,13 +174,60 @@ class EvaluateApp(w.VBox):
     def run(self):
         from ..workflows.evaluate import EvaluationRun
 
-        return self.controls.run_job(lambda: EvaluationRun(self.config(), home=self.home), self.show)
+        self.evaluation = None
+        self.outcomes.clear()
+        self.live.value = self.histogram.value = self.topics.value = self.selection.value = ""
+        self.scores_table.show(0)
+        handle = self.controls.run_job(lambda: EvaluationRun(self.config(), home=self.home), self.show)
+        if handle is not None:
+            handle.add_listener(self._judged_so_far)
+        return handle
+
+    def _judged_so_far(self, progress: Any) -> None:
+        """Per judged row (at most once a second): the newest judgement and the scores so far, so a slow judge
+        (the embedded model: a minute a row) shows it is working between rows."""
+        import time
+
+        from ..reviews import scores
+
+        now = time.monotonic()
+        if now - self._live_at < LIVE_EVERY_S and progress.done < progress.total:
+            return
+        self._live_at = now
+        job_id = self._running_evaluation()
+        if job_id is None:
+            return
+        self.evaluation = job_id
+        self.scores_table.show(self.scores_table.page)
+        frame = scores(job_id, self.store)
+        frame = frame[frame["status"] == "ok"]
+        latest = ""
+        if len(frame):
+            row = frame.loc[frame["record_id"].idxmax()]
+            latest = f" · latest: {row['topic'] or ''} scored {row['score']}: {str(row['justification'] or '')[:160]}"
+        self.live.value = f'<div class="sds-live">{escape(f"judged {progress.done} of {progress.total}{latest}")}</div>'
+
+    def _running_evaluation(self) -> int | None:
+        """The evaluation job this page's run opened (the runner's job on this thread, else the newest running)."""
+        from ..runner import current_job_id
+
+        job_id = current_job_id()
+        if job_id is not None:
+            return job_id
+        running = self.store.jobs("evaluation")
+        running = running[running["status"] == "running"]
+        return int(running["id"].max()) if len(running) else None
 
     def show(self, result: Any) -> None:
         from ..reviews import histogram, summary
 
         self.evaluation = result.job_id
+        self.live.value = ""
         self.scores_table.show(0)
+        self.outcomes.show(kept=result.ok)
+        self.desk.value = desk_link_html(result.job_id)
+        if not result.ok:
+            return
         figure = histogram(result.job_id, self.store)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
@@ -169,7 +242,6 @@ class EvaluateApp(w.VBox):
         self.threshold.min, self.threshold.max = stats["scale"]
         self.threshold.value = stats["scale"][0]
         self.refresh_selection()
-        self.review.load_jobs(result.job_id)
 
     @property
     def results(self):
@@ -190,9 +262,11 @@ class EvaluateApp(w.VBox):
 
         if self.evaluation is None:
             return None, 0
-        frame = scores(self.evaluation, self.store)
-        columns = ["record_id", "topic", "prompt", "completion", "score", "justification", "verdict", "status", "error"]
-        return frame[columns].iloc[offset:offset + limit], len(frame)
+        frame = scores(self.evaluation, self.store)  # failed judgements are on the Failed tab, with their reasons
+        frame = frame[frame["status"] == "ok"]
+        columns = ["record_id", "topic", "prompt", "completion", "score", "justification", "verdict"]
+        shown = frame[columns].iloc[offset:offset + limit].astype(object)
+        return shown.where(shown.notna(), ""), len(frame)
 
     def refresh_selection(self) -> None:
         from ..reviews import select
