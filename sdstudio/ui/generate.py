@@ -1,9 +1,11 @@
-"""01_generate: pick a model and a use case, edit examples / requirements / topics, preview the exact
-prompt and the job's cost, run with progress and cancel, page through results and failures, save the
-config as YAML for the CLI. Wiring only: the workflow is ``sdstudio.workflows.sft``."""
+"""01_generate: pick a model and a use case, edit examples / requirements / topics, see the job's cost, run
+with progress and cancel (Run sits right under the form; the exact prompt folds below it), page through the
+kept rows (prompt-ish columns first) and the failed and filtered ones with their reasons, save the config as
+YAML for the CLI. Wiring only: the workflow is ``sdstudio.workflows.sft``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +16,40 @@ from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from ..usecases import list_use_cases, load_use_case
-from .nav import nav_bar
 from .components import (FULL, cost_text, escape, json_list, message, ModelPicker, PagedTable, preview_html,
                          RunControls, text_lines, uploaded_files)
+from .nav import nav_bar
+from .outcomes import OutcomeTabs
 
 
-def flatten(records: list[dict[str, Any]], failed: bool = False):
-    """Records -> a table: topic, then the item's own keys (or the error and raw text for failures)."""
+LABELS = {"description_width": "8em"}  # "Requirements", "Instruction"... read whole at 1280 px
+
+
+def cell(value: Any) -> str:
+    """One table cell as text: a missing value is blank (never None, nan or <NA>), structures are JSON."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def flatten(records: list[dict[str, Any]], first: Sequence[str] = ()):
+    """Kept records as a table a person reads left to right: the fields named in ``first`` (the use case's
+    prompt and completion fields: what was asked, what was answered), then the item's other keys in its own
+    order, then its topic and row id. No cell is None / nan: rows with different keys leave blanks."""
     import pandas as pd
 
     rows = []
     for rec in records:
-        row: dict[str, Any] = {"id": rec["id"], "topic": rec["topic"], "status": rec["status"]}
-        if failed or rec["status"] != "ok":
-            row.update(error=rec["error"], raw_text=rec["raw_text"])
-        output = rec["output"]
-        if isinstance(output, dict) and not failed:
-            row.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in output.items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+        output = rec["output"] if isinstance(rec["output"], dict) else {"output": rec["output"]}
+        rows.append({**{key: cell(value) for key, value in output.items()}, "topic": cell(rec["topic"]),
+                     "row id": rec["id"]})
+    frame = pd.DataFrame(rows)
+    if not len(frame):
+        return frame
+    tail = ["topic", "row id"]
+    head = [c for c in first if c in frame.columns and c not in tail]
+    order = head + [c for c in frame.columns if c not in head and c not in tail] + tail
+    return frame[order].fillna("")
 
 
 def ok_frame(records: list[dict[str, Any]]):
@@ -44,50 +61,110 @@ def ok_frame(records: list[dict[str, Any]]):
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["topic", "record_id"])
 
 
-class GenerateApp(w.VBox):
+def prompt_fields(use_case: str, home: str | Path | None) -> tuple[str, ...]:
+    """The use case's prompt and completion fields (the columns a results table opens with)."""
+    try:
+        case = load_use_case(use_case, home)
+    except SdstudioError:
+        return ()
+    return (case.prompt_field, case.completion_field)
+
+
+def collapsible(title: str, child: w.Widget) -> w.Accordion:
+    """A long block (a prompt, a chunk table) folded under its title, open: below the Run button, not above it."""
+    box = w.Accordion(children=[child], titles=(title,), layout=FULL)
+    box.selected_index = 0
+    return box
+
+
+class ShownJob:
+    """What a page with a form and an outcome shares: the outcome on screen belongs to the job the form
+    described when it ran; once the form describes another job, the old rows are cleared, not passed off as
+    the new form's. The page sets ``_shown`` (that job's config, JSON) and ``job_id`` when it shows a run."""
+
+    job_id: int | None
+    _shown: dict[str, Any] | None = None
+    results_table: PagedTable
+    outcomes: OutcomeTabs
+
+    def config(self) -> Any:
+        raise NotImplementedError
+
+    def check_shown(self, config: Any = ...) -> None:
+        """Clear the shown outcome once the form no longer describes the job it came from (another use case,
+        other topics, another model...): old rows under a new form read as the new form's results."""
+        if self._shown is None:
+            return
+        if config is ...:
+            try:
+                config = self.config()
+            except (SdstudioError, ValueError):
+                config = None
+        if config is None or config.model_dump(mode="json") != self._shown:
+            self.clear_results()
+
+    def clear_results(self) -> None:
+        self.job_id, self._shown = None, None
+        self.results_table.show(0)
+        self.outcomes.clear()
+
+
+class GenerateApp(ShownJob, w.VBox):
+    """The generate page: the form, then Run, then the (foldable) prompt preview, then what the run kept,
+    failed and filtered. ``results`` hands the shown job's ok rows to the next cell."""
+
     def __init__(self, home: str | Path | None = None, provider: str = DEFAULT_PROVIDER, model: str | None = None,
                  base_url: str | None = None, use_case: str = "code_generation"):
         self.home = home
         self.store = Store.open(home)
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=1024))
-        self.use_case = w.Dropdown(options=list_use_cases(home), value=use_case, description="Use case")
-        self.instruction = w.Text(description="Instruction", layout=FULL)
-        self.examples = w.Textarea(description="Examples", layout=w.Layout(width="100%", height="10em"))
-        self.requirements = w.Textarea(description="Requirements", layout=w.Layout(width="100%", height="6em"))
-        self.topics = w.Textarea(description="Topics", layout=w.Layout(width="100%", height="6em"))
+        self.use_case = w.Dropdown(options=list_use_cases(home), value=use_case, description="Use case",
+                                   style=LABELS)
+        self.instruction = w.Text(description="Instruction", layout=FULL, style=LABELS)
+        self.examples = w.Textarea(description="Examples", layout=w.Layout(width="100%", height="10em"),
+                                   style=LABELS)
+        self.requirements = w.Textarea(description="Requirements", layout=w.Layout(width="100%", height="6em"),
+                                       style=LABELS)
+        self.topics = w.Textarea(description="Topics", layout=w.Layout(width="100%", height="6em"), style=LABELS)
         self.topics_upload = w.FileUpload(accept=".json,.txt", multiple=False, description="Topics file")
-        self.per_topic = w.BoundedIntText(value=5, min=1, max=100_000, description="Per topic")
-        self.batch_size = w.BoundedIntText(value=5, min=1, max=100, description="Per call")
+        self.per_topic = w.BoundedIntText(value=5, min=1, max=100_000, description="Per topic", style=LABELS)
+        self.batch_size = w.BoundedIntText(value=5, min=1, max=100, description="Per call", style=LABELS)
         self.preview = w.HTML(layout=FULL)
         self.estimate = w.HTML()
         self.controls = RunControls()
-        self.results_table = PagedTable(self._fetch("ok"))
-        self.failures = PagedTable(self._fetch("failed"), page_size=10)
+        self.results_table = PagedTable(self._fetch)
+        self.outcomes = OutcomeTabs(self.store, self.results_table, lambda: self.job_id)
+        self.failures = self.outcomes.failed  # the Failed (n) tab's table
         self.config_path = w.Text(value="generate.yaml", description="Save as")
         self.save_button = w.Button(description="Save config as YAML", icon="save")
-        self.job_id: int | None = None
+        self.job_id: int | None = None  # the job whose rows are on screen (None: none, or the form moved on)
+        self._loaded: dict[str, str] = {}  # what the use case filled in: unedited fields stay unset in the job
+        self._columns: tuple[str, ...] = ()  # the shown job's prompt and completion fields
+        self._shown: dict[str, Any] | None = None  # the shown job's config, to see when the form moved on
+        self._starting: tuple[dict[str, Any], tuple[str, ...]] | None = None
 
         self.use_case.observe(lambda _: self.load_use_case(), "value")
         for control in (self.instruction, self.examples, self.requirements, self.topics, self.per_topic,
                         self.batch_size):
             control.observe(lambda _: self.refresh_preview(), "value")
+        for name in ("provider", *ModelPicker.SPEC_FIELDS, "temperature", "top_p", "top_k", "max_tokens"):
+            getattr(self.model, name).observe(lambda _: self.check_shown(), "value")
         self.topics_upload.observe(lambda _: self.read_topics_upload(), "value")
         self.controls.run_button.on_click(lambda _: self.run())
         self.save_button.on_click(lambda _: self.save_config())
-        tabs = w.Tab([self.results_table, self.failures])
-        tabs.set_title(0, "Results")
-        tabs.set_title(1, "Failed")
         super().__init__([nav_bar("01_generate.ipynb"),
             w.HTML("<h3>Model</h3>"), self.model,
             w.HTML("<h3>What to generate</h3>"), self.use_case, self.instruction, self.examples, self.requirements,
             w.HBox([self.topics, self.topics_upload]), w.HBox([self.per_topic, self.batch_size]),
-            w.HTML("<h3>Prompt preview</h3>"), self.estimate, self.preview,
-            self.controls, tabs,
+            self.estimate, self.controls, collapsible("Prompt preview", self.preview),
+            w.HTML("<h3>Outcome</h3>"), self.outcomes,
             w.HBox([self.config_path, self.save_button])])
         self.load_use_case()
 
     # -- the form <-> a GenerationJob ---------------------------------------------------------------
     def load_use_case(self) -> None:
+        """Fill the form with the chosen use case. Topics the user typed stay (they are the user's, not the
+        use case's); topics still showing the previous use case's defaults make way for the new ones."""
         try:
             case = load_use_case(self.use_case.value, self.home)
         except SdstudioError as exc:
@@ -95,14 +172,17 @@ class GenerateApp(w.VBox):
             # in the kernel's log; the form keeps what it showed, and running it would refuse with the same line
             self.estimate.value = message("error", str(exc))
             self.preview.value = ""
+            self.check_shown()
             return
+        typed_topics = bool(self._loaded) and self.topics.value != self._loaded.get("topics")
         self._loading = True
         self.instruction.value = case.instruction
         self.examples.value = json.dumps(case.examples, indent=2, ensure_ascii=False)
         self.requirements.value = "\n".join(case.requirements)
-        self.topics.value = "\n".join(case.topics)
-        self._loaded = {name: getattr(self, name).value for name in ("instruction", "examples", "requirements",
-                                                                      "topics")}
+        if not typed_topics:
+            self.topics.value = "\n".join(case.topics)
+        self._loaded = {"instruction": self.instruction.value, "examples": self.examples.value,
+                        "requirements": self.requirements.value, "topics": "\n".join(case.topics)}
         self._loading = False
         self.refresh_preview()
 
@@ -142,7 +222,15 @@ class GenerateApp(w.VBox):
         from ..workflows.sft import preview
 
         try:
-            shown = preview(self.config(), home=self.home)
+            config = self.config()
+        except (SdstudioError, ValueError) as exc:
+            self.estimate.value = message("error", str(exc))
+            self.preview.value = ""
+            self.check_shown(None)
+            return
+        self.check_shown(config)
+        try:
+            shown = preview(config, home=self.home)
         except (SdstudioError, ValueError) as exc:
             self.estimate.value = message("error", str(exc))
             self.preview.value = ""
@@ -175,26 +263,31 @@ class GenerateApp(w.VBox):
     def run(self):
         from ..workflows.sft import GenerationRun
 
-        return self.controls.run_job(lambda: GenerationRun(self.config(), home=self.home), self.show)
+        def build() -> GenerationRun:
+            config = self.config()
+            self._starting = (config.model_dump(mode="json"), prompt_fields(config.use_case, self.home))
+            return GenerationRun(config, home=self.home)
+
+        return self.controls.run_job(build, self.show)
 
     def show(self, result: Any) -> None:
+        """RunControls' on_result: the run's kept rows, its failed and filtered ones, and why when none was kept."""
+        self._shown, self._columns = self._starting or (None, ())
         self.job_id = result.job_id
         self.results_table.show(0)
-        self.failures.show(0)
+        self.outcomes.show(kept=result.ok)
 
     @property
     def results(self):
-        """The current job's ok rows as a pandas DataFrame (topic, the item's fields, record_id)."""
+        """The shown job's ok rows as a pandas DataFrame (topic, the item's fields, record_id)."""
         records = list(self.store.records("generation", self.job_id, "ok")) if self.job_id is not None else []
         return ok_frame(records)
 
-    def _fetch(self, status: str):
-        def fetch(offset: int, limit: int):
-            if self.job_id is None:
-                return None, 0
-            records, total = self.store.records_page("generation", self.job_id, status, offset, limit)
-            return flatten(records, failed=status == "failed"), total
-        return fetch
+    def _fetch(self, offset: int, limit: int):
+        if self.job_id is None:
+            return None, 0
+        records, total = self.store.records_page("generation", self.job_id, "ok", offset, limit)
+        return flatten(records, self._columns), total
 
     def autorun(self, topics: list[str], per_topic: int = 1, timeout: float = 600) -> Any:
         """Headless run on small settings (what nbval executes with SDSTUDIO_AUTORUN=1)."""
