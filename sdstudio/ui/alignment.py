@@ -1,7 +1,7 @@
 """04_alignment: prompts (a generation job, or topics written first) -> K candidates -> judge -> DPO pairs or
 KTO rows; pairs side by side with their scores, the KTO balance chart, and the rows the run dropped with their
 reasons (its stage jobs' failed judgements included). Prompts from a file column are the CLI's
-(``sdstudio align --input-file``). Wiring only: the work is ``sdstudio.workflows.alignment``."""
+(``sdstudio align --input FILE --prompt-col NAME``). Wiring only: the work is ``sdstudio.workflows.alignment``."""
 from __future__ import annotations
 
 import base64
