@@ -122,6 +122,10 @@ class RunSettings(StrictModel):
     backoff_max_s: float = Field(30.0, ge=0)
     max_failed_ratio: float = Field(0.5, ge=0, le=1)
     executor: str = "local"  # executors.EXECUTORS: where the work items run (the same records either way)
+    # the spark executor: the master URL when no Spark session is running yet (default local[2]), and how many
+    # partitions the items are split into (default twice the cluster's parallelism; docs/spark.md)
+    spark_master: str | None = None
+    partitions: int | None = Field(None, ge=1, le=100_000)
 
     @field_validator("executor")
     @classmethod
