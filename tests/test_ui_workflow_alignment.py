@@ -55,6 +55,8 @@ def test_a_fresh_workflow_page_on_the_sample_data_opens_without_an_error(openai_
     assert "sds-error" not in shown
     assert "answer" in app.columns.options and "- name: model_answer" in app.steps.value  # not the data's column
     assert "What does the `yield` keyword do" in app.preview.value and "6 rows" in app.estimate.value
+    assert app.preset_column.value == "question" and app.preset.value  # pickers show a value, not a blank
+    assert app.steps.style.description_width == "initial"  # "Steps (YAML)", not "Steps (YA…"
     assert openai_server.requests == []
 
 
@@ -80,7 +82,6 @@ def test_workflow_failed_rows_have_their_own_tab_and_results_show_no_empty_words
     assert not any(word in app.results_table.table.value for word in RAW_WORDS)
     assert app.outcomes.tabs.titles[1] == "Failed (1)" and app.outcomes.failed.total == 1
     assert "maximum context length" in app.outcomes.failed.table.value
-    assert app.controls.progress.bar.bar_style == "success"  # rows were kept: a success with a failure
 
     app.steps.value = "- name: answer\n  template: 'Briefly: {{ question }}'\n"  # a new form
     assert app.results_table.total == 0 and app.outcomes.failed.total == 0
@@ -94,6 +95,7 @@ def test_prompts_from_shows_its_default_and_only_what_exists(openai_server, home
     assert app.source.value == "topics" and app.source.index == 0 and "topics" in app.source.label
     assert not any("file" in label for label, _ in app.source.options)
     assert app.source.style.description_width == "initial" and app.source.layout.width == "auto"
+    assert all(box.style.description_width == "initial" for box in (app.candidates, app.limit, app.judge_model))
     assert app.topic_fields.layout.display is None and "sds-error" not in app.estimate.value
 
 
@@ -156,7 +158,6 @@ def test_changing_the_method_clears_the_last_runs_pairs(openai_server, home):
     assert result.ok > 0 and app.table.total == result.ok and len(app.results) == result.ok
     assert list(app.table.frame.columns[:2]) == ["prompt", "chosen"]
     assert not any(word in app.table.table.value for word in RAW_WORDS)
-    assert app.controls.progress.bar.bar_style == "success"
     app.method.value = "kto"
     assert app.table.total == 0 and "nothing yet" in app.table.table.value and app.results.empty
     assert app.outcomes.tabs.titles == ("Results", "Failed (0)", "Filtered (0)") and app.outcomes.why.value == ""

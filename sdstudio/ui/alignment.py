@@ -20,7 +20,7 @@ from .components import (FULL, cost_text, escape, message, ModelPicker, PagedTab
 from .job import top_level_jobs
 from .nav import preselect
 from .outcomes import OutcomeTabs
-from .workflow import WIDE, blank_cells
+from .workflow import LABEL, blank_cells, wide
 
 TOPICS = "topics"  # the source value meaning: the model writes prompts from the topics below first
 DPO_COLUMNS = ["prompt", "chosen", "chosen_score", "rejected", "rejected_score", "margin"]
@@ -33,16 +33,16 @@ class AlignmentApp(w.VBox):
         self.home = home
         self.store = Store.open(home)
         self.method = w.ToggleButtons(options=[("DPO pairs", "dpo"), ("KTO rows", "kto")], value="dpo")
-        self.source = w.Dropdown(description="Prompts from", **WIDE)
+        self.source = w.Dropdown(description="Prompts from", **wide())
         self.topics = w.Textarea(value="Explaining recursion to a beginner\nWriting a polite refund email",
                                  description="Topics", layout=w.Layout(width="100%", height="5em"))
-        self.prompts_per_topic = w.BoundedIntText(value=2, min=1, max=10_000, description="Per topic")
-        self.limit = w.IntText(value=0, description="Max prompts", tooltip="0: all")
-        self.candidates = w.BoundedIntText(value=4, min=2, max=64, description="K per prompt")
-        self.min_margin = w.FloatText(value=1.0, description="Min margin")
+        self.prompts_per_topic = w.BoundedIntText(value=2, min=1, max=10_000, description="Per topic", **LABEL)
+        self.limit = w.IntText(value=0, description="Max prompts", tooltip="0: all", **LABEL)
+        self.candidates = w.BoundedIntText(value=4, min=2, max=64, description="K per prompt", **LABEL)
+        self.min_margin = w.FloatText(value=1.0, description="Min margin", **LABEL)
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=512))
         self.judge_model = w.Text(value=model or "", placeholder="same as the candidates' model",
-                                  description="Judge model")
+                                  description="Judge model", **LABEL)
         self.estimate = w.HTML(layout=FULL)  # prompts, requests, tokens, cost (or what is wrong), next to Run
         self.preview = w.HTML(layout=FULL)
         self.controls = RunControls()

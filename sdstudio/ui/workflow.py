@@ -21,7 +21,12 @@ from .components import (FULL, cost_text, escape, frame_html, message, ModelPick
                          RunControls, uploaded_files)
 from .outcomes import OutcomeTabs
 
-WIDE = {"layout": w.Layout(width="auto", min_width="22em"), "style": {"description_width": "initial"}}
+LABEL = {"style": {"description_width": "initial"}}  # a label as long as its words, never "K per pro…"
+
+
+def wide() -> dict:
+    """A picker's own layout and label style: as wide as its longest option, its label in full."""
+    return {"layout": w.Layout(width="auto", min_width="22em"), "style": {"description_width": "initial"}}
 
 
 def starter_steps(columns: list[str] | tuple[str, ...] = ()) -> str:
@@ -59,12 +64,12 @@ class WorkflowApp(w.VBox):
         self.input_file = w.Text(value=input_file or "", description="or path", layout=w.Layout(width="50%"))
         self.dataset = w.HTML()
         self.columns = w.SelectMultiple(description="Columns", rows=5)
-        self.limit = w.IntText(value=0, description="Row limit", tooltip="0: all rows")
+        self.limit = w.IntText(value=0, description="Row limit", tooltip="0: all rows", **LABEL)
         self.sample = w.Checkbox(description="random sample (seed 42)")
         self.steps = w.Textarea(value=STARTER, description="Steps (YAML)",
-                                layout=w.Layout(width="100%", height="12em"))
-        self.preset = w.Dropdown(options=sorted(list_presets(home)), description="Preset", **WIDE)
-        self.preset_column = w.Dropdown(description="on column", **WIDE)
+                                layout=w.Layout(width="100%", height="12em"), **LABEL)
+        self.preset = w.Dropdown(options=sorted(list_presets(home)), description="Preset", **wide())
+        self.preset_column = w.Dropdown(description="on column", **wide())
         self.add_preset = w.Button(description="Add preset steps", icon="plus")
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=512))
         self.estimate = w.HTML(layout=FULL)  # rows, requests, tokens, cost (or what is wrong), next to Run
@@ -72,8 +77,8 @@ class WorkflowApp(w.VBox):
         self.controls = RunControls()
         self.results_table = PagedTable(self._fetch)
         self.outcomes = OutcomeTabs(self.store, self.results_table, lambda: self.job_id)
-        self.config_path = w.Text(value="workflow.yaml", description="Save as")
-        self.save_button = w.Button(description="Save workflow as YAML", icon="save")
+        self.config_path = w.Text(value="workflow.yaml", description="Save as", **LABEL)
+        self.save_button = w.Button(description="Save workflow as YAML", icon="save", layout=w.Layout(width="auto"))
         self.job_id: int | None = None
         self._starter = STARTER  # the starter step as last fitted to a dataset: replaced only while untouched
 
@@ -123,7 +128,9 @@ class WorkflowApp(w.VBox):
             self._starter = self.steps.value = starter_steps(names)
         self.columns.options = names
         self.columns.value = tuple(names)
-        self.preset_column.options = names
+        kept = self.preset_column.value
+        self.preset_column.options = names  # ipywidgets leaves a Dropdown blank here: pick one on screen
+        self.preset_column.value = next((c for c in (kept, "question") if c in names), names[0] if names else None)
         self.dataset.value = frame_html(blank_cells(head)) + frame_html(types)
         self.refresh_preview()
 
