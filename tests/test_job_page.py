@@ -137,3 +137,83 @@ def test_the_generate_run_shows_next_step_links(openai_server, home):
     result = app.controls.wait(60)
     assert f"08_job.ipynb?job={result.job_id}" in app.controls.next_steps.value
     assert f"05_evaluate.ipynb?job={result.job_id}" in app.controls.next_steps.value
+
+
+# -- resume and timeline -------------------------------------------------------------------------------------
+def killed_generation(server, home) -> int:
+    """A generation job whose process was killed (SIGKILL) after some rows were saved: it reads interrupted."""
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    server.latency = 0.05
+    args = [sys.executable, "-m", "sdstudio.cli", "generate", "--provider", "openai_compatible", "--model",
+            "fake-model", "--base-url", server.url, "--topics", *[f"Topic {i}" for i in range(40)], "--per-topic", "1",
+            "--concurrency", "4", "--home", str(home), "--json"]
+    proc = subprocess.Popen(args, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def saved() -> int:
+        try:
+            with sqlite3.connect(home / "metadata.db") as conn:
+                return conn.execute("SELECT COUNT(*) FROM records WHERE status = 'ok'").fetchone()[0]
+        except sqlite3.OperationalError:  # not created / migrated yet
+            return 0
+
+    deadline = time.monotonic() + 60
+    while saved() < 5:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    server.latency = 0.0
+    return 1
+
+
+def test_resume_finishes_an_interrupted_job_from_its_stored_config(openai_server, home):
+    from sdstudio.store import Store
+
+    job = killed_generation(openai_server, home)
+    store = Store.open(home)
+    app = JobApp(store, job)
+    assert "sds-status-interrupted" in app.header.value and app.resume_box.layout.display is None
+    saved = app.job["ok"]
+    before = len(openai_server.requests)
+    app.resume_controls.run_button.click()
+    result = app.resume_controls.wait(120)
+    assert result.job_id == job and result.resumed and result.ok == 40
+    assert len(openai_server.requests) - before <= 40 - saved  # saved rows were not asked for again
+    assert "sds-status-done" in app.header.value and app.job["ok"] == 40
+    assert "40 ok" in app.resume_controls.progress.label.value  # the run's own progress, as on every page
+    assert app.resume_controls.run_button.disabled  # done: nothing left to resume
+
+
+def test_a_finished_job_offers_no_resume_and_a_stage_job_points_at_its_parent(store):
+    done = JobApp(store, seed(store))
+    assert done.resume_box.layout.display == "none"
+    parent = store.create_job("generation", kind="alignment", status="cancelled")
+    stage = store.create_job("generation", kind="candidates", parent_id=parent, status="cancelled")
+    app = JobApp(store, stage)
+    assert app.resume_controls.run_button.disabled and f"08_job.ipynb?job={parent}" in app.resume_note.value
+
+
+def test_the_timeline_lists_what_happened_to_the_job_in_time_order(store):
+    job = store.create_job("generation", use_case="code_generation", status="done", created_at="2024-05-01T10:00:00+00:00",
+                           started_at="2024-05-01T10:00:01+00:00", finished_at="2024-05-01T10:05:00+00:00")
+    store.add_records([Record(job_kind="generation", job_id=job, item_key="a", status="ok", output={"q": 1})])
+    store.refresh_counts(None, job)
+    store.create_job("generation", kind="candidates", parent_id=job, status="done",
+                     created_at="2024-05-01T10:02:00+00:00", finished_at="2024-05-01T10:03:00+00:00")
+    store.create_job("export", source_job_ids=[job], destination="files", style="raw", format="jsonl", status="done",
+                     created_at="2024-05-03T09:00:00+00:00", row_count=1)
+    store.create_job("evaluation", source_generation_id=job, status="done", model_id="judge",
+                     created_at="2024-05-02T08:00:00+00:00", finished_at="2024-05-02T08:01:00+00:00")
+    (record,) = store.records("generation", job)
+    store.add_review(record["id"], "alice", "accept")  # now: after everything above
+    html = JobApp(store, job).timeline.value
+    order = ["job created", "job started", "(candidates) created", "(candidates) done", "job done: 1 ok",
+             "evaluation", "export", "review by alice: 1 accept"]
+    positions = [html.index(text) for text in order]
+    assert positions == sorted(positions), html

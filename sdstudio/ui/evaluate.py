@@ -75,7 +75,7 @@ class EvaluateApp(w.VBox):
         self.accepted_only = w.Checkbox(description="reviewer-accepted only")
         self.selection = w.HTML()
         self.desk = w.HTML(desk_link_html(None))
-        self._live_at = 0.0
+        self._live_at, self._live_done = 0.0, 0
         self.dataset_path: Path | None = None
 
         self.source.observe(lambda _: self.load_source(), "value")
@@ -177,6 +177,7 @@ class EvaluateApp(w.VBox):
         self.evaluation = None
         self.outcomes.clear()
         self.live.value = self.histogram.value = self.topics.value = self.selection.value = ""
+        self._live_at, self._live_done = 0.0, 0
         self.scores_table.show(0)
         handle = self.controls.run_job(lambda: EvaluationRun(self.config(), home=self.home), self.show)
         if handle is not None:
@@ -184,16 +185,17 @@ class EvaluateApp(w.VBox):
         return handle
 
     def _judged_so_far(self, progress: Any) -> None:
-        """Per judged row (at most once a second): the newest judgement and the scores so far, so a slow judge
-        (the embedded model: a minute a row) shows it is working between rows."""
+        """Per judged row (at most once a second): how many are judged, the newest saved judgement and the scores
+        so far, so a slow judge (the embedded model: a minute a row) shows it is working between rows. Rows are
+        saved in batches just after they are counted, so the newest saved one may be the row before."""
         import time
 
         from ..reviews import scores
 
         now = time.monotonic()
-        if now - self._live_at < LIVE_EVERY_S and progress.done < progress.total:
-            return
-        self._live_at = now
+        if progress.done == self._live_done or (now - self._live_at < LIVE_EVERY_S and progress.done < progress.total):
+            return  # nothing newly judged, or the last refresh was a moment ago (the last row always shows)
+        self._live_at, self._live_done = now, progress.done
         job_id = self._running_evaluation()
         if job_id is None:
             return
@@ -204,7 +206,8 @@ class EvaluateApp(w.VBox):
         latest = ""
         if len(frame):
             row = frame.loc[frame["record_id"].idxmax()]
-            latest = f" · latest: {row['topic'] or ''} scored {row['score']}: {str(row['justification'] or '')[:160]}"
+            latest = (f" · latest saved: {row['topic'] or ''} scored {row['score']}: "
+                      f"{str(row['justification'] or '')[:160]}")
         self.live.value = f'<div class="sds-live">{escape(f"judged {progress.done} of {progress.total}{latest}")}</div>'
 
     def _running_evaluation(self) -> int | None:

@@ -1,6 +1,8 @@
 """08_job: one job's page (``08_job.ipynb?job=ID``): what it is and how it went, its config, its rows (ok /
 failed / filtered with their reasons) with search, filter and sort, its stage jobs, evaluations and
-exports, and what to do next. Without an id it lists the jobs to open."""
+exports, its timeline, and what to do next — Resume for a job that stopped (interrupted, cancelled, failed),
+run from its stored config on a background thread with the same progress as every page. Without an id it
+lists the jobs to open."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +14,7 @@ import ipywidgets as w
 
 from ..errors import SdstudioError
 from ..store import Store
-from .components import PagedTable, escape, message
+from .components import PagedTable, RunControls, escape, message
 from .nav import JOB_NOTEBOOK, job_link, link, nav_bar, next_steps
 
 STATUS_COLOURS = {"done": "#1a7f37", "running": "#0969da", "queued": "#57606a", "interrupted": "#9a6700",
@@ -71,6 +73,11 @@ class JobApp(w.VBox):
         self.sort = w.Dropdown(options=list(SORTS), value="oldest first", description="Sort")
         self.rows = PagedTable(self._fetch_rows, page_size=page_size)
         self.related = w.HTML()
+        self.timeline = w.HTML()
+        self.resume_note = w.HTML()
+        self.resume_controls = RunControls("Resume")
+        self.resume_controls.run_button.on_click(lambda _: self.resume())
+        self.resume_box = w.VBox([self.resume_note, self.resume_controls], layout=w.Layout(display="none"))
         self.error = w.HTML()
         for control in (self.status_filter, self.search, self.sort):
             control.observe(lambda _: self.rows.show(0), "value")
@@ -80,9 +87,9 @@ class JobApp(w.VBox):
             super().__init__(body)
             self.related.value = self.job_list()
             return
-        body += [self.header, self.actions, w.HTML("<h3>Rows</h3>"),
+        body += [self.header, self.actions, self.resume_box, w.HTML("<h3>Rows</h3>"),
                  w.HBox([self.status_filter, self.search, self.sort]), self.rows, self.related,
-                 w.HTML("<h3>Config</h3>"), self.config_view]
+                 w.HTML("<h3>Timeline</h3>"), self.timeline, w.HTML("<h3>Config</h3>"), self.config_view]
         super().__init__(body)
         self.refresh()
 
@@ -105,7 +112,49 @@ class JobApp(w.VBox):
         self.actions.value = self.actions_html()
         self.config_view.value = self.config_html()
         self.related.value = self.related_html()
+        self.timeline.value = self.timeline_html()
+        self.show_resume()
         self.rows.show(0)
+
+    # -- resume ----------------------------------------------------------------------------------------
+    def show_resume(self) -> None:
+        """Resume shows for a job that stopped before it finished; a stage job points at its parent."""
+        from ..resume import RESUMABLE, stage_parent
+
+        handle = self.resume_controls.handle
+        running = handle is not None and not handle.done()
+        stopped = self.job.get("status") in RESUMABLE
+        # a resume this page ran stays on screen with its outcome once the job is done
+        self.resume_box.layout.display = None if stopped or handle is not None else "none"
+        parent = stage_parent(self.store, self.job) if stopped else None
+        self.resume_controls.run_button.disabled = running or not stopped or parent is not None
+        if parent is not None:
+            self.resume_note.value = (f"<p>This is a stage of alignment job {job_link(parent)}: resume that job "
+                                      "and it continues this stage.</p>")
+        elif stopped:
+            self.resume_note.value = (f"<p>This job is {escape(self.job.get('status'))}. Resume continues it from "
+                                      "its stored config: saved rows are kept and not asked for again.</p>")
+        else:
+            self.resume_note.value = ""
+
+    def resume(self) -> Any:
+        """Continue this job in the background (``sdstudio.resume``); the page refreshes when it ends."""
+        from ..resume import stored_run
+
+        try:
+            run = stored_run(int(self.job_id), store=self.store)
+        except SdstudioError as exc:
+            self.resume_controls.error(str(exc))
+            return None
+        job_id = int(self.job_id)
+        return self.resume_controls.start(
+            lambda handle: run.run(resume=job_id, on_progress=handle.report, cancel_event=handle.cancel_event),
+            lambda _result: self.refresh())
+
+    def timeline_html(self) -> str:
+        from .timeline import timeline_events, timeline_html
+
+        return timeline_html(timeline_events(self.store, {**self.job, "id": int(self.job_id)}))
 
     def header_html(self) -> str:
         job = self.job
