@@ -118,6 +118,7 @@ def test_prompts_from_lists_user_jobs_never_alignment_stage_jobs(openai_server, 
     monkeypatch.setenv("QUERY_STRING", f"job={mine}")
     app = alignment_app(openai_server, home)
     assert app.source.value == mine and f"job #{mine}" in app.source.label
+    assert "fake-model" in app.source.label and "None" not in app.source.label
     assert app.topic_fields.layout.display == "none"  # topics say nothing about a job's prompts
     assert app.config().source_job == mine
 

@@ -71,12 +71,18 @@ class AlignmentApp(w.VBox):
         stage jobs (its prompts, its candidates), which are not the user's data. ``?job=ID`` preselects one."""
         frame = top_level_jobs(self.store.jobs("generation"))
         options = [("topics below (the model writes the prompts first)", TOPICS)] + [
-            (f"job #{r.id} · {r.use_case} · {r.ok} ok · {r.model_id}", int(r.id)) for r in frame.itertuples()
+            (self._job_label(r), int(r.id)) for r in frame.itertuples()
             if r.ok and r.technique in ("sft", "documents", "workflow")]
         self.source.options = options
         self.source.value = preselect(options, TOPICS)
         self._show_topic_fields()
         self.refresh_preview()
+
+    @staticmethod
+    def _job_label(job: Any) -> str:
+        """``job #12 · code_generation · 15 ok · model``: no empty part, never the word None."""
+        parts = [f"job #{job.id}", job.use_case or job.technique, f"{int(job.ok):,} ok", job.model_id]
+        return " · ".join(part for part in parts if isinstance(part, str) and part)
 
     def _show_topic_fields(self) -> None:
         """Topics and prompts per topic only matter when the prompts are written from topics."""
