@@ -46,6 +46,11 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """What every job-running subcommand takes besides the model flags."""
     parser.add_argument("--wait", action="store_true",
                         help="when the job is already running in another process, wait for it instead of stopping")
+    parser.add_argument("--executor", help="where the requests run: local (default) or spark (docs/spark.md)")
+    parser.add_argument("--spark-master", metavar="URL",
+                        help="Spark master when no Spark session is running (default local[2]; yarn, k8s://...)")
+    parser.add_argument("--partitions", type=int, metavar="N",
+                        help="Spark partitions the requests are split into (default 2 x the cluster's parallelism)")
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +68,9 @@ def apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str,
                               ("api_key_env", model, "api_key_env"),
                               ("structured_output", model, "structured_output"), ("temperature", params, "temperature"),
                               ("max_tokens", params, "max_tokens"), ("concurrency", run, "concurrency"),
-                              ("rpm", run, "rpm"), ("max_failed_ratio", run, "max_failed_ratio")):
+                              ("rpm", run, "rpm"), ("max_failed_ratio", run, "max_failed_ratio"),
+                              ("executor", run, "executor"), ("spark_master", run, "spark_master"),
+                              ("partitions", run, "partitions")):
         value = getattr(args, flag, None)
         if value is not None:
             target[key] = value

@@ -16,6 +16,7 @@ from ..engine import Engine, Handler, RunResult, WorkItem
 
 EXECUTORS: dict[str, str] = {
     "local": "sdstudio.engine:Engine",  # asyncio in this process: AIMD concurrency, RPM/TPM, retries, resume
+    "spark": "sdstudio.executors.spark:SparkExecutor",  # Spark partitions, outcomes streamed back (docs/spark.md)
 }
 
 
