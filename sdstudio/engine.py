@@ -13,6 +13,8 @@ and a handler that turns a Completion into records. The engine does the rest, th
   failing every item the same way: credentials refused (auth), or, before any request has been answered,
   a provider that cannot be reached or a 404 (unknown model or path). The job is marked failed with that
   error; rows already saved stay, so the same job resumes once the problem is fixed;
+* Cancel sends nothing new; replies on their way get a short grace, then are abandoned and leave no row, so
+  Resume sends them (``stopping.py`` says why);
 * records written as they finish in batched transactions (every 50 rows or 1 s) on one writer thread.
 """
 from __future__ import annotations
@@ -25,12 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from . import live
 from .config import RunSettings
-from .errors import SdstudioError
 from .limits import AdaptiveLimit, RateLimiter, TokenBucket
 from .loops import fast_loop_factory, run_coroutine
 from .pricing import Price
 from .providers.base import ChatRequest, Completion, Provider, ProviderError
+from .stopping import CANCEL_GRACE_S, Cancelled, RunAborted, aborted, is_fatal
 from .store import Record, Store
 
 # the data types of a run live in work.py; re-exported so ``from sdstudio.engine import WorkItem`` keeps working
@@ -56,21 +59,13 @@ PROGRESS_INTERVAL_S = 0.1
 FIRST_REQUESTS = 8
 
 
-class Cancelled(Exception):
-    pass
-
-
-class RunAborted(SdstudioError):
-    """The provider cannot serve this run at all (credentials refused, endpoint unreachable, unknown model)."""
-
-
 class Engine:
     """One run of work items against one provider, writing into one job's records."""
 
     def __init__(self, provider: Provider, store: Store, job_kind: str, job_id: int,
                  settings: RunSettings | None = None, *, price: Price | None = None,
                  on_progress: Callable[[Progress], None] | None = None, output_retries: int = 0,
-                 cancel_event: Any = None, grace_s: float = 10.0,
+                 cancel_event: Any = None, grace_s: float | None = None,
                  failure_keys: Callable[[WorkItem], list[str]] | None = None,
                  failure_records: Callable[[WorkItem, str, str | None], list[Record]] | None = None,
                  on_failure: Callable[[WorkItem, str, str | None, Completion | None], None] | None = None,
@@ -82,7 +77,9 @@ class Engine:
         self.on_progress = on_progress
         self.output_retries = output_retries
         self.cancel_event = cancel_event  # a threading.Event, set from any thread
-        self.grace_s = grace_s
+        default_grace = getattr(provider, "cancel_grace_s", None)
+        self.grace_s = grace_s if grace_s is not None else CANCEL_GRACE_S if default_grace is None else default_grace
+        self.live = live.current()  # who watches the requests in flight (a notebook's panel); None: nobody
         # item keys of the rows a failed request leaves (default: one row keyed by the request); a request
         # asking for k items fails k items, so the job's counts stay in items
         self.failure_keys = failure_keys
@@ -159,20 +156,13 @@ class Engine:
         if self._store_error is not None:
             raise self._store_error
         if self._abort is not None:
-            raise self._aborted(self._abort)
+            raise aborted(self._abort, self._refusals)
         return RunResult(self.progress, cancelled=self._cancelled(), failures=dict(self._failures),
                          permanent=set(self._permanent), answered=self._answered, models=set(self._models))
 
     # -- internals -------------------------------------------------------------------------------
     def _cancelled(self) -> bool:
         return self.cancel_event is not None and self.cancel_event.is_set()
-
-    def _fatal(self, exc: ProviderError) -> bool:
-        """Would every other item fail the same way? Refused credentials always; an unreachable endpoint
-        or a 404 only while nothing has been answered (afterwards it is one item's bad luck)."""
-        if exc.kind == "auth":
-            return True
-        return not self._answered and (exc.unreachable or exc.status == 404)
 
     def _stop(self, exc: ProviderError) -> None:
         """Nothing more can succeed: the other workers stop now, before requests waiting for a slot are sent."""
@@ -191,21 +181,9 @@ class Engine:
         enough = min(FIRST_REQUESTS, self.progress.total or FIRST_REQUESTS)
         return len(self._refusals) >= enough and len(set(self._refusals[:enough])) == 1
 
-    def _aborted(self, exc: ProviderError) -> RunAborted:
-        """Mark the job failed with the reason (its saved rows stay) and build the error to raise."""
-        if exc.kind == "auth":
-            hint = "fix the credentials, then run the job again (rows already saved are kept)"
-        elif self._refusals:
-            hint = (f"the first {len(self._refusals)} requests were all refused for this reason and none succeeded; "
-                    "fix the request (model parameters, structured_output, the server's settings), then run again")
-        elif exc.unreachable:
-            hint = "no request reached the provider; check base_url (or region) and that it is up, then run again"
-        else:
-            hint = "check the model id and base_url (`sdstudio models` lists the models), then run again"
-        return RunAborted(f"{exc}; stopped the job: {hint}")
-
     async def _watch(self, workers: list[asyncio.Task]) -> None:
-        """Periodic flush; on cancel, give in-flight requests a grace period, then cut them off."""
+        """Periodic flush and progress (a long request still ticks); on Cancel, replies already on their way get
+        ``grace_s`` to arrive (they are paid for), then the rest are abandoned: their items leave no row."""
         while True:
             await asyncio.sleep(min(FLUSH_SECONDS, 0.2))
             await self._flush()
@@ -259,12 +237,12 @@ class Engine:
         while True:
             attempt += 1
             try:
-                completion = await self._send(request)
+                completion = await self._send(request, item)
                 raw = completion.text
                 try:
                     records = handler(item, completion)
                 except InvalidOutput as exc:
-                    if output_attempt < self.output_retries:
+                    if output_attempt < self.output_retries and not self._cancelled():
                         output_attempt += 1
                         self.progress.retries += 1
                         continue
@@ -277,10 +255,12 @@ class Engine:
                     rec.latency_ms = rec.latency_ms if rec.latency_ms is not None else completion.latency_ms
                 self._add(records, ok=True)
                 return
+            except Cancelled:
+                return  # never sent: no row, so Resume sends it
             except ProviderError as exc:
                 if self._abort is not None:
                     return
-                if (not exc.retryable or attempt >= self.settings.max_attempts) and self._fatal(exc):
+                if (not exc.retryable or attempt >= self.settings.max_attempts) and is_fatal(exc, self._answered):
                     self._stop(exc)  # not recorded as the item's failure: the job failed, not the item
                     return
                 if not exc.retryable or attempt >= self.settings.max_attempts:
@@ -299,22 +279,32 @@ class Engine:
                     delay = self._backoff(attempt)
                 await asyncio.sleep(delay)
 
-    async def _send(self, request: ChatRequest) -> Completion:
-        """One attempt: wait for a slot and the rate limits, then call with a timeout."""
+    async def _send(self, request: ChatRequest, item: WorkItem) -> Completion:
+        """One attempt: wait for a slot and the rate limits, then call with a timeout (``Cancelled`` instead when
+        Cancel came meanwhile: nothing new starts after it)."""
         if self.tpm:
             await self.tpm.take(estimate_tokens(request))
         async with self.limit:
             if self.rpm:
                 await self.rpm.wait()
+            if self._cancelled():
+                raise Cancelled()
             self.progress.in_flight += 1
             self.progress.attempts += 1  # every call made, retries included: what the provider saw
+            flight = self.live.start(live.label_of(item)) if self.live is not None else None
             try:
                 async with asyncio.timeout(self.settings.timeout_s):  # unlike wait_for, no extra task per call
-                    completion = await self.provider.complete(request)
+                    if flight is None:
+                        completion = await self.provider.complete(request)
+                    else:
+                        with live.writing(self.live, flight):  # a streaming provider shows what it writes
+                            completion = await self.provider.complete(request)
             except TimeoutError:
                 raise ProviderError("transient", f"request timed out after {self.settings.timeout_s:g}s") from None
             finally:
                 self.progress.in_flight -= 1
+                if flight is not None:
+                    self.live.end(flight)
         self._answered += 1
         if completion.model:
             self._models.add(completion.model)

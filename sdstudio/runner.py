@@ -19,8 +19,11 @@ class RunHandle(Generic[T]):
     """Progress, cancel and result of a job running in the background."""
 
     def __init__(self) -> None:
+        from .live import LiveActivity
+
         self.cancel_event = threading.Event()
         self.progress: Any = None
+        self.live = LiveActivity()  # the requests in flight and what the embedded model is writing (live.py)
         self._listeners: list[Callable[[Any], None]] = []
         self._finished = threading.Event()
         self._result: T | None = None
@@ -28,7 +31,8 @@ class RunHandle(Generic[T]):
         self.thread: threading.Thread | None = None
 
     def cancel(self) -> None:
-        """Stop sending; in-flight requests finish (or are cut after a grace period); rows stay saved."""
+        """Stop sending: nothing new starts; replies already on their way get a short grace, then are abandoned
+        (their items stay unsent, not failed, so Resume sends them); the job ends cancelled, saved rows stay."""
         self.cancel_event.set()
 
     @property
@@ -60,13 +64,17 @@ class RunHandle(Generic[T]):
 
 
 def submit(job: Callable[[RunHandle[T]], T], *, on_done: Callable[[RunHandle[T]], None] | None = None,
-           name: str = "sdstudio-run") -> RunHandle[T]:
-    """Run ``job(handle)`` on a background thread; return at once with the handle."""
-    handle: RunHandle[T] = RunHandle()
+           name: str = "sdstudio-run", handle: RunHandle[T] | None = None) -> RunHandle[T]:
+    """Run ``job(handle)`` on a background thread; return at once with the handle (``handle``: one made, and
+    watched, beforehand). The runs it starts report their requests in flight to ``handle.live``."""
+    from .live import watching
+
+    handle = handle if handle is not None else RunHandle()
 
     def target() -> None:
         try:
-            handle._result = job(handle)
+            with watching(handle.live):
+                handle._result = job(handle)
         except BaseException as exc:  # noqa: BLE001 - kept for result()/error, never lost
             handle._error = exc
         finally:

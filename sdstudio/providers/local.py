@@ -6,6 +6,12 @@ low; it proves the pipeline, and users point sdstudio at a real provider for rea
 
 The model loads once per process and answers one request at a time (its concurrency ceiling is 1):
 llama.cpp already uses every core for one request, and a context is not thread-safe.
+
+Replies are streamed token by token (``create_chat_completion(stream=True)``), for two reasons: a request whose
+run is cancelled stops between two tokens instead of writing to its end, and someone watching (a notebook's
+progress panel, through ``live.writer()``) sees the text as it is written. llama-cpp-python produces tokens in a
+Python loop either way, so streaming adds one small dict per token; the partial text is passed on only when
+someone watches.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .. import live
 from ..config import ModelSpec
 from ..errors import ConfigError
 from ..pricing import Price
@@ -82,6 +89,10 @@ def _close_models() -> None:
         llm.close()
 
 
+class Stopped(Exception):
+    """A request whose caller gave up (Cancel, a timeout) stopped between two tokens; nobody reads its reply."""
+
+
 class LocalProvider(BaseProvider):
     """The embedded llama.cpp model (SmolLM2-135M-Instruct, or any GGUF): no key, no network."""
 
@@ -90,6 +101,7 @@ class LocalProvider(BaseProvider):
     structured_chain: ClassVar[tuple[str, ...]] = ("json_schema",)
     structured_dialects: ClassVar[frozenset[str]] = frozenset({"json_schema", "prompt"})
     max_concurrency = 1
+    cancel_grace_s = 0.0  # a cancelled request stops between two tokens: nothing paid for is lost, nobody waits
     ui_fields: ClassVar[tuple[str, ...]] = ("model",)  # model: blank (embedded), a name, or a .gguf path
     key_env: ClassVar[str | None] = None
     needs_key: ClassVar[bool] = False
@@ -135,7 +147,8 @@ class LocalProvider(BaseProvider):
             self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]
 
-    def _complete_sync(self, request: ChatRequest) -> Completion:
+    def _complete_sync(self, request: ChatRequest, writer: Any = None, stop: threading.Event | None = None
+                       ) -> Completion:
         llm, lock = load_model(self.model_path, self.n_ctx)
         params = self.parameters(request.parameters)
         negotiation = self.negotiation()
@@ -155,23 +168,51 @@ class LocalProvider(BaseProvider):
                 raise self.error("context_length", f"prompt of {prompt_tokens} tokens does not fit "
                                                    f"{self.model}'s context of {self.n_ctx} tokens")
             try:
-                response = llm.create_chat_completion(**kwargs)
+                text, finish_reason, input_tokens = self._stream(llm, kwargs, writer, stop)
             except ValueError as exc:
                 message = " ".join(str(exc).split())
                 kind = "context_length" if "context window" in message or "exceed" in message else "bad_request"
                 raise self.error(kind, message) from None
-        choice = response["choices"][0]
-        text = choice["message"].get("content") or ""
-        usage = response.get("usage") or {}
-        return Completion(text=text, parsed=self.parse_json(text, request),
-                          usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
-                          finish_reason=choice.get("finish_reason"),
-                          latency_ms=(time.perf_counter() - started) * 1000)
+            # a stream carries no usage: the prompt is what the model had read when it wrote its first token, the
+            # reply is its text in tokens (both as llama.cpp counts them without streaming)
+            output_tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
+        return Completion(text=text, parsed=self.parse_json(text, request), usage=Usage(input_tokens, output_tokens),
+                          finish_reason=finish_reason, latency_ms=(time.perf_counter() - started) * 1000)
+
+    def _stream(self, llm: Any, kwargs: dict[str, Any], writer: Any, stop: threading.Event | None
+                ) -> tuple[str, str | None, int]:
+        """(text, finish reason, prompt tokens) of one streamed reply; ``stop`` set ends it before the next token
+        (``Stopped``); ``writer`` gets the whole text so far after each token."""
+        text, finish_reason, input_tokens = "", None, None
+        chunks = llm.create_chat_completion(**kwargs, stream=True)
+        try:
+            for chunk in chunks:  # the next token is computed only when the loop asks for it
+                if input_tokens is None:
+                    input_tokens = llm.n_tokens  # the prompt, read before the first token was sampled
+                choice = chunk["choices"][0]
+                piece = choice["delta"].get("content")
+                if piece:
+                    text += piece
+                    if writer is not None:
+                        writer(text)
+                finish_reason = choice.get("finish_reason") or finish_reason
+                if stop is not None and stop.is_set():
+                    raise Stopped()
+        finally:
+            chunks.close()  # a stream left early frees llama.cpp's generator now
+        return text, finish_reason, input_tokens or 0
 
     async def complete(self, request: ChatRequest) -> Completion:
         # always the same thread: llama.cpp's OpenMP keeps one thread team per calling thread, and a
         # new caller each time (asyncio.to_thread) costs a new team and leaves the old one spinning
-        return await asyncio.get_running_loop().run_in_executor(model_thread(), self._complete_sync, request)
+        stop = threading.Event()
+        reply = asyncio.get_running_loop().run_in_executor(model_thread(), self._complete_sync, request,
+                                                           live.writer(), stop)
+        try:
+            return await reply
+        except asyncio.CancelledError:  # the run was cancelled (or timed out): the model stops at its next token
+            stop.set()
+            raise
 
     async def list_models(self) -> list[str]:
         return [self.model]

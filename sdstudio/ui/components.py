@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,25 +25,50 @@ def escape(value: Any) -> str:
 
 
 def message(kind: str, text: str) -> str:
-    """A one-line status message as HTML (kind: ok | error | info)."""
-    colour = {"ok": "#1a7f37", "error": "#cf222e"}.get(kind, "#57606a")
+    """A one-line status message as HTML (kind: ok | warning | error | info)."""
+    colour = {"ok": "#1a7f37", "warning": "#9a6700", "error": "#cf222e"}.get(kind, "#57606a")
     return f'<span class="sds-{kind}" style="color:{colour}">{escape(text)}</span>'
+
+
+def outcome_kind(result: Any) -> str:
+    """How a finished run went, the one judgement the bar's colour and the status line both show: ok only for a
+    job done that kept rows and lost none; error for a failed job or one whose every item failed; warning for the
+    rest (cancelled, nothing kept, some items failed)."""
+    if result.status == "failed" or (not result.ok and result.failed):
+        return "error"
+    if result.status == "cancelled" or not result.ok or result.failed:
+        return "warning"
+    return "ok"
 
 
 def outcome_message(result: Any) -> str:
     """What a finished run means, in words: a run that sent nothing says the job was already done (and how to
     get a new one), a run that saved nothing says where the reasons are and what usually helps."""
-    job = f"job {result.job_id}"
+    job, kind = f"job {result.job_id}", outcome_kind(result)
     if result.status == "cancelled":
-        return message("info", f"{job} cancelled: {result.ok} rows saved; Run again resumes it")
+        return message(kind, f"{job} cancelled: {result.ok} row{plural(result.ok)} saved; items not answered yet "
+                             "stay unsent: Run again resumes it")
     if result.resumed and not result.requests_sent:
-        return message("info", f"{job} was already done: {result.ok} rows saved, nothing sent again. Change a "
-                               "setting (topics, prompt, model...) to make a new job, or open the job page")
+        return message(kind, f"{job} was already done: {result.ok} rows saved, nothing sent again. Change a "
+                             "setting (topics, prompt, model...) to make a new job, or open the job page")
     if not result.ok:
-        return message("error", f"{job} {result.status} but saved no rows ({result.failed} failed, {result.filtered} "
-                                "filtered): the job page lists each reason. Raising max_tokens, a stronger model or "
-                                "fewer items per call usually helps")
-    return message("ok", f"{job} {result.status}")
+        return message(kind, f"{job} {result.status} but saved no rows ({result.failed} failed, {result.filtered} "
+                             "filtered): the job page lists each reason. Raising max_tokens, a stronger model or "
+                             "fewer items per call usually helps")
+    if result.failed:
+        return message(kind, f"{job} {result.status}: {result.ok} row{plural(result.ok)} saved, {result.failed} "
+                             "failed (their reasons are under Failed); Run again retries them")
+    return message(kind, f"{job} {result.status}")
+
+
+def plural(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def _blank_missing(column: Any) -> Any:
+    """A column with None, NaN, pandas NA and NaT cells as empty strings: a table shows a blank, never "None"."""
+    missing = column.isna()
+    return column.astype(object).where(~missing, "") if missing.any() else column
 
 
 def frame_html(frame, max_chars: int = 400) -> str:
@@ -51,6 +77,7 @@ def frame_html(frame, max_chars: int = 400) -> str:
         return '<p class="sds-empty"><i>nothing yet</i></p>'
     shown = frame.copy()
     for column in shown.columns:
+        shown[column] = _blank_missing(shown[column])
         if shown[column].dtype == object:
             shown[column] = shown[column].map(lambda v: v if not isinstance(v, str) or len(v) <= max_chars
                                               else v[:max_chars] + "…")
@@ -157,14 +184,30 @@ class ModelPicker(w.VBox):
         return models
 
 
+BAR_STYLES = {"ok": "success", "warning": "warning", "error": "danger"}
+LIVE_INTERVAL_S = 0.25  # the in-flight line redraws at most this often: a few updates a second, not one per token
+LIVE_CHARS = 600  # the tail of the text being written that the page shows
+
+
 class ProgressPanel(w.VBox):
-    """Done / failed / in flight / tokens / cost / ETA, fed by the engine's progress callback."""
+    """Done / failed / in flight / tokens / cost / ETA, fed by the engine's progress callback; and, while requests
+    are in flight, a line that ticks (how long the oldest has been waiting, for which item) with the text the
+    embedded model is writing for it (``watch`` a ``live.LiveActivity``)."""
 
     def __init__(self) -> None:
         self.bar = w.IntProgress(value=0, min=0, max=1, description="", layout=FULL)
         self.label = w.HTML(value="")
+        self.live = w.HTML(value="", layout=FULL)
         self.last: Any = None
-        super().__init__([self.bar, self.label])
+        self.activity: Any = None
+        self._drawn = 0.0
+        super().__init__([self.bar, self.label, self.live])
+
+    def watch(self, activity: Any) -> None:
+        """Show ``activity``'s requests in flight with each progress update (the engine sends one every 0.2 s
+        while a request is in flight, so the line ticks even when nothing finishes)."""
+        self.activity, self._drawn = activity, 0.0
+        self.bar.bar_style = ""
 
     def update(self, progress: Any) -> None:
         self.last = progress
@@ -175,10 +218,35 @@ class ProgressPanel(w.VBox):
             f"{progress.done}/{progress.total} done · {progress.failed} failed · {progress.in_flight} in flight · "
             f"{progress.attempts:,} attempts · {progress.tokens_in + progress.tokens_out:,} tokens · "
             f"${progress.cost_usd:.4f}{eta}")
+        self.show_live()
+
+    def show_live(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.activity is None or (not force and now - self._drawn < LIVE_INTERVAL_S):
+            return
+        self._drawn = now
+        flights = self.activity.in_flight()
+        self.live.value = live_html(flights, now) if flights else ""
 
     def finish(self, text: str, kind: str = "ok") -> None:
-        self.bar.bar_style = "success" if kind == "ok" else "danger"
+        self.activity = None
+        self.live.value = ""
+        self.bar.bar_style = BAR_STYLES.get(kind, "")
         self.label.value = message(kind, text)
+
+
+def live_html(flights: list[Any], now: float) -> str:
+    """The oldest request in flight (how long, which item, how many others) and the end of what it wrote so far."""
+    oldest = flights[0]
+    seconds = int(oldest.elapsed_s(now))
+    waited = f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    others = f" · {len(flights) - 1} more in flight" if len(flights) > 1 else ""
+    head = f'<div class="sds-live">⏳ {escape(waited)} on {escape(oldest.label)}{escape(others)}</div>'
+    if not oldest.text:
+        return head
+    tail = oldest.text if len(oldest.text) <= LIVE_CHARS else "…" + oldest.text[-LIVE_CHARS:]
+    return (head + '<pre class="sds-live-text" style="white-space:pre-wrap;max-height:8em;overflow:auto;'
+            f'margin:2px 0">{escape(tail)}</pre>')
 
 
 class PagedTable(w.VBox):
@@ -210,7 +278,7 @@ class PagedTable(w.VBox):
         self.frame, self.total = self.fetch(self.page * self.page_size, self.page_size)
         self.page = min(self.page, self.pages - 1)
         self.table.value = frame_html(self.frame)
-        self.info.value = escape(f" page {self.page + 1} of {self.pages} ({self.total:,} row{'' if self.total == 1 else 's'}) ")
+        self.info.value = escape(f" page {self.page + 1} of {self.pages} ({self.total:,} row{plural(self.total)}) ")
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= self.pages - 1
 
@@ -271,7 +339,7 @@ class RunControls(w.VBox):
         self.status.value = message("error", text)
 
     def start(self, job: Callable[[Any], Any], on_result: Callable[[Any], None]):
-        from ..runner import submit
+        from ..runner import RunHandle, submit
 
         def done(handle) -> None:
             self.run_button.disabled, self.cancel_button.disabled = False, True
@@ -282,7 +350,7 @@ class RunControls(w.VBox):
             result = handle.result()
             self.progress.finish(f"job {result.job_id} {result.status}: {result.ok} ok, {result.failed} failed, "
                                  f"{result.filtered} filtered · {result.requests_sent} requests, {result.attempts} "
-                                 f"attempts · ${result.cost_usd:.4f} · {result.elapsed_s:.1f}s")
+                                 f"attempts · ${result.cost_usd:.4f} · {result.elapsed_s:.1f}s", outcome_kind(result))
             self.status.value = outcome_message(result)
             from .nav import next_steps_html
 
@@ -292,8 +360,10 @@ class RunControls(w.VBox):
         self.run_button.disabled, self.cancel_button.disabled = True, False
         self.status.value = message("info", "running…")
         self.next_steps.value = ""
-        self.handle = submit(lambda handle: job(handle), on_done=done)
-        self.handle.add_listener(self.progress.update)
+        handle = RunHandle()  # watched before it starts: a run that ends at once still ends with its colour
+        self.progress.watch(handle.live)
+        handle.add_listener(self.progress.update)
+        self.handle = submit(lambda handle: job(handle), on_done=done, handle=handle)
         return self.handle
 
     def run_job(self, build: Callable[[], Any], on_result: Callable[[Any], None]):
@@ -312,7 +382,8 @@ class RunControls(w.VBox):
     def cancel(self) -> None:
         if self.handle is not None:
             self.handle.cancel()
-            self.status.value = message("info", "cancelling: in-flight requests finish, saved rows stay")
+            self.status.value = message("info", "cancelling: nothing new is sent; replies already arriving are kept, "
+                                                "the rest stay unsent for Run again; saved rows stay")
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the run and its result display are finished (tests, headless notebooks)."""
