@@ -121,6 +121,7 @@ def test_run_comes_before_the_prompt_preview_and_results_read_question_first(ope
     assert order.index(app.controls) < preview < order.index(app.outcomes)
     assert app.children[preview].selected_index == 0  # open: the prompt is one glance away, below Run
     run(app)
+    assert app.children[preview].selected_index is None  # folded: the outcome sits under Run
     frame = app.results_table.frame
     assert list(frame.columns[:2]) == ["question", "solution"] and list(frame.columns[-2:]) == ["topic", "row id"]
     assert "status" not in frame.columns
@@ -183,6 +184,16 @@ def test_edited_examples_reach_the_model_and_the_default_ones_stay_unset(openai_
     assert prompts and all("X200" not in p for p in prompts) and any("How often does pump P3" in p for p in prompts)
     app.examples.value = "[{broken"
     assert "examples are not valid JSON" in app.estimate.value and app.job_id is None
+
+
+def test_the_saved_documents_config_with_edited_examples_is_the_same_job_on_the_cli(openai_server, home, guide):
+    from tests.test_config_identity import cli_config, same_job
+
+    app = documents_app(openai_server, home, [guide])
+    app.examples.value = json.dumps([{"question": "What does P1 need?", "answer": "Oil.", "evidence": "needs oil"}])
+    path = app.save_config()
+    assert "What does P1 need?" in path.read_text() and "X200" not in path.read_text()
+    same_job(app.config(), cli_config("documents", "--config", str(path), home=home))
 
 
 def test_the_grounding_verdict_and_evidence_show_per_row(openai_server, home, tmp_path):

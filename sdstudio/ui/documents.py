@@ -51,8 +51,11 @@ class DocumentsApp(ShownJob, w.VBox):
         self.estimate = w.HTML()
         self.preview = w.HTML(layout=FULL)
         self.controls = RunControls()
+        self.folded = (collapsible("Chunks", self.chunks), collapsible("First prompt", self.preview))
         self.results_table = PagedTable(self._fetch)
         self.outcomes = OutcomeTabs(self.store, self.results_table, lambda: self.job_id)
+        self.config_path = w.Text(value="documents.yaml", description="Save as")
+        self.save_button = w.Button(description="Save config as YAML", icon="save")
         self.job_id: int | None = None
         self._sample = self.paths.value  # the default documents: used only while nothing is uploaded
         self._sample_replaced = False
@@ -65,6 +68,7 @@ class DocumentsApp(ShownJob, w.VBox):
         for name in ("provider", *ModelPicker.SPEC_FIELDS, "temperature", "top_p", "top_k", "max_tokens"):
             getattr(self.model, name).observe(lambda _: self.check_shown(), "value")
         self.controls.run_button.on_click(lambda _: self.run())
+        self.save_button.on_click(lambda _: self.save_config())
         super().__init__([nav_bar("02_documents.ipynb"),
             w.HTML("<h3>Documents</h3>"), w.HBox([self.upload]), self.paths, self.source_note,
             w.HBox([self.chunk_tokens, self.chunk_overlap, self.per_chunk]), self.grounding,
@@ -72,8 +76,8 @@ class DocumentsApp(ShownJob, w.VBox):
             w.HTML("<h3>Example item</h3><small>What one item looks like, shown to the model in every prompt. "
                    "An example from your own documents keeps the sample's subject out of the answers.</small>"),
             self.examples, self.estimate, self.controls,
-            collapsible("Chunks", self.chunks), collapsible("First prompt", self.preview),
-            w.HTML("<h3>Outcome</h3>"), self.outcomes])
+            *self.folded,
+            w.HTML("<h3>Outcome</h3>"), self.outcomes, w.HBox([self.config_path, self.save_button])])
         self.refresh()
 
     def _default_examples(self) -> str:
@@ -146,6 +150,24 @@ class DocumentsApp(ShownJob, w.VBox):
         self.preview.value = ""
         self.check_shown(None)
 
+    def save_config(self) -> Path | None:
+        """The page's job (its examples included) as YAML: ``sdstudio documents --config`` runs the same job."""
+        try:
+            text = self.config().to_yaml()
+        except SdstudioError as exc:
+            self.controls.error(str(exc))
+            return None
+        path = Path(self.config_path.value).expanduser()
+        if not path.is_absolute():
+            path = Path(self.store.path).parent / path
+        try:
+            path.write_text(text)
+        except OSError as exc:  # a read-only home, a folder that does not exist
+            self.controls.error(f"cannot save {path}: {exc.strerror or exc}")
+            return None
+        self.controls.status.value = message("ok", f"saved {path} — run it with: sdstudio documents --config {path}")
+        return path
+
     def run(self):
         from ..workflows.documents import DocumentRun
 
@@ -157,11 +179,14 @@ class DocumentsApp(ShownJob, w.VBox):
         return self.controls.run_job(build, self.show)
 
     def show(self, result: Any) -> None:
-        """RunControls' on_result: kept rows, failed and filtered ones, and why when none was kept."""
+        """RunControls' on_result: kept rows, failed and filtered ones, and why when none was kept; the chunks
+        and the prompt fold so the outcome sits under Run."""
         self._shown, self._columns = self._starting or (None, ())
         self.job_id = result.job_id
         self.results_table.show(0)
         self.outcomes.show(kept=result.ok)
+        for box in self.folded:
+            box.selected_index = None
 
     @property
     def results(self):

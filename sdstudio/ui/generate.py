@@ -132,6 +132,7 @@ class GenerateApp(ShownJob, w.VBox):
         self.preview = w.HTML(layout=FULL)
         self.estimate = w.HTML()
         self.controls = RunControls()
+        self.preview_box = collapsible("Prompt preview", self.preview)  # folds once a run's outcome shows
         self.results_table = PagedTable(self._fetch)
         self.outcomes = OutcomeTabs(self.store, self.results_table, lambda: self.job_id)
         self.failures = self.outcomes.failed  # the Failed (n) tab's table
@@ -156,7 +157,7 @@ class GenerateApp(ShownJob, w.VBox):
             w.HTML("<h3>Model</h3>"), self.model,
             w.HTML("<h3>What to generate</h3>"), self.use_case, self.instruction, self.examples, self.requirements,
             w.HBox([self.topics, self.topics_upload]), w.HBox([self.per_topic, self.batch_size]),
-            self.estimate, self.controls, collapsible("Prompt preview", self.preview),
+            self.estimate, self.controls, self.preview_box,
             w.HTML("<h3>Outcome</h3>"), self.outcomes,
             w.HBox([self.config_path, self.save_button])])
         self.load_use_case()
@@ -271,11 +272,13 @@ class GenerateApp(ShownJob, w.VBox):
         return self.controls.run_job(build, self.show)
 
     def show(self, result: Any) -> None:
-        """RunControls' on_result: the run's kept rows, its failed and filtered ones, and why when none was kept."""
+        """RunControls' on_result: the run's kept rows, its failed and filtered ones, and why when none was kept;
+        the prompt preview folds so the outcome sits under Run."""
         self._shown, self._columns = self._starting or (None, ())
         self.job_id = result.job_id
         self.results_table.show(0)
         self.outcomes.show(kept=result.ok)
+        self.preview_box.selected_index = None
 
     @property
     def results(self):
