@@ -235,3 +235,10 @@ def test_documents_run_controls_come_before_chunks_and_prompt(openai_server, hom
     folded = [i for i, c in enumerate(order) if getattr(c, "titles", None) in (("Chunks",), ("First prompt",))]
     assert len(folded) == 2 and order.index(app.examples) < order.index(app.controls) < min(folded)
     assert "items in" in app.estimate.value and max(folded) < order.index(app.outcomes)
+
+
+def test_the_chunk_table_shows_the_text_first_without_literal_line_breaks(openai_server, home, guide):
+    app = documents_app(openai_server, home, [guide])
+    header = app.chunks.value.split("<thead>")[1].split("</thead>")[0]
+    assert header.index("text") < header.index("file") < header.index("sha256")
+    assert "\\n" not in app.chunks.value and "# Pumps Section 0." in app.chunks.value

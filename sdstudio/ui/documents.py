@@ -138,7 +138,7 @@ class DocumentsApp(ShownJob, w.VBox):
             return
         notes = "".join(f"<br>{message('info', m)}" for m in corpus.messages())
         self.chunks.value = escape(f"{shown.documents} document(s), {shown.chunks} chunks") + notes + \
-            frame_html(corpus.frame().head(20), max_chars=160)
+            frame_html(chunk_table(corpus.frame().head(20)), max_chars=160)
         self.estimate.value = escape(
             f"{shown.documents} document(s), {shown.chunks} chunks · {shown.items} items in {shown.requests} "
             f"requests · ~{shown.est_tokens_in:,} tokens in · {cost_text(shown)}")
@@ -221,6 +221,18 @@ class DocumentsApp(ShownJob, w.VBox):
         self.run()
         self.controls.wait(timeout)
         return self.results_table.frame
+
+
+def chunk_table(frame):
+    """The chunk preview as a person reads it: the text first (its line breaks as spaces: pandas would print
+    them as literal \\n), then where it comes from; the sha256 shortened (the full one is in provenance)."""
+    if not len(frame):
+        return frame
+    view = frame.copy()
+    view["text"] = view["text"].map(lambda text: " ".join(str(text).split()))
+    view["chars"] = [f"{a}–{b}" for a, b in zip(view["char_start"], view["char_end"])]
+    view["sha256"] = view["sha256"].map(lambda h: str(h or "")[:12])
+    return view[["text", "file", "pages", "chars", "tokens", "chunk", "sha256"]]
 
 
 def _source(provenance: dict[str, Any] | None) -> str:
