@@ -32,9 +32,9 @@ def message(kind: str, text: str) -> str:
 
 def outcome_kind(result: Any) -> str:
     """How a finished run went, the one judgement the bar's colour and the status line both show: ok only for a
-    job done that kept rows and lost none; error for a failed job or one whose every item failed; warning for the
-    rest (cancelled, nothing kept, some items failed)."""
-    if result.status == "failed" or (not result.ok and result.failed):
+    job done that kept rows and lost none; error for a job that failed (a run that raised never gets here: it is
+    an error too); warning for the rest: cancelled, nothing kept (the pages then say why), some items failed."""
+    if result.status == "failed":
         return "error"
     if result.status == "cancelled" or not result.ok or result.failed:
         return "warning"
