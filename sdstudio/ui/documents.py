@@ -55,7 +55,8 @@ class DocumentsApp(ShownJob, w.VBox):
         self.results_table = PagedTable(self._fetch)
         self.outcomes = OutcomeTabs(self.store, self.results_table, lambda: self.job_id)
         self.config_path = w.Text(value="documents.yaml", description="Save as")
-        self.save_button = w.Button(description="Save config as YAML", icon="save")
+        self.save_button = w.Button(description="Save config as YAML", icon="save",
+                                     layout=w.Layout(width="auto"))
         self.job_id: int | None = None
         self._sample = self.paths.value  # the default documents: used only while nothing is uploaded
         self._sample_replaced = False
@@ -213,6 +214,7 @@ class DocumentsApp(ShownJob, w.VBox):
                 frame.insert(at + 1, "grounding evidence", [cell(v.get("evidence")) for v in verdicts])
                 at += 2
             frame.insert(at, "source", [_source(r["provenance"]) for r in records])
+            frame = frame.rename(columns={"topic": "chunk"})  # a document job's topics are its chunk ids
         return frame, total
 
     def autorun(self, timeout: float = 600) -> Any:

@@ -137,7 +137,8 @@ class GenerateApp(ShownJob, w.VBox):
         self.outcomes = OutcomeTabs(self.store, self.results_table, lambda: self.job_id)
         self.failures = self.outcomes.failed  # the Failed (n) tab's table
         self.config_path = w.Text(value="generate.yaml", description="Save as")
-        self.save_button = w.Button(description="Save config as YAML", icon="save")
+        self.save_button = w.Button(description="Save config as YAML", icon="save",
+                                     layout=w.Layout(width="auto"))
         self.job_id: int | None = None  # the job whose rows are on screen (None: none, or the form moved on)
         self._loaded: dict[str, str] = {}  # what the use case filled in: unedited fields stay unset in the job
         self._columns: tuple[str, ...] = ()  # the shown job's prompt and completion fields
