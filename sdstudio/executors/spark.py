@@ -88,8 +88,8 @@ class SparkExecutor(Engine):
         env, base_url = provider_secrets(self.provider)
         gaps = redaction_gaps(spark, sorted(env))
         if gaps:
-            warnings.warn(f"this Spark session's spark.redaction.regex would not hide {', '.join(gaps)}: never pass "
-                          "them as spark.executorEnv.* (sdstudio sends them to executors itself)", stacklevel=2)
+            warnings.warn(f"spark.executorEnv.{gaps[0]} is shown in the Spark UI (spark.redaction.regex does not match "
+                          "it): remove it, sdstudio sends credentials to the executors itself", stacklevel=2)
         with Collector(collector_host(spark), {"env": env, "base_url": base_url}) as collector:
             plan = self._plan(collector, handler, partitions)
             rows = [(key, json.dumps(item.to_json(), ensure_ascii=False)) for key, item in self._items.items()]

@@ -34,6 +34,7 @@ def with_task_retries(master: str) -> str:
 
 def spark_session(master: str | None, job_id: int) -> Any:
     """The running session, or a new one for ``master``."""
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     try:
         from pyspark import SparkContext
         from pyspark.sql import SparkSession
@@ -70,11 +71,13 @@ def collector_host(spark: Any) -> str:
 
 
 def redaction_gaps(spark: Any, names: list[str]) -> list[str]:
-    """Secret variable names the session's ``spark.redaction.regex`` would not redact (should a user pass them
-    with spark.executorEnv.*): the driver warns about them. sdstudio itself never puts a secret in the conf."""
-    pattern = spark.sparkContext.getConf().get("spark.redaction.regex", r"(?i)secret|password|token|access[.]?key")
+    """Secret variables a user passed as ``spark.executorEnv.NAME`` that the session's ``spark.redaction.regex``
+    does not hide (the Spark UI shows them): the driver warns about them. sdstudio never puts one in the conf."""
+    conf = spark.sparkContext.getConf()
+    pattern = conf.get("spark.redaction.regex", r"(?i)secret|password|token|access[.]?key")
     pattern = pattern[4:] if pattern.startswith("(?i)") else pattern
-    return [name for name in names if not re.search(pattern, f"spark.executorEnv.{name}", re.IGNORECASE)]
+    return [name for name in names if conf.contains(f"spark.executorEnv.{name}")
+            and not re.search(pattern, f"spark.executorEnv.{name}", re.IGNORECASE)]
 
 
 # -- secrets, sent over the collector connection only ----------------------------------------------------

@@ -76,6 +76,9 @@ class WorkflowRun:
 
     def __init__(self, config: WorkflowJob, *, home: str | Path | None = None, store: Store | None = None,
                  frame: Any = None):
+        if config.run.executor != "local":  # its steps feed each other row by row (pipeline.QueueEngine)
+            raise ConfigError(f"the custom workflow runs on the local executor only (run.executor "
+                              f"{config.run.executor!r} is not supported for it yet); drop --executor")
         self.home = home
         self.plan = WorkflowPlan.build(config, home, frame=frame)
         self.config = config
