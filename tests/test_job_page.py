@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 from sdstudio.store import Record
 from sdstudio.ui.home import HomeApp
 from sdstudio.ui.job import JobApp
 from sdstudio.ui.nav import nav_html, next_steps, preselect, query_job
+from tests.test_browser import page, voila  # noqa: F401 (fixtures)
 
 
 def seed(store) -> int:
@@ -87,8 +89,8 @@ def test_stage_jobs_show_under_their_parent_not_on_home(store, home):
     parent = store.create_job("generation", kind="alignment", status="done", model_id="aligner")
     stage = store.create_job("generation", kind="candidates", parent_id=parent, status="done", model_id="stage-model")
     assert f"08_job.ipynb?job={stage}" in JobApp(store, parent).related.value
-    page = HomeApp(home=home).jobs.value
-    assert f"08_job.ipynb?job={parent}" in page and f"08_job.ipynb?job={stage}" not in page
+    listed = HomeApp(home=home).jobs.value
+    assert f"08_job.ipynb?job={parent}" in listed and f"08_job.ipynb?job={stage}" not in listed
 
 
 def test_an_unknown_job_says_so_in_one_line(store):
@@ -217,3 +219,41 @@ def test_the_timeline_lists_what_happened_to_the_job_in_time_order(store):
              "evaluation", "export", "review by alice: 1 accept"]
     positions = [html.index(text) for text in order]
     assert positions == sorted(positions), html
+
+
+# -- every page in Chromium --------------------------------------------------------------------------------
+CUT_LABELS_JS = """() => [...document.querySelectorAll('.widget-label, .widget-label-basic')]
+    .filter(e => e.scrollWidth > e.clientWidth).map(e => e.textContent.trim())"""
+
+
+def test_no_widget_label_is_cut_at_1280_and_an_export_downloads_in_chromium(voila, page, home):  # noqa: F811
+    from sdstudio.store import Store
+    from tests.test_browser import ARTIFACTS
+
+    base, first_id = voila
+    store = Store.open(home)
+    gen = store.record(first_id)["job_id"]
+    store.refresh_counts(None, gen)  # the seeded job has rows: the pickers offer it
+    store.close()
+    page.set_viewport_size({"width": 1280, "height": 800})
+    ARTIFACTS.mkdir(exist_ok=True)
+    cut: dict[str, list[str]] = {}
+    for notebook in ("01_generate.ipynb", "02_documents.ipynb", "03_custom_workflow.ipynb", "04_alignment.ipynb",
+                     "05_evaluate.ipynb", "06_export.ipynb", f"08_job.ipynb?job={gen}"):
+        page.goto(f"{base}/voila/render/{notebook}", timeout=120_000)
+        page.locator("nav.sds-nav").first.wait_for(timeout=120_000)
+        page.locator(".widget-label:visible").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(500)  # the app's last child views attach just after the first
+        name = notebook.split(".")[0]
+        page.screenshot(path=str(ARTIFACTS / f"labels-{name}.png"))
+        if page.evaluate(CUT_LABELS_JS):
+            cut[name] = page.evaluate(CUT_LABELS_JS)
+    assert cut == {}
+    page.goto(f"{base}/voila/render/06_export.ipynb", timeout=120_000)
+    page.get_by_role("button", name="Export").click(timeout=120_000)
+    link = page.locator("a.sds-download").first
+    link.wait_for(timeout=60_000)
+    with page.expect_download(timeout=30_000) as download:
+        link.click()
+    rows = [json.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
+    assert download.value.suggested_filename.endswith(".jsonl") and len(rows) == 2 and set(rows[0]) == {"messages"}

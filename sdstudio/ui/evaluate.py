@@ -102,7 +102,11 @@ class EvaluateApp(w.VBox):
         """The user's jobs with rows (no alignment stage job), the newest (or ``?job=ID``) chosen."""
         options = [("an uploaded dataset", None), *job_options(self.store)]
         self.source.options = options
-        self.source.value = default_job(options)
+        chosen = default_job(options)
+        if chosen is None:
+            self.source.index = 0  # "an uploaded dataset" shown by its label (value None alone shows a blank)
+        else:
+            self.source.value = chosen
         self.load_source()
 
     def load_source(self) -> None:

@@ -1,5 +1,5 @@
-"""The studio's way around: one navigation bar on every page, each finished run's next steps, job-page links,
-and ``?job=ID`` read from the page's URL.
+"""The studio's way around: one navigation bar on every page (with the page-wide style that keeps widget labels
+whole), each finished run's next steps, job-page links, and ``?job=ID`` read from the page's URL.
 
 Every page is served at ``/voila/render/NN_name.ipynb``, so links are relative notebook names. The bar is
 built from the workflow registry; the pages no workflow owns (home, review desk, job pages) are added here.
@@ -25,6 +25,16 @@ _LINK = ("display:inline-block;padding:4px 12px;margin:0 4px 4px 0;border:1px so
          "text-decoration:none;color:#0969da;background:#f6f8fa;font-weight:500")
 _CURRENT = _LINK.replace("color:#0969da;background:#f6f8fa", "color:#fff;background:#0969da")
 _ACTION = _LINK.replace("background:#f6f8fa", "background:#fff")
+
+# ipywidgets gives every description a fixed 80px and cuts the rest ("temperat…", "Requirem…"). The bar is on
+# every page, so it carries the one fix: a description is as wide as its text (at least the usual 80px, so short
+# ones still line up) and is never cut. An explicit ``description_width`` (an inline style) still wins.
+LABEL_CSS = ("<style class='sds-label-fix'>"
+             "body .widget-inline-hbox .widget-label{width:auto;min-width:var(--jp-widgets-inline-label-width);"
+             "max-width:none;flex-shrink:0}"
+             "body .widget-label,body .widget-label-basic{overflow:visible;text-overflow:clip}"
+             "body .widget-label-basic span{overflow:visible;text-overflow:clip}"
+             "</style>")
 
 
 def notebook_for(kind: str) -> str | None:
@@ -63,7 +73,7 @@ def nav_html(current: str | None = None) -> str:
     """The bar as HTML; ``current`` (a notebook name) is highlighted."""
     items = "".join(link(label, href, style=_CURRENT if href.split("?")[0] == current else _LINK,
                          class_="sds-nav-link") for label, href in pages())
-    return f'<nav class="sds-nav" style="margin-bottom:8px;border-bottom:1px solid #d0d7de">{items}</nav>'
+    return f'{LABEL_CSS}<nav class="sds-nav" style="margin-bottom:8px;border-bottom:1px solid #d0d7de">{items}</nav>'
 
 
 def nav_bar(current: str | None = None) -> w.HTML:
