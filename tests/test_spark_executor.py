@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
-pytest.importorskip("pyspark", reason="the spark extra (pip install 'sdstudio[spark]') is not installed")
+try:  # not skipped when missing: `make test` installs the dev extra (pyspark) and a JRE, so missing is a failure
+    import pyspark  # noqa: F401
+except ImportError:
+    pytest.fail("pyspark is not installed; `make test` installs it (the dev extra), or pip install 'sdstudio[spark]'",
+                pytrace=False)
 
 from sdstudio.cli import main  # noqa: E402
 from sdstudio.executors.spark_session import with_task_retries  # noqa: E402
