@@ -256,4 +256,4 @@ def test_a_run_that_saved_nothing_says_why_to_look_and_what_helps():
     from sdstudio.workflows.jobs import JobResult
 
     text = outcome_message(JobResult(kind="alignment", job_id=7, status="done", ok=0, failed=1, filtered=1))
-    assert "saved no rows (1 failed, 1 filtered)" in text and "job page" in text and "sds-warning" in text  # amber, like the bar
+    assert "saved no rows (1 failed, 1 filtered)" in text and "job page" in text and "sds-warning" in text
