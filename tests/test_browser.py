@@ -2,21 +2,16 @@
 verdict in SQLite. Debian's chromium drives it (Playwright's browser download does not work here)."""
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sdstudio.store import Record, Store
-from tests.helpers import free_port, wait_for_http
+from tests import conftest
+from tests.conftest import ARTIFACTS, CHROMIUM, voila_server  # noqa: F401 (CHROMIUM: other tests import it from here)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
+page = conftest.page  # the fixture lives in conftest.py; other test modules import it from here
 
 
 def seed_judged_job(home: Path) -> int:
@@ -42,33 +37,9 @@ def seed_judged_job(home: Path) -> int:
 
 @pytest.fixture
 def voila(home):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("chromium is not installed; `make test` installs it (apt-get install chromium)")
     first_id = seed_judged_job(home)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sdstudio.cli", "serve", "--port", str(port), "--home", str(home)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "SDSTUDIO_AUTORUN": "", "SDSTUDIO_PROVIDER": "local"})
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/", timeout=90)
-        yield f"http://127.0.0.1:{port}", first_id
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                           "--disable-component-update", "--no-first-run"])
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
+    with voila_server(home, {"SDSTUDIO_PROVIDER": "local"}) as base:
+        yield base, first_id
 
 
 def screenshot_on_failure(page, name: str):
@@ -91,8 +62,11 @@ def test_the_home_dashboard_shows_the_job_history(voila, page):
 def test_a_reviewer_accepts_a_row_in_the_real_dashboard(voila, page, home):
     base, first_id = voila
     try:
-        page.goto(f"{base}/voila/render/05_evaluate.ipynb?mode=review", timeout=120_000)
+        page.goto(f"{base}/voila/render/05_evaluate.ipynb?mode=review", timeout=120_000)  # an old reviewer link
+        page.locator("a.sds-desk-link").click(timeout=120_000)  # leads to the desk, never to the judge controls
+        assert page.get_by_role("button", name="Judge").count() == 0
         page.get_by_text("planted justification 0").wait_for(timeout=120_000)
+        assert "/voila/render/07_review.ipynb" in page.url
         assert page.evaluate("window.pwned") is None  # model text was shown, not run
         assert "<script>window.pwned=1</script>" in page.content().replace("&lt;", "<").replace("&gt;", ">")
         page.get_by_placeholder("your name").fill("alice")
