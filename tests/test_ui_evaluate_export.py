@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import ipywidgets as w
@@ -149,14 +150,21 @@ def test_a_judge_that_kept_nothing_says_why_and_lists_each_failed_row(openai_ser
 
 
 def test_each_judged_row_shows_while_the_judge_runs(openai_server, home):
+    from tests.fakes.openai_server import default_reply
+
     judged_job(openai_server, home)
-    openai_server.latency = 0.2
+
+    def one_at_a_time(body):  # blocks the fake server's loop: judgements arrive one by one, like a local model's
+        time.sleep(0.3)
+        return default_reply(body)
+
+    openai_server.reply = one_at_a_time
     app = judge_app(openai_server, home)
     seen: list[str] = []
     handle = app.run()
     handle.add_listener(lambda progress: seen.append(app.live.value))  # after the page's own listeners
     app.controls.wait(60)
-    assert any("judged 1 of 4" in text for text in seen), seen  # the first row counted before the others came
+    assert any(f"judged {k} of 4" in text for text in seen for k in (1, 2, 3)), seen  # before the run ended
     assert any("latest saved: " in text and " scored " in text for text in seen), seen
     assert app.live.value == "" and app.scores_table.total == 4  # the finished run's tables replace the line
 
