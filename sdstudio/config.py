@@ -123,7 +123,7 @@ class RunSettings(StrictModel):
     max_failed_ratio: float = Field(0.5, ge=0, le=1)
     executor: str = "local"  # executors.EXECUTORS: where the work items run (the same records either way)
     # the spark executor: the master URL when no Spark session is running yet (default local[2]), and how many
-    # partitions the items are split into (default twice the cluster's parallelism; docs/spark.md)
+    # partitions the items are split into (default: the cluster's task slots; docs/spark.md)
     spark_master: str | None = None
     partitions: int | None = Field(None, ge=1, le=100_000)
 

@@ -50,7 +50,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spark-master", metavar="URL",
                         help="Spark master when no Spark session is running (default local[2]; yarn, k8s://...)")
     parser.add_argument("--partitions", type=int, metavar="N",
-                        help="Spark partitions the requests are split into (default 2 x the cluster's parallelism)")
+                        help="Spark partitions the requests are split into (default: the cluster's task slots)")
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:

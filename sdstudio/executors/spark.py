@@ -2,9 +2,10 @@
 
 The driver plans the job exactly as the local executor does (same items, same keys, same resume rules): keys
 already ``ok`` and repeated keys are dropped here, so nothing done is ever shipped. The rest go as JSON rows
-``(key, item)`` to ``settings.partitions`` partitions (default twice the cluster's parallelism). Each
+``(key, item)`` to ``settings.partitions`` partitions (default: the cluster's task slots, one wave). Each
 partition runs the local async engine (``spark_worker.StreamingEngine``) with its share of the concurrency
-(``ceil(concurrency / partitions)``) and of the RPM/TPM limits (``limit // partitions``), and streams every
+(``ceil(concurrency / running)``) and of the RPM/TPM limits (``limit // running``), where ``running`` is the
+number of partitions that run at once (at most the task slots), and streams every
 outcome to the driver's collector (``spark_collector.py``) as it finishes; the driver writes them through the
 job's one sink (as ``Engine._write``) and reports progress as they arrive. A retried partition skips the keys
 already in; a killed driver leaves what it wrote, and the job resumes like a local one.
@@ -84,14 +85,15 @@ class SparkExecutor(Engine):
     def _run_on_spark(self, handler: Handler) -> None:
         spark = spark_session(self.settings.spark_master, self.job_id)
         sc = spark.sparkContext
-        partitions = max(1, min(self.settings.partitions or 2 * sc.defaultParallelism, len(self._items)))
+        slots = max(1, sc.defaultParallelism)  # partitions that run at once (the cluster's task slots)
+        partitions = max(1, min(self.settings.partitions or slots, len(self._items)))
         env, base_url = provider_secrets(self.provider)
         gaps = redaction_gaps(spark, sorted(env))
         if gaps:
             warnings.warn(f"spark.executorEnv.{gaps[0]} is shown in the Spark UI (spark.redaction.regex does not match "
                           "it): remove it, sdstudio sends credentials to the executors itself", stacklevel=2)
         with Collector(collector_host(spark), {"env": env, "base_url": base_url}) as collector:
-            plan = self._plan(collector, handler, partitions)
+            plan = self._plan(collector, handler, min(partitions, slots))
             rows = [(key, json.dumps(item.to_json(), ensure_ascii=False)) for key, item in self._items.items()]
             group = f"sdstudio-job-{self.job_id}-{collector.token[:8]}"
             outcome: dict[str, Any] = {}
@@ -110,11 +112,13 @@ class SparkExecutor(Engine):
             if "error" in outcome and not self._stopped():
                 raise SparkJobFailed(f"the Spark job failed: {spark_error_line(outcome['error'])}")
 
-    def _plan(self, collector: Collector, handler: Handler, partitions: int) -> PartitionPlan:
+    def _plan(self, collector: Collector, handler: Handler, running: int) -> PartitionPlan:
+        """What every partition gets; its share of the limits is of the partitions that run at once (``running``:
+        more partitions than task slots run in waves, and dividing by all of them would leave slots idle)."""
         settings = self.settings
-        share = {"concurrency": max(1, math.ceil(settings.concurrency / partitions)), "executor": "local",
-                 "rpm": max(1, settings.rpm // partitions) if settings.rpm else None,
-                 "tpm": max(1, settings.tpm // partitions) if settings.tpm else None}
+        share = {"concurrency": max(1, math.ceil(settings.concurrency / running)), "executor": "local",
+                 "rpm": max(1, settings.rpm // running) if settings.rpm else None,
+                 "tpm": max(1, settings.tpm // running) if settings.tpm else None}
         options = {name: getattr(self, name) for name in SHIPPED_OPTIONS if getattr(self, name, None) is not None}
         negotiation = self.provider.negotiation() if hasattr(self.provider, "negotiation") else None
         return PartitionPlan(
