@@ -80,6 +80,17 @@ class Journey:
         box.fill(value)
         box.press("Tab")
 
+    def slider(self, label: str, value: int) -> None:
+        """Type ``value`` into the readout of the slider described as ``label``."""
+        slider = self.page.locator(".widget-slider", has=self.page.get_by_text(label, exact=True))
+        readout = slider.locator(".widget-readout").first
+        readout.click()
+        self.page.keyboard.press("Control+a")
+        self.page.keyboard.type(str(value))
+        self.page.keyboard.press("Enter")
+        self.page.wait_for_function("([el, v]) => el.textContent.trim() === v", arg=[readout.element_handle(),
+                                                                                    str(value)], timeout=STEP_MS)
+
     def job_from_link(self, selector: str, timeout_ms: int = STEP_MS) -> int:
         """The ?job=ID of the first link matching ``selector`` (once it shows)."""
         link = self.page.locator(selector).first
@@ -94,14 +105,18 @@ class Journey:
         return self.page.get_by_role("tab", name=re.compile(rf"^{re.escape(title)}"))
 
 
-def generate(journey: Journey, topics: list[str], per_topic: int = 1, timeout_ms: int = STEP_MS) -> int:
-    """01_generate: topics, one item per call, Run; the id of the job it ran (once the run ended)."""
+def generate(journey: Journey, topics: list[str], per_topic: int = 1, max_tokens: int | None = None,
+             timeout_ms: int = STEP_MS) -> int:
+    """01_generate: topics, one item per call (and a max_tokens), Run; the id of the job it ran (once the run
+    ended)."""
     page = journey.page
     journey.open("01_generate.ipynb", "Prompt preview")
     page.get_by_text("First prompt:").first.wait_for(timeout=STEP_MS)  # the preview built the job from the form
     journey.fill("Topics", "\n".join(topics))
     journey.fill("Per topic", str(per_topic))
     journey.fill("Per call", "1")
+    if max_tokens is not None:  # the slider's readout takes a typed value
+        journey.slider("max_tokens", max_tokens)
     journey.button("Run").click()
     return journey.job_from_link(".sds-next-steps a[href^='08_job.ipynb?job=']", timeout_ms)
 
@@ -165,7 +180,13 @@ def test_generate_see_failures_evaluate_review_with_a_conflict_export_and_downlo
         journey.button("Final: reject").click()
         page.get_by_text("final: reject by bob").wait_for(timeout=STEP_MS)
 
-        # 5. export the reviewer-accepted rows: the rejected row stays out
+        # 5. home: the history lists the generation and its evaluation, each linked to its job page
+        journey.open("00_home.ipynb", "Job history")
+        page.locator(f"a[href='08_job.ipynb?job={evaluation}']").first.wait_for(timeout=STEP_MS)
+        assert page.locator(f"a[href='08_job.ipynb?job={gen}']").count() >= 1
+        journey.shot("home")
+
+        # 6. export the reviewer-accepted rows: the rejected row stays out
         journey.open(f"06_export.ipynb?job={gen}", "What to export")
         page.get_by_label("Style", exact=True).select_option("sft-prompt-completion")
         page.get_by_label("reviewer-accepted only").check()
@@ -177,7 +198,7 @@ def test_generate_see_failures_evaluate_review_with_a_conflict_export_and_downlo
         rows = [json.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
         assert [row["prompt"] for row in rows] == [kept_prompt]
 
-        # 6. the job page: counts, reasons, and its rows as a JSONL download
+        # 7. the job page: counts, reasons, and its rows as a JSONL download
         journey.open(f"08_job.ipynb?job={gen}", f"Job #{gen}")
         journey.shot("job")
         with page.expect_download() as download:
@@ -189,9 +210,6 @@ def test_generate_see_failures_evaluate_review_with_a_conflict_export_and_downlo
         assert {r["topic"] for r in rows if r["status"] == "failed"} == {PROSE_TOPIC, PARTIAL_TOPIC}
         assert any(PROSE_REPLY in (r["raw_text"] or "") for r in rows if r["topic"] == PROSE_TOPIC)
 
-        # 7. home: the history holds the generation, its evaluation and the export
-        journey.open("00_home.ipynb", "fake-model")
-        journey.shot("home")
     except Exception:
         journey.failure_shot()
         raise
@@ -203,11 +221,12 @@ def test_the_embedded_model_generates_one_row_and_its_job_page_opens(home, page,
                       log=tmp_path / "voila.log") as base:
         journey = Journey(page, base, prefix="journey-local")
         try:
-            gen = generate(journey, ["Reversing a string in Python"], timeout_ms=600_000)
+            gen = generate(journey, ["Reversing a string in Python"], max_tokens=256, timeout_ms=600_000)
             journey.shot("generate", page.locator(".sds-next-steps"))
             page.locator(f".sds-next-steps a[href='08_job.ipynb?job={gen}']").click()
             page.get_by_text(f"Job #{gen}").wait_for(timeout=PAGE_LOAD_MS)
             assert page.locator(".sds-badge", has_text="done").count() >= 1
+            assert page.get_by_text("SmolLM2").count() >= 1  # the job records the model that answered
             journey.shot("job")
         except Exception:
             journey.failure_shot()
