@@ -61,8 +61,12 @@ class Journey:
         assert self.page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
 
     def shot(self, name: str, at: Any = None) -> Path:
-        """Save the viewport (scrolled to ``at`` when given) as tests/artifacts/<prefix>-NN-<name>.png."""
+        """Save the viewport (scrolled to ``at`` when given) as tests/artifacts/<prefix>-NN-<name>.png, after
+        checking that no table on the page shows a raw missing value."""
         self.step += 1
+        raw = self.page.locator("table td").evaluate_all(
+            "cells => cells.map(c => c.textContent.trim()).filter(t => ['None', 'nan', 'NaN', '<NA>', 'NaT'].includes(t))")
+        assert not raw, f"{name}: table cells show raw missing values {sorted(set(raw))}"
         if at is not None:
             at.scroll_into_view_if_needed()
         else:
