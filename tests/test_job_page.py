@@ -222,7 +222,7 @@ def test_the_timeline_lists_what_happened_to_the_job_in_time_order(store):
 
 
 # -- every page in Chromium --------------------------------------------------------------------------------
-CUT_LABELS_JS = """() => [...document.querySelectorAll('.widget-label, .widget-label-basic')]
+CUT_LABELS_JS = """() => [...document.querySelectorAll('.widget-label, .widget-label-basic, .jupyter-button')]
     .filter(e => e.scrollWidth > e.clientWidth).map(e => e.textContent.trim())"""
 
 
@@ -238,7 +238,7 @@ def test_no_widget_label_is_cut_at_1280_and_an_export_downloads_in_chromium(voil
     page.set_viewport_size({"width": 1280, "height": 800})
     ARTIFACTS.mkdir(exist_ok=True)
     cut: dict[str, list[str]] = {}
-    for notebook in ("01_generate.ipynb", "02_documents.ipynb", "03_custom_workflow.ipynb", "04_alignment.ipynb",
+    for notebook in ("00_home.ipynb", "01_generate.ipynb", "02_documents.ipynb", "03_custom_workflow.ipynb", "04_alignment.ipynb",
                      "05_evaluate.ipynb", "06_export.ipynb", f"08_job.ipynb?job={gen}"):
         page.goto(f"{base}/voila/render/{notebook}", timeout=120_000)
         page.locator("nav.sds-nav").first.wait_for(timeout=120_000)

@@ -9,7 +9,7 @@ import ipywidgets as w
 from ..store import Store
 from ..workflows import registry
 from .components import escape, message
-from .nav import HOME_NOTEBOOK, nav_bar
+from .nav import HOME_NOTEBOOK, SHORT, nav_bar
 
 NOTEBOOKS = tuple(registry.notebooks())
 
@@ -25,8 +25,10 @@ def configured_providers() -> dict[str, str]:
 class HomeApp(w.VBox):
     def __init__(self, home: str | Path | None = None, notebook_dir: str | Path | None = None):
         self.store = Store.open(home)
-        kinds = [(entry.title.split(" (")[0], entry.kind) for entry in registry.WORKFLOWS]
-        self.kind = w.ToggleButtons(options=[("All", None), *kinds], description="Jobs")
+        # the same short names as the navigation bar, each button as wide as its name (never "Custom workflows …")
+        kinds = [(SHORT.get(entry.kind, entry.title.split(" ")[0]), entry.kind) for entry in registry.WORKFLOWS]
+        self.kind = w.ToggleButtons(options=[("All", None), *kinds], description="Jobs",
+                                    style={"button_width": "auto", "description_width": "initial"})
         self.jobs = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.providers = w.HTML()
