@@ -170,6 +170,16 @@ def test_provider_secrets_reach_the_executors_but_not_sparks_conf_ui_event_log_o
         assert CANARY not in text and CANARY_QUERY not in text, f"a secret is in {place}"
 
 
+def test_credentials_refused_on_the_executors_stop_the_spark_job_in_one_line(spark, home, monkeypatch, capsys):
+    monkeypatch.setenv("SPARK_WRONG_API_KEY", "not-the-key")
+    with FakeOpenAIServer(api_key="the-key") as server:
+        code = main(["generate", *model_flags(server), "--api-key-env", "SPARK_WRONG_API_KEY", "--topics", *TOPICS,
+                     "--executor", "spark", "--home", str(home)])
+        assert code == 2 and len(server.received) <= 2 * 8  # stopped, not every item tried
+    assert "stopped the job" in capsys.readouterr().err
+    assert Store.open(home).get_job("generation", 1)["status"] == "failed"
+
+
 def test_the_custom_workflow_refuses_the_spark_executor_in_one_line(home, capsys):
     code = main(["workflow", "--config", str(ROOT / "examples" / "workflow.yaml"), "--executor", "spark",
                  "--home", str(home)])

@@ -108,7 +108,11 @@ class SparkExecutor(Engine):
 
             thread = threading.Thread(target=spark_job, name=f"sdstudio-spark-{self.job_id}", daemon=True)
             thread.start()
-            self._drive(collector, thread, lambda: sc.cancelJobGroup(group))
+            try:
+                self._drive(collector, thread, lambda: sc.cancelJobGroup(group))
+            except BaseException:  # Ctrl-C, a failing callback: the Spark job must not run on without its driver
+                sc.cancelJobGroup(group)
+                raise
             if "error" in outcome and not self._stopped():
                 raise SparkJobFailed(f"the Spark job failed: {spark_error_line(outcome['error'])}")
 
