@@ -379,7 +379,9 @@ class ReviewApp(w.VBox):
                  store: Store | None = None):
         self.store = store or Store.open(home)
         self.panel = ReviewPanel(store=self.store, job_id=job_id, reviewer=reviewer, desk_link=False)
-        super().__init__([w.HTML("<h2>Review desk</h2><p>Accept, reject or edit judged rows. Your name is kept in "
+        from .nav import LABEL_CSS  # the pages' label style, without their navigation: a reviewer only reviews
+
+        super().__init__([w.HTML(LABEL_CSS + "<h2>Review desk</h2><p>Accept, reject or edit judged rows. Your name is kept in "
                                  "this browser; an edit counts as an accept.</p>"), self.panel],
                          layout=w.Layout(width="100%"))
         self.panel.show(0)
