@@ -178,10 +178,3 @@ def test_credentials_refused_on_the_executors_stop_the_spark_job_in_one_line(spa
         assert code == 2 and len(server.received) <= 2 * 8  # stopped, not every item tried
     assert "stopped the job" in capsys.readouterr().err
     assert Store.open(home).get_job("generation", 1)["status"] == "failed"
-
-
-def test_the_custom_workflow_refuses_the_spark_executor_in_one_line(home, capsys):
-    code = main(["workflow", "--config", str(ROOT / "examples" / "workflow.yaml"), "--executor", "spark",
-                 "--home", str(home)])
-    err = capsys.readouterr().err
-    assert code == 2 and "spark" in err and len(err.strip().splitlines()) == 1

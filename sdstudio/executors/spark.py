@@ -120,14 +120,11 @@ class SparkExecutor(Engine):
         """What every partition gets; its share of the limits is of the partitions that run at once (``running``:
         more partitions than task slots run in waves, and dividing by all of them would leave slots idle)."""
         settings = self.settings
-        share = {"concurrency": max(1, math.ceil(settings.concurrency / running)), "executor": "local",
-                 "rpm": max(1, settings.rpm // running) if settings.rpm else None,
-                 "tpm": max(1, settings.tpm // running) if settings.tpm else None}
         options = {name: getattr(self, name) for name in SHIPPED_OPTIONS if getattr(self, name, None) is not None}
         negotiation = self.provider.negotiation() if hasattr(self.provider, "negotiation") else None
         return PartitionPlan(
             address=collector.address(), spec=self.provider.spec.model_dump(mode="json"),
-            settings=settings.model_copy(update=share).model_dump(mode="json"), job_kind=self.job_kind,
+            settings=partition_share(settings, running).model_dump(mode="json"), job_kind=self.job_kind,
             job_id=self.job_id, price=(self.price.input_per_m, self.price.output_per_m, self.price.known),
             code=pack({"handler": handler, "options": options}),
             dialect=negotiation.dialect if negotiation is not None and negotiation.confirmed else None,
@@ -215,6 +212,15 @@ class SparkExecutor(Engine):
             negotiation.index, negotiation.confirmed = int(best["index"]), True
             if best.get("rejected"):
                 negotiation.rejected = [tuple(r) for r in best["rejected"]]
+
+
+def partition_share(settings: Any, running: int) -> Any:
+    """One partition's run settings: its share of the job's concurrency and RPM/TPM among the ``running``
+    partitions that run at once, on the local engine."""
+    return settings.model_copy(update={
+        "concurrency": max(1, math.ceil(settings.concurrency / running)), "executor": "local",
+        "rpm": max(1, settings.rpm // running) if settings.rpm else None,
+        "tpm": max(1, settings.tpm // running) if settings.tpm else None})
 
 
 def spark_error_line(exc: BaseException) -> str:

@@ -33,12 +33,15 @@ def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
 
 class Collector:
     """Outcomes of one run, as they arrive: ``events`` is a queue of ``(connection id, message)`` read by the
-    driver's loop; ``received`` the keys already in (whatever their status)."""
+    driver's loop; ``received`` the keys already in (whatever their status), ``partial`` rows part-way."""
 
     def __init__(self, host: str, hello_reply: dict[str, Any]):
         self.token = secrets.token_urlsafe(32)
         self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self.received: set[str] = set()
+        # a custom workflow's row streams a record after each step ("final": false until its last): the newest
+        # such record per row, handed to a retried attempt so the steps already answered are not asked again
+        self.partial: dict[str, dict[str, Any]] = {}
         self._hello_reply = hello_reply  # the secrets and endpoint every authenticated partition gets
         self._lock = threading.Condition()
         self._open: dict[int, int] = {}  # partition index -> connections of it still being read
@@ -97,8 +100,9 @@ class Collector:
             self._next_id += 1
             conn_id = self._next_id
             skip = [key for key in hello.get("keys", []) if key in self.received]
+            partial = {key: self.partial[key] for key in hello.get("keys", []) if key in self.partial}
         try:
-            send_message(conn, {**self._hello_reply, "skip": skip})
+            send_message(conn, {**self._hello_reply, "skip": skip, **({"partial": partial} if partial else {})})
             self.events.put((conn_id, {"skipped": len(skip), "partition": partition}))
             for line in rfile:
                 try:
@@ -110,7 +114,11 @@ class Collector:
                     with self._lock:
                         if outcome["key"] in self.received:  # two attempts of one partition: the first counts
                             message = {k: v for k, v in message.items() if k != "outcome"}
-                        self.received.add(outcome["key"])
+                        elif outcome.get("final", True):
+                            self.received.add(outcome["key"])
+                            self.partial.pop(outcome["key"], None)
+                        else:  # a row part-way through its steps: a retried attempt takes it from here
+                            self.partial[outcome["key"]] = outcome["records"][-1]
                 self.events.put((conn_id, message))
         except OSError:
             pass

@@ -17,6 +17,8 @@ Decisions:
   rebuilds each row's requests and sends only the steps whose key is not stored yet: a finished job
   costs nothing, a killed one continues mid-chain. A row whose content changed gets a new key and its
   old record is marked filtered as stale.
+* **Spark** (``run.executor: spark``): the unfinished rows go to partitions, each running this same row
+  pipeline on its share of the limits (``executors/spark_rows.py``); the records are the local run's.
 """
 from __future__ import annotations
 
@@ -76,9 +78,6 @@ class WorkflowRun:
 
     def __init__(self, config: WorkflowJob, *, home: str | Path | None = None, store: Store | None = None,
                  frame: Any = None):
-        if config.run.executor != "local":  # its steps feed each other row by row (pipeline.QueueEngine)
-            raise ConfigError(f"the custom workflow runs on the local executor only (run.executor "
-                              f"{config.run.executor!r} is not supported for it yet); drop --executor")
         self.home = home
         self.plan = WorkflowPlan.build(config, home, frame=frame)
         self.config = config
@@ -147,19 +146,23 @@ class WorkflowRun:
         for row in self.plan.rows:
             state, rec = RowState(row), stored.get(row.key)
             if rec is not None:
-                state.stored_status = rec["status"]
-                done = (rec["provenance"] or {}).get("steps") or {}
-                output = rec["output"] or {}
-                for sp in self.plan.steps:
-                    info = done.get(sp.name)
-                    if not info or sp.step.column not in output:
-                        break
-                    if rec["status"] != "ok" and self._key_or_none(state, sp) != info.get("key"):
-                        break
-                    state.outputs[sp.step.column], state.steps[sp.name] = output[sp.step.column], info
-                    state.next_step += 1
+                self.resume_row(state, rec)
             states.append(state)
         return states
+
+    def resume_row(self, state: RowState, rec: Any) -> None:
+        """Take the steps a record of the row (stored, or streamed by a lost Spark attempt) finished."""
+        state.stored_status = rec["status"]
+        done = (rec["provenance"] or {}).get("steps") or {}
+        output = rec["output"] or {}
+        for sp in self.plan.steps:
+            info = done.get(sp.name)
+            if not info or sp.step.column not in output:
+                break
+            if rec["status"] != "ok" and self._key_or_none(state, sp) != info.get("key"):
+                break
+            state.outputs[sp.step.column], state.steps[sp.name] = output[sp.step.column], info
+            state.next_step += 1
 
     def _key_or_none(self, state: RowState, sp: StepPlan) -> str | None:
         try:
@@ -193,28 +196,41 @@ class WorkflowRun:
             steps = len(self.plan.steps)
             merged = MergedProgress(on_progress, total=len(states) * steps,
                                     cached=sum(s.next_step for s in states))
-            try:
-                job.cancelled = run_coroutine(lambda: self._pipeline(job.job_id, states, merged, cancel_event, job.notes))
-            finally:
-                job.totals.end_round(merged.combined())
-                job.totals.sent = merged.sent
+            self._price_endpoints(job.notes)
+            if self.config.run.executor == "spark":  # rows go to partitions, each runs this pipeline on its share
+                from ..executors.spark_rows import run_rows_on_spark
+
+                job.cancelled = run_rows_on_spark(self, job, states, merged, cancel_event)
+            else:
+                try:
+                    job.cancelled = run_coroutine(lambda: self._pipeline(job.job_id, states, merged, cancel_event,
+                                                                         sink=RecordSink(self.store)))
+                finally:
+                    job.totals.end_round(merged.combined())
+                    job.totals.sent = merged.sent
             result = job.finish()
         result.notes.extend(self._failure_notes(job.job_id))
         return result
 
-    async def _pipeline(self, job_id: int, states: list[RowState], merged: MergedProgress,
-                        cancel_event: threading.Event | None, notes: list[str]) -> bool:
+    def _price_endpoints(self, notes: list[str]) -> None:
+        """Each endpoint's price, read on the driver (a Spark partition gets them with the run)."""
         home = Path(self.store.path).parent
-        engines: dict[str, QueueEngine] = {}
-        for endpoint, provider in self.providers.items():
+        for endpoint in self.providers:
             price = price_for(self.model_ids[endpoint], home)
             if not price.known:
                 notes.append(f"no price known for {self.model_ids[endpoint]}: cost shown as 0")
             self.prices[endpoint] = price
-            engines[endpoint] = QueueEngine(provider, self.store, KIND, job_id, self.config.run, price=price,
-                                            on_progress=merged.part(endpoint), output_retries=1,
-                                            cancel_event=cancel_event)
-        sink = RecordSink(self.store)
+
+    async def _pipeline(self, job_id: int, states: list[RowState], merged: MergedProgress,
+                        cancel_event: threading.Event | None, *, sink: Any, settings: Any = None) -> bool:
+        """The rows through their steps, one engine per endpoint with ``settings`` (default: the job's run
+        settings; a Spark partition passes its share). ``sink`` takes each row's newest record: the store's
+        ``RecordSink`` here, the driver's collector on a Spark partition (``executors/spark_rows.py``)."""
+        engines: dict[str, QueueEngine] = {}
+        for endpoint, provider in self.providers.items():
+            engines[endpoint] = QueueEngine(provider, self.store, KIND, job_id, settings or self.config.run,
+                                            price=self.prices[endpoint], on_progress=merged.part(endpoint),
+                                            output_retries=1, cancel_event=cancel_event)
         serving = [asyncio.create_task(engine.serve(self.handle)) for engine in engines.values()]
         ticker = asyncio.create_task(sink.tick())
         queue = iter(states)
