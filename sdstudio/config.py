@@ -126,6 +126,9 @@ class RunSettings(StrictModel):
     # partitions the items are split into (default: the cluster's task slots; docs/spark.md)
     spark_master: str | None = None
     partitions: int | None = Field(None, ge=1, le=100_000)
+    # where a run writes the job's ok records as Parquet, <output_uri>/job=<id>/ (a folder, file:, hdfs://, s3a://;
+    # spark_output.py); None: metadata.db only
+    output_uri: str | None = None
 
     @field_validator("executor")
     @classmethod

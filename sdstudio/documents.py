@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import ConfigError
@@ -295,24 +295,23 @@ def load_corpus(files: Sequence[str | Path], *, chunk_tokens: int = DEFAULT_CHUN
                 count: TokenCounter | None = None) -> Corpus:
     """Load and chunk a batch. Raises ConfigError for paths that match nothing, DocumentError when no file
     is usable; otherwise bad files are listed in ``problems`` and skipped."""
-    paths, notes = resolve_files(files)
+    from .spark_io import is_spark_source
+
+    lake = [str(f) for f in files if is_spark_source(str(f))]
+    local = [f for f in files if not is_spark_source(str(f))]
+    paths, notes = resolve_files(local) if local or not lake else ([], [])
     corpus = Corpus(documents=[], chunks=[], file_hashes={}, notes=list(notes))
     seen: dict[str, str] = {}
     names: set[str] = set()
-    for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            corpus.file_hashes[str(path)] = None
-            corpus.problems.append(f"{path.name}: cannot read it ({exc.strerror or exc})")
-            continue
+    for path, data in _file_bytes(paths, lake, corpus):
+        name = PurePosixPath(path).name if isinstance(path, str) else path.name
         digest = corpus.file_hashes[str(path)] = sha256_of(data)
         if digest in seen:
-            corpus.notes.append(f"{path.name} is the same file as {seen[digest]}; used once")
+            corpus.notes.append(f"{name} is the same file as {seen[digest]}; used once")
             continue
-        seen[digest] = path.name
+        seen[digest] = name
         try:
-            document = load_bytes(data, path.name, password=password, path=str(path))
+            document = load_bytes(data, name, password=password, path=str(path))
         except DocumentError as exc:
             corpus.problems.append(str(exc))
             continue
@@ -322,5 +321,25 @@ def load_corpus(files: Sequence[str | Path], *, chunk_tokens: int = DEFAULT_CHUN
         corpus.notes.extend(document.warnings)
         corpus.chunks.extend(chunk_document(document, chunk_tokens, chunk_overlap, count, label=label))
     if not corpus.chunks:
-        raise DocumentError(f"no usable document among {len(paths)} file(s): {'; '.join(corpus.problems)}")
+        raise DocumentError(f"no usable document among {len(corpus.file_hashes)} file(s): {'; '.join(corpus.problems)}")
     return corpus
+
+
+def _file_bytes(paths: list[Path], uris: list[str], corpus: Corpus) -> Iterable[tuple[Path | str, bytes]]:
+    """(where, bytes) of each local file (one that cannot be read is a problem, not an error), then of each
+    document under a URI Spark reads (``spark_io.binary_files``: a folder or glob on HDFS, S3, file:...)."""
+    for path in paths:
+        try:
+            yield path, path.read_bytes()
+        except OSError as exc:
+            corpus.file_hashes[str(path)] = None
+            corpus.problems.append(f"{path.name}: cannot read it ({exc.strerror or exc})")
+    for uri in uris:
+        from .spark_io import binary_files
+
+        found = 0
+        for path, data in binary_files(uri, sorted(SUPPORTED)):
+            found += 1
+            yield path, data
+        if not found:
+            raise ConfigError(f"{uri} holds no supported document ({', '.join(sorted(SUPPORTED))})")

@@ -33,6 +33,7 @@ from .export_files import (WrittenFile, atomic_write, atomic_write_text, columns
 from .export_paths import Destination, discard, open_staging, plan, publish
 from .home import init_home
 from .hub import HubError, hub_token, parse_repo_id, resolve_endpoint, upload
+from .spark_output import job_records
 from .store import Store
 
 __all__ = ["ExportResult", "ExportUploadError", "STYLES", "atomic_write", "atomic_write_text", "export_dataset",
@@ -237,7 +238,7 @@ def collect_rows(store: Store, sources: Iterable[Source], config: ExportJob) -> 
                               f"{source.id}; run `sdstudio evaluate --job {source.id}` first, or drop min_score")
         counts = store.count_records("generation", source.id)
         dropped["not_ok"] += counts["failed"] + counts["filtered"]
-        for record in store.records("generation", source.id, status="ok"):
+        for record in job_records(store, "generation", source.id, "ok"):  # its Parquet when it has one
             review = source.reviews.get(record["id"]) or {}
             verdict = review.get("verdict")
             if verdict == "reject":

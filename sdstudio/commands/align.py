@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_flags(al)
     source = al.add_mutually_exclusive_group()
     source.add_argument("--job", type=int, metavar="JOB_ID", help="a generation job whose items hold the prompts")
-    source.add_argument("--input", metavar="FILE", help="CSV, JSONL or Parquet with a prompt column")
+    source.add_argument("--input", metavar="FILE", help="CSV, JSONL or Parquet with a prompt column; or a URI Spark "
+                        "reads (hdfs://, s3a://, file:...; docs/spark.md)")
+    source.add_argument("--input-table", metavar="DB.TABLE", help="a Spark table with a prompt column")
     source.add_argument("--topics", nargs="+", metavar="TOPIC", help="write prompts for these topics first")
     source.add_argument("--topics-file", help="--topics from a file: JSON list, or one topic per line")
     al.add_argument("--prompt-col", metavar="C", help="--input: the prompt column; --job: the item field")
@@ -47,6 +49,9 @@ def config_data(args: argparse.Namespace) -> dict[str, Any]:
     from .evaluate import parse_scale, read_criteria
     from .generate import read_topics
 
+    from ..spark_io import input_flag, start_for
+
+    input_flag(args)
     data = load_job_data(args, "alignment")
     if args.resume is not None and not args.config:
         from ..store import Store
@@ -75,6 +80,7 @@ def config_data(args: argparse.Namespace) -> dict[str, Any]:
     if args.scale:
         data["scale"] = parse_scale(args.scale)
     apply_overrides(data, args)
+    start_for(data)
     model = data["model"]
     if args.candidate_models:
         data["candidate_models"] = [{**model, "model": name} for name in args.candidate_models]

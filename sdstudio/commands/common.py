@@ -51,6 +51,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                         help="Spark master when no Spark session is running (default local[2]; yarn, k8s://...)")
     parser.add_argument("--partitions", type=int, metavar="N",
                         help="Spark partitions the requests are split into (default: the cluster's task slots)")
+    parser.add_argument("--output-uri", metavar="URI",
+                        help="also write the job's ok records as Parquet under URI/job=ID/ (a folder, hdfs://, s3a://)")
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +72,7 @@ def apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str,
                               ("max_tokens", params, "max_tokens"), ("concurrency", run, "concurrency"),
                               ("rpm", run, "rpm"), ("max_failed_ratio", run, "max_failed_ratio"),
                               ("executor", run, "executor"), ("spark_master", run, "spark_master"),
-                              ("partitions", run, "partitions")):
+                              ("partitions", run, "partitions"), ("output_uri", run, "output_uri")):
         value = getattr(args, flag, None)
         if value is not None:
             target[key] = value
@@ -194,4 +196,9 @@ def run_with_progress(job: Any, args: argparse.Namespace, max_failed_ratio: floa
         result = job.run(resume=args.resume, on_progress=bar, wait=args.wait)
     finally:
         bar.close()
+    from ..spark_output import after_run
+
+    location = after_run(job, result)  # --output-uri: the ok records as Parquet too (spark_output.py)
+    if location is not None and not args.json:
+        print(f"sdstudio: job {result.job_id}'s ok records written to {location}", file=sys.stderr)
     return report(result, args, max_failed_ratio)

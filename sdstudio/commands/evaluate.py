@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_flags(ev)
     source = ev.add_mutually_exclusive_group()
     source.add_argument("--job", type=int, metavar="JOB_ID", help="the generation job to judge")
-    source.add_argument("--input", metavar="FILE", help="CSV, JSONL or Parquet of prompt/completion pairs")
+    source.add_argument("--input", metavar="FILE", help="CSV, JSONL or Parquet of prompt/completion pairs; or a URI "
+                        "Spark reads (hdfs://, s3a://, file:...; docs/spark.md)")
+    source.add_argument("--input-table", metavar="DB.TABLE", help="a Spark table of prompt/completion pairs")
     ev.add_argument("--prompt-col", metavar="C", help="--input: the prompt column")
     ev.add_argument("--completion-col", metavar="C", help="--input: the completion column")
     ev.add_argument("--topic-col", metavar="C", help="--input: a topic column (per-topic statistics)")
@@ -35,6 +37,9 @@ def job_config(args: argparse.Namespace):
     """The EvaluationJob these flags (and ``--config``, or the resumed job's config) describe."""
     from ..config import EvaluationJob
 
+    from ..spark_io import input_flag, start_for
+
+    input_flag(args)
     data = load_job_data(args, "evaluation")
     if args.resume is not None and not args.config:
         from ..store import Store
@@ -59,6 +64,7 @@ def job_config(args: argparse.Namespace):
     if args.scale:
         data["scale"] = parse_scale(args.scale)
     apply_overrides(data, args)
+    start_for(data)
     if args.second_model or args.second_provider or args.second_base_url:
         from ..providers import DEFAULT_PROVIDER
 

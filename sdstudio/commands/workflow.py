@@ -12,7 +12,10 @@ from .common import (EXIT_OK, add_model_flags, apply_overrides, build_config, lo
 def register(sub: argparse._SubParsersAction) -> None:
     wf = sub.add_parser("workflow", help="custom workflow: prompt steps over the rows of your dataset")
     add_model_flags(wf)
-    wf.add_argument("--input", metavar="FILE", help="CSV, TSV, JSONL, JSON array, Parquet or Excel (.xlsx)")
+    source = wf.add_mutually_exclusive_group()
+    source.add_argument("--input", metavar="FILE", help="CSV, TSV, JSONL, JSON array, Parquet or Excel (.xlsx); or a "
+                        "URI Spark reads (hdfs://, s3a://, file:...; docs/spark.md)")
+    source.add_argument("--input-table", metavar="DB.TABLE", help="a Spark table (--limit and --sample run in Spark)")
     wf.add_argument("--columns", nargs="+", metavar="C", help="input columns to keep (default: all)")
     wf.add_argument("--limit", type=int, metavar="N", help="run N rows (the first ones, or random with --sample)")
     wf.add_argument("--sample", action="store_true", help="--limit picks random rows (the same ones for a --seed)")
@@ -53,6 +56,9 @@ def job_config(args: argparse.Namespace):
     """The WorkflowJob these flags (and ``--config``, or the resumed job's config) describe."""
     from ..config import WorkflowJob
 
+    from ..spark_io import input_flag, start_for
+
+    input_flag(args)
     data = load_job_data(args, "workflow")
     if args.resume is not None and not args.config:
         from ..store import Store
@@ -69,7 +75,8 @@ def job_config(args: argparse.Namespace):
         data["sample"] = True
     if not data.get("steps"):
         raise ConfigError("the workflow has no steps: give --config WF.yaml (with steps) or --preset NAME")
-    return build_config(WorkflowJob, apply_overrides(data, args), args.config or "workflow flags", args)
+    start_for(apply_overrides(data, args))
+    return build_config(WorkflowJob, data, args.config or "workflow flags", args)
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from .schema import FAMILY_COLUMNS, VIEWS
 
 JOB_COLUMNS = ("kind", "parent_id", "created_at", "started_at", "finished_at", "status", "requested", "ok",
                "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error",
-               "requests", "attempts", "notes")
+               "requests", "attempts", "notes", "output_uri")
 _JOB_JSON_COLUMNS = ("model_parameters", "topics", "examples", "config", "score_distribution",
                      "topic_stats", "source_job_ids", "file_hashes", "filters", "files", "notes")
 

@@ -297,6 +297,15 @@ def _m005_notes_and_endpoints(conn: sqlite3.Connection) -> None:
                  "structured_output TEXT, answered_at TEXT NOT NULL, PRIMARY KEY (provider, endpoint, model))")
 
 
+# --------------------------------------------------------------------------------------------------
+# 006: output location. A job run with an output URI keeps its ok records as Parquet under it as well
+# (spark_output.py); the job row says where, so export reads them from there.
+
+def _m006_output_uri(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE jobs ADD COLUMN output_uri TEXT")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_one_job_table, _m003_export_files,
-                                                         _m004_requests_and_attempts, _m005_notes_and_endpoints]
+                                                         _m004_requests_and_attempts, _m005_notes_and_endpoints,
+                                                         _m006_output_uri]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -30,6 +30,8 @@ from ..diagnostics import cut_off, explain
 from ..engine import InvalidOutput
 from ..errors import ConfigError, SdstudioError
 from ..pricing import price_for
+from ..spark_io import is_spark_source
+from ..spark_io import read_selection as spark_selection
 from ..providers import ChatRequest, Completion, get_provider
 from ..templates import TemplateError, environment, render, variables
 from .jobs import Estimate
@@ -97,9 +99,14 @@ class WorkflowPlan:
             if not config.input_file:
                 raise ConfigError("the workflow has no input: give --input FILE (or input_file in the config)")
             label = f"input file {config.input_file}"
-            file_columns, chosen = read_selection(config.input_file, columns=config.columns, limit=config.limit,
-                                                  sample=config.sample, seed=config.seed, label=label,
-                                                  encoding=config.encoding, sheet=config.sheet, home=home)
+            if is_spark_source(config.input_file):  # a table or a URI: Spark reads it, the same rows (spark_io)
+                file_columns, chosen = spark_selection(config.input_file, columns=config.columns, limit=config.limit,
+                                                       sample=config.sample, seed=config.seed, label=label,
+                                                       master=config.run.spark_master, encoding=config.encoding)
+            else:
+                file_columns, chosen = read_selection(config.input_file, columns=config.columns, limit=config.limit,
+                                                      sample=config.sample, seed=config.seed, label=label,
+                                                      encoding=config.encoding, sheet=config.sheet, home=home)
         else:
             label = "the input"
             file_columns = [str(c) for c in frame.columns]

@@ -4,6 +4,9 @@ table's rows (CSV / JSONL / Parquet / JSON / Excel), each with where it came fro
 Tables are streamed (``table_stream``): ``--limit N`` reads N rows, and a dry run's estimate walks the file a
 chunk at a time instead of holding a million pairs (1.3 GB and 24 s before).
 
+A table (``table:db.name``) or a URI Spark reads (``hdfs://``, ``s3a://``, ``file:``...) is read through Spark
+(``spark_io``): the same rows and positions as the local reader gives the same file, the limit pushed down.
+
 Kept apart from ``evaluate.py`` (the plan, the judge's replies and the run) because reading inputs is its own
 concern, shared with the alignment workflow (``read_table``, the one rule for table values in ``_text``);
 ``evaluate`` re-exports these names.
@@ -18,8 +21,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from .. import spark_io
 from ..config import EvaluationJob
 from ..errors import ConfigError
+from ..spark_io import is_spark_source
 from ..store import Store
 from ..table_stream import TableFile
 from ..usecases import UseCase
@@ -86,14 +91,20 @@ def read_table(path: str | Path, home: str | Path | None = None, limit: int | No
     the types pandas infers (numbers stay numbers), as the judge and the alignment prompts always had them."""
     import pandas as pd
 
+    if is_spark_source(path):
+        return spark_io.read_frame(str(path), limit=limit)[1]
     chunks = list(open_input(path, home).chunks(text_cells=False, limit=limit))
     return pd.concat(chunks) if chunks else pd.DataFrame()
 
 
-def iter_chunks(path: str | Path, columns: list[str], home: str | Path | None = None, limit: int | None = None
-                ) -> Iterator[Any]:
+def iter_chunks(path: str | Path, columns: list[str], home: str | Path | None = None, limit: int | None = None,
+                master: str | None = None) -> Iterator[Any]:
     """DataFrames of just ``columns``, a chunk of rows at a time (indexed by row position); a missing column is
-    one line. A column only later rows of a JSONL file have is None in the earlier ones."""
+    one line. A column only later rows of a JSONL file have is None in the earlier ones. A Spark source streams
+    from Spark (``master``: when no session runs yet)."""
+    if is_spark_source(path):
+        yield from spark_io.iter_chunks(str(path), columns, limit, master=master, label=f"input file {path}")
+        return
     table = open_input(path, home)
     known: list[str] | None = None
     for chunk in table.chunks(text_cells=False, limit=limit):
@@ -137,7 +148,8 @@ def _checked_chunks(config: EvaluationJob, columns: list[Any], home: str | Path 
                     ) -> Iterator[Any]:
     """Chunks of the input file; a missing prompt/completion/topic column is named by its flag."""
     try:
-        yield from iter_chunks(str(config.input_file), columns, home, config.limit if limit is None else limit)
+        yield from iter_chunks(str(config.input_file), columns, home, config.limit if limit is None else limit,
+                               master=config.run.spark_master)
     except ConfigError as exc:
         for flag, column in (("prompt", config.prompt_column), ("completion", config.completion_column),
                              ("topic", config.topic_column)):
