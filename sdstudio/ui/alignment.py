@@ -17,6 +17,7 @@ from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from .nav import nav_bar
 from .components import (FULL, cost_text, escape, message, ModelPicker, PagedTable, preview_html, RunControls, text_lines)
+from .run_settings import RunSettingsBox
 from .job import top_level_jobs
 from .nav import preselect
 from .outcomes import OutcomeTabs
@@ -45,6 +46,7 @@ class AlignmentApp(w.VBox):
                                   description="Judge model", **LABEL)
         self.estimate = w.HTML(layout=FULL)  # prompts, requests, tokens, cost (or what is wrong), next to Run
         self.preview = w.HTML(layout=FULL)
+        self.run_settings = RunSettingsBox()
         self.controls = RunControls()
         self.table = PagedTable(self._fetch, page_size=10)
         self.balance_chart = w.HTML()
@@ -62,7 +64,7 @@ class AlignmentApp(w.VBox):
         super().__init__([nav_bar("04_alignment.ipynb"),
             self.method, w.HTML("<h3>Prompts</h3>"), self.source, self.topic_fields, self.limit,
             w.HTML("<h3>Candidates and judge</h3>"), w.HBox([self.candidates, self.min_margin, self.judge_model]),
-            self.model, self.estimate, self.controls, self.outcomes,
+            self.model, self.estimate, self.run_settings, self.controls, self.outcomes,
             w.HTML("<h3>First request</h3>"), self.preview])
         self.load_sources()
 
@@ -105,7 +107,7 @@ class AlignmentApp(w.VBox):
             data["source_job"] = self.source.value
         else:
             data.update(topics=text_lines(self.topics.value), prompts_per_topic=self.prompts_per_topic.value)
-        return parse_job(AlignmentJob, data, "alignment form", self.home)
+        return self.run_settings.apply(parse_job(AlignmentJob, data, "alignment form", self.home))
 
     def refresh_preview(self) -> None:
         from ..workflows.candidates import preview

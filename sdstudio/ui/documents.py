@@ -21,6 +21,7 @@ from ..store import Store
 from ..usecases import load_use_case
 from .components import (FULL, cost_text, escape, frame_html, json_list, message, ModelPicker, PagedTable,
                          preview_html, RunControls, text_lines)
+from .run_settings import RunSettingsBox
 from .generate import LABELS, ShownJob, cell, collapsible, flatten, ok_frame, prompt_fields
 from .nav import nav_bar
 from .outcomes import OutcomeTabs
@@ -50,6 +51,7 @@ class DocumentsApp(ShownJob, w.VBox):
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=1024))
         self.estimate = w.HTML()
         self.preview = w.HTML(layout=FULL)
+        self.run_settings = RunSettingsBox()
         self.controls = RunControls()
         self.folded = (collapsible("Chunks", self.chunks), collapsible("First prompt", self.preview))
         self.results_table = PagedTable(self._fetch)
@@ -76,7 +78,7 @@ class DocumentsApp(ShownJob, w.VBox):
             w.HTML("<h3>Model</h3>"), self.model,
             w.HTML("<h3>Example item</h3><small>What one item looks like, shown to the model in every prompt. "
                    "An example from your own documents keeps the sample's subject out of the answers.</small>"),
-            self.examples, self.estimate, self.controls,
+            self.examples, self.estimate, self.run_settings, self.controls,
             *self.folded,
             w.HTML("<h3>Outcome</h3>"), self.outcomes, w.HBox([self.config_path, self.save_button])])
         self.refresh()
@@ -111,11 +113,11 @@ class DocumentsApp(ShownJob, w.VBox):
         from ..workflows.documents import document_job
 
         examples = json_list(self.examples.value, "examples")
-        return document_job([*self.upload.value, *text_lines(self.paths.value)], home=self.home,
+        return self.run_settings.apply(document_job([*self.upload.value, *text_lines(self.paths.value)], home=self.home,
                             chunk_tokens=self.chunk_tokens.value, chunk_overlap=self.chunk_overlap.value,
                             per_chunk=self.per_chunk.value, grounding=self.grounding.value,
                             examples=None if self.examples.value == self._loaded_examples else examples,
-                            model=self.model.spec().model_dump())
+                            model=self.model.spec().model_dump()))
 
     def refresh(self) -> None:
         """Chunk table (with provenance), the estimate and the first prompt, for what is chosen now; no call."""

@@ -18,6 +18,7 @@ from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from .components import (FULL, cost_text, escape, frame_html, json_list, message, ModelPicker, PagedTable,
                          preview_html, RunControls, uploaded_files)
+from .run_settings import RunSettingsBox
 from .nav import REVIEW_NOTEBOOK, nav_bar, query_job
 from .outcomes import OutcomeTabs
 from .pickers import default_job, job_dropdown, job_options
@@ -65,6 +66,7 @@ class EvaluateApp(w.VBox):
                                    layout=w.Layout(width="100%", height="5em"))
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(temperature=0.0, max_tokens=256))
         self.preview = w.HTML(layout=FULL)
+        self.run_settings = RunSettingsBox()
         self.controls = RunControls("Judge")
         self.live = w.HTML()  # the newest judgement while the judge runs: a sign of life per judged row
         self.scores_table = PagedTable(self._fetch_scores)
@@ -93,7 +95,7 @@ class EvaluateApp(w.VBox):
                           w.HBox([self.upload, self.prompt_column, self.completion_column]),
                           w.HTML("<h3>Criteria</h3>"), self.criteria, w.HBox([self.scale_min, self.scale_max]),
                           self.examples, w.HTML("<h3>Judge model</h3>"), self.model,
-                          w.HTML("<h3>Judge prompt preview</h3>"), self.preview, self.controls, self.live,
+                          w.HTML("<h3>Judge prompt preview</h3>"), self.preview, self.run_settings, self.controls, self.live,
                           self.outcomes, self.statistics, self.desk])
         self.load_jobs()
 
@@ -158,7 +160,7 @@ class EvaluateApp(w.VBox):
             data.update(input_file=str(self.dataset_path) if self.dataset_path else None,
                         prompt_column=self.prompt_column.value or None,
                         completion_column=self.completion_column.value or None)
-        return parse_job(EvaluationJob, data, "evaluation form", self.home)
+        return self.run_settings.apply(parse_job(EvaluationJob, data, "evaluation form", self.home))
 
     def refresh_preview(self) -> None:
         if getattr(self, "_loading", False):

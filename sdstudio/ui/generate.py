@@ -18,6 +18,7 @@ from ..store import Store
 from ..usecases import list_use_cases, load_use_case
 from .components import (FULL, cost_text, escape, json_list, message, ModelPicker, PagedTable, preview_html,
                          RunControls, text_lines, uploaded_files)
+from .run_settings import RunSettingsBox
 from .nav import nav_bar
 from .outcomes import OutcomeTabs
 
@@ -131,6 +132,7 @@ class GenerateApp(ShownJob, w.VBox):
         self.batch_size = w.BoundedIntText(value=5, min=1, max=100, description="Per call", style=LABELS)
         self.preview = w.HTML(layout=FULL)
         self.estimate = w.HTML()
+        self.run_settings = RunSettingsBox()
         self.controls = RunControls()
         self.preview_box = collapsible("Prompt preview", self.preview)  # folds once a run's outcome shows
         self.results_table = PagedTable(self._fetch)
@@ -158,7 +160,7 @@ class GenerateApp(ShownJob, w.VBox):
             w.HTML("<h3>Model</h3>"), self.model,
             w.HTML("<h3>What to generate</h3>"), self.use_case, self.instruction, self.examples, self.requirements,
             w.HBox([self.topics, self.topics_upload]), w.HBox([self.per_topic, self.batch_size]),
-            self.estimate, self.controls, self.preview_box,
+            self.estimate, self.run_settings, self.controls, self.preview_box,
             w.HTML("<h3>Outcome</h3>"), self.outcomes,
             w.HBox([self.config_path, self.save_button])])
         self.load_use_case()
@@ -196,13 +198,13 @@ class GenerateApp(ShownJob, w.VBox):
         def edited(name: str, value: Any) -> Any:
             return None if getattr(self, name).value == self._loaded.get(name) else value
 
-        return parse_job(GenerationJob, {
+        return self.run_settings.apply(parse_job(GenerationJob, {
             "use_case": self.use_case.value, "instruction": edited("instruction", self.instruction.value),
             "examples": edited("examples", json_list(self.examples.value, "examples")),
             "requirements": edited("requirements", text_lines(self.requirements.value)),
             "topics": edited("topics", text_lines(self.topics.value)),
             "num_per_topic": self.per_topic.value, "batch_size": self.batch_size.value,
-            "model": self.model.spec().model_dump()}, "generation form", self.home)
+            "model": self.model.spec().model_dump()}, "generation form", self.home))
 
     def read_topics_upload(self) -> None:
         from ..commands.generate import read_topics

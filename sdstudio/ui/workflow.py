@@ -19,6 +19,7 @@ from ..store import Store
 from .nav import nav_bar
 from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
                          RunControls, uploaded_files)
+from .run_settings import RunSettingsBox
 from .outcomes import OutcomeTabs
 
 LABEL = {"style": {"description_width": "initial"}}  # a label as long as its words, never "K per pro…"
@@ -74,6 +75,7 @@ class WorkflowApp(w.VBox):
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=512))
         self.estimate = w.HTML(layout=FULL)  # rows, requests, tokens, cost (or what is wrong), next to Run
         self.preview = w.HTML(layout=FULL)
+        self.run_settings = RunSettingsBox()
         self.controls = RunControls()
         self.results_table = PagedTable(self._fetch)
         self.outcomes = OutcomeTabs(self.store, self.results_table, lambda: self.job_id)
@@ -96,7 +98,7 @@ class WorkflowApp(w.VBox):
             w.HTML("<h3>Your data</h3>"), w.HBox([self.upload, self.input_file]), self.dataset,
             w.HBox([self.columns, w.VBox([self.limit, self.sample])]),
             w.HTML("<h3>Steps</h3>"), self.steps, w.HBox([self.preset, self.preset_column, self.add_preset]),
-            w.HTML("<h3>Model</h3>"), self.model, self.estimate, self.controls, self.outcomes,
+            w.HTML("<h3>Model</h3>"), self.model, self.estimate, self.run_settings, self.controls, self.outcomes,
             w.HBox([self.config_path, self.save_button]),
             w.HTML("<h3>Prompt preview (first row)</h3>"), self.preview])
         self.load_dataset()
@@ -146,11 +148,11 @@ class WorkflowApp(w.VBox):
             mark = getattr(exc, "problem_mark", None)
             raise SdstudioError(f"steps are not valid YAML{f' (line {mark.line + 1})' if mark else ''}") from None
         columns = list(self.columns.value)
-        return parse_job(WorkflowJob, {
+        return self.run_settings.apply(parse_job(WorkflowJob, {
             "input_file": self.input_file.value.strip() or None,
             "columns": None if not columns or set(columns) == set(self.columns.options) else columns,
             "limit": self.limit.value or None, "sample": self.sample.value, "steps": steps,
-            "model": self.model.spec().model_dump()}, "workflow form", self.home)
+            "model": self.model.spec().model_dump()}, "workflow form", self.home))
 
     def apply_preset(self) -> None:
         from ..workflows.presets import apply_preset
