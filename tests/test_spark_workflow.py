@@ -89,13 +89,15 @@ def test_the_example_workflow_on_a_parquet_input_yields_the_local_rows(spark, tm
 
 
 def test_a_chain_with_failing_rows_on_spark_yields_the_local_records_and_sends_each_step_once(spark, tmp_path):
-    results, sent = {}, {}
+    results, sent, requests = {}, {}, {}
     for executor in ("local", "spark"):
         with FakeOpenAIServer(reply=row_3_fails_at_its_grade) as server:
             result = run_chain(server, tmp_path / executor, write_csv(tmp_path, 6), executor=executor)
             results[executor], sent[executor] = workflow_records(tmp_path / executor), sent_prompts(server)
         assert (result.ok, result.failed) == (5, 1)
+        requests[executor] = result.requests_sent
     assert results["spark"] == results["local"]
+    assert requests["spark"] == requests["local"] == 5 * 3 + 2
     assert sent["spark"] == sent["local"]
     assert sum(sent["local"].values()) == 5 * 3 + 1 + 2  # row 3: s1, s2 twice (an output retry), no s3
 
@@ -129,3 +131,13 @@ def test_a_python_worker_killed_mid_partition_resumes_its_rows_without_asking_a_
     # (at most the partition's one request slot) are
     assert sum(count - 1 for count in sent.values()) <= 1
     assert Counter(r[2] for r in workflow_records(home)) == Counter({"ok": 8})
+
+
+def test_progress_moves_while_the_rows_run_on_spark(spark, tmp_path):
+    seen = []
+    with FakeOpenAIServer(latency=0.1) as server:
+        job = chain(server, write_csv(tmp_path, 8), run=RunSettings(executor="spark", partitions=2, concurrency=2))
+        result = WorkflowRun(job, home=tmp_path / "home").run(on_progress=lambda p: seen.append((p.done, p.total)))
+    assert result.ok == 8
+    assert any(0 < done < total for done, total in seen), seen
+    assert seen[-1] == (24, 24)
