@@ -141,3 +141,25 @@ def test_progress_moves_while_the_rows_run_on_spark(spark, tmp_path):
     assert result.ok == 8
     assert any(0 < done < total for done, total in seen), seen
     assert seen[-1] == (24, 24)
+
+
+def test_the_endpoints_credentials_reach_the_partitions_but_not_the_task_or_sparks_conf(spark, tmp_path, monkeypatch):
+    """Set after Spark started: the partitions can only have the key and the URL's query secret from the driver's
+    collector; neither is in what Spark ships (the task's closure) nor in its conf."""
+    from sdstudio.executors.spark_rows import shippable
+    from sdstudio.executors.spark_worker import pack
+
+    canary, query = "canary-workflow-key-5e1d2c3b4a", "canary-workflow-query-9f8e7d"
+    monkeypatch.setenv("WORKFLOW_CANARY_API_KEY", canary)
+    with FakeOpenAIServer(api_key=canary, query={"sig": query}) as server:
+        job = chain(server, write_csv(tmp_path, 3), run=RunSettings(executor="spark", concurrency=2))
+        job = job.model_copy(update={"model": job.model.model_copy(update={
+            "base_url": f"{server.url}?sig={query}", "api_key_env": "WORKFLOW_CANARY_API_KEY"})})
+        job = type(job).model_validate(job.model_dump())  # as a config file would give it
+        run = WorkflowRun(job, home=tmp_path / "home")
+        result = run.run()
+        assert result.ok == 3 and len(server.answered) == 9
+    task = pack(shippable(run))
+    conf = json.dumps(spark.sparkContext.getConf().getAll())
+    for text in (task.decode("latin-1"), conf):
+        assert canary not in text and query not in text
