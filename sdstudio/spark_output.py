@@ -38,12 +38,7 @@ def job_location(uri: str, job_id: int) -> str:
 
 def output_location(store: Any, job_id: int) -> str | None:
     """Where the job's Parquet is, or None (its records are read from SQLite only)."""
-    row = store.connection().execute("SELECT output_uri FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return row[0] if row is not None else None
-
-
-def _record_columns(store: Any) -> list[str]:
-    return [row[1] for row in store.connection().execute("PRAGMA table_info(records)")]
+    return store.output_uri(job_id)
 
 
 def _schema(columns: list[str]) -> Any:
@@ -53,30 +48,15 @@ def _schema(columns: list[str]) -> Any:
                                    else StringType(), c not in ("id", "job_id")) for c in columns])
 
 
-def _raw_batches(store: Any, job_kind: str, job_id: int, columns: list[str]) -> Iterator[list[tuple]]:
-    """The job's ok records as stored (JSON fields still text), in id order, BATCH_ROWS at a time."""
-    cursor = store.connection().execute(f"SELECT {', '.join(columns)} FROM records WHERE job_kind = ? AND job_id = ? "
-                                        "AND status = 'ok' ORDER BY id", (job_kind, job_id))
-    while True:
-        rows = cursor.fetchmany(BATCH_ROWS)
-        if not rows:
-            return
-        yield [tuple(row) for row in rows]
-
-
 def write_job_output(store: Any, job_id: int, uri: str, master: str | None = None) -> str:
     """Write the job's ok records to ``<uri>/job=<id>/`` (replacing what was there) and record the location."""
     job_kind = store.job_family(job_id)
     location = job_location(_as_uri(uri), job_id)
     spark = session(master)
-    columns = _record_columns(store)
-    schema = _schema(columns)
-    mode, written = "overwrite", False
-    for rows in _raw_batches(store, job_kind, job_id, columns):
-        spark.createDataFrame(rows, schema).write.mode(mode).parquet(location)
-        mode, written = "append", True
-    if not written:  # a job with no ok rows still gets its (empty) partition: readers see zero rows, not an error
-        spark.createDataFrame([], schema).write.mode("overwrite").parquet(location)
+    mode = "overwrite"  # the first batch replaces the partition (a job with no ok rows: an empty one)
+    for columns, rows in store.ok_record_batches(job_kind, job_id, BATCH_ROWS):
+        spark.createDataFrame(rows, _schema(columns)).write.mode(mode).parquet(location)
+        mode = "append"
     store.update_job(None, job_id, output_uri=location)
     return location
 
@@ -134,7 +114,13 @@ def job_records(store: Any, job_kind: str, job_id: int, status: str | None = "ok
     if location is None:
         yield from store.records(job_kind, job_id, status)
         return
-    rows = read_output(location)
+    try:
+        rows = read_output(location)
+    except Exception as exc:  # noqa: BLE001 - a folder removed, a cluster file system out of reach: one line
+        from .errors import ConfigError
+
+        raise ConfigError(f"job {job_id}'s records at {location} cannot be read ({' '.join(str(exc).split())[:200]}); "
+                          "restore them, or write them again: resume the job with --output-uri URI") from None
     expected = store.count_records(job_kind, job_id)["ok"]
     if len(rows) != expected:
         warnings.warn(f"job {job_id}: its Parquet at {location} holds {len(rows)} rows, not its {expected} ok "

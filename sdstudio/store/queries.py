@@ -8,7 +8,7 @@ they do to ``Store.records``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 
@@ -213,6 +213,24 @@ class QueriesMixin:
             "ORDER BY job_id DESC LIMIT 1", (directory, '$."' + name.replace('"', '') + '"', sha256)).fetchone()
         return None if row is None else int(row[0])
 
+    # -- output location (spark_output.py) -----------------------------------------------------------
+    def output_uri(self, job_id: int) -> str | None:
+        """Where the job's ok records were written as Parquet (``<output-uri>/job=<id>``), or None."""
+        row = self.connection().execute("SELECT output_uri FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def ok_record_batches(self, job_kind: str, job_id: int, size: int) -> Iterator[tuple[list[str], list[tuple]]]:
+        """(the records table's columns, up to ``size`` ok records as stored: JSON fields still text), in id
+        order: what a Parquet copy of the job holds, without decoding and re-encoding every row. A job without
+        ok records yields one empty batch (its columns still say the Parquet's schema)."""
+        columns = [row[1] for row in self.connection().execute("PRAGMA table_info(records)")]
+        cursor = self.connection().execute(
+            f"SELECT {', '.join(columns)} FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' "
+            "ORDER BY id", (job_kind, job_id))
+        rows = cursor.fetchmany(size)
+        yield columns, [tuple(row) for row in rows]
+        while rows := cursor.fetchmany(size):
+            yield columns, [tuple(row) for row in rows]
 
 
 def _loads(text: str | None) -> Any:
