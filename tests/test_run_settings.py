@@ -64,7 +64,8 @@ def spark():
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (SparkSession.builder.master(with_task_retries("local[2]")).appName("sdstudio run settings test")
-               .config("spark.ui.port", "0").config("spark.ui.showConsoleProgress", "false").getOrCreate())
+               .config("spark.ui.enabled", "true").config("spark.ui.port", "0")
+               .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
