@@ -62,7 +62,10 @@ NAME_EXCEPTIONS = {
     # RunSettings' default executor (an executor's name, the in-process engine, not a provider)
     ("sdstudio/config.py", "local"): 2,
     ("sdstudio/executors/__init__.py", "local"): 1,  # an executor's name (the in-process engine), not a provider
-    ("sdstudio/datacard.py", "openai"): 1,  # a Hugging Face dataset tag of the openai-chat export style
+    ("sdstudio/datacard.py", "openai"): 1,
+    ("sdstudio/executors/spark.py", "local"): 1,  # a partition runs the in-process executor
+    ("sdstudio/executors/spark_session.py", "local"): 3,  # Spark's local[N] masters
+    ("sdstudio/ui/run_settings.py", "local"): 1,  # the in-process executor's name in the Run on picker  # a Hugging Face dataset tag of the openai-chat export style
 }
 
 

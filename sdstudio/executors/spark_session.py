@@ -19,9 +19,6 @@ LOCAL_TASK_ATTEMPTS = 4
 # Spark's default (?i)secret|password|token|access[.]?key misses OPENAI_API_KEY, CDP_TOKEN's cousins named *_KEY,
 # and Basic-auth credentials: a session sdstudio creates redacts these too, should anyone put them in the conf
 REDACTION_REGEX = r"(?i)secret|password|passwd|token|access[.]?key|api[._-]?key|_key$|credential|authorization|bearer"
-# where providers read credentials from, besides the spec's api_key_env and the provider's key_env
-AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK",
-                 "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 def with_task_retries(master: str) -> str:
@@ -87,8 +84,7 @@ def provider_secrets(provider: Any) -> tuple[dict[str, str], str | None]:
     credentials when the stored one has them masked). Never logged, never in the Spark conf."""
     spec = provider.spec
     names = [name for name in (spec.api_key_env, getattr(type(provider), "key_env", None)) if name]
-    if spec.provider == "bedrock":
-        names += AWS_VARIABLES
+    names += list(getattr(type(provider), "secret_env", ()))  # e.g. Bedrock's AWS credential chain variables
     env = {name: os.environ[name] for name in names if os.environ.get(name)}
     key = getattr(provider, "_api_key", None)  # e.g. Cloudera AI's token from the session's /tmp/jwt file
     variable = spec.api_key_env or getattr(type(provider), "key_env", None)

@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -52,9 +51,9 @@ class Unshipped:
 
 def _driver_only(obj: Any) -> str | None:
     from ..providers.base import BaseProvider
-    from ..store import Store
+    from ..store import DATABASE_HANDLES, Store
 
-    if isinstance(obj, (Store, BaseProvider, sqlite3.Connection, socket.socket, io.IOBase)):
+    if isinstance(obj, (Store, BaseProvider, socket.socket, io.IOBase, *DATABASE_HANDLES)):
         return type(obj).__name__
     if type(obj) in (type(threading.Lock()), type(threading.RLock())):
         return "lock"

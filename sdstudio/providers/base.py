@@ -125,6 +125,8 @@ class BaseProvider:
     ui_fields: ClassVar[tuple[str, ...]] = ("model",)
     # the environment variable the key is read from when ``api_key_env`` is not set (None: no key of ours)
     key_env: ClassVar[str | None] = None
+    # other variables its credentials may come from (an executor on another machine needs them too: Spark)
+    secret_env: ClassVar[tuple[str, ...]] = ()
     needs_key: ClassVar[bool] = False
     # count_tokens(text) is the model's own tokenizer, not an estimate
     exact_tokens: ClassVar[bool] = False

@@ -58,6 +58,8 @@ class BedrockProvider(BaseProvider):
     structured_dialects = frozenset(structured_chain)
     ui_fields = ("model", "region")
     key_env = None  # credentials come from the AWS chain (env, profile, role), never from api_key_env
+    secret_env = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK",
+                  "AWS_REGION", "AWS_DEFAULT_REGION")
     needs_key = False
     max_concurrency = None
     pool_size = 64

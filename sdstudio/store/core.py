@@ -53,6 +53,10 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
         time.sleep(random.uniform(0.005, 0.05))
 
 
+# what only the process that opened metadata.db may hold: never shipped to another process (Spark)
+DATABASE_HANDLES = (sqlite3.Connection, sqlite3.Cursor)
+
+
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
