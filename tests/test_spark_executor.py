@@ -178,3 +178,46 @@ def test_credentials_refused_on_the_executors_stop_the_spark_job_in_one_line(spa
         assert code == 2 and len(server.received) <= 2 * 8  # stopped, not every item tried
     assert "stopped the job" in capsys.readouterr().err
     assert Store.open(home).get_job("generation", 1)["status"] == "failed"
+
+
+def test_a_killed_driver_leaves_an_interrupted_job_that_resumes_like_a_local_one(home):
+    """SIGKILL the whole `sdstudio generate --executor spark` process group (driver, JVM, Python workers) once some
+    rows are saved: the job reads interrupted, and --resume finishes it without asking again for a saved row."""
+    import signal
+    import sqlite3
+    import subprocess
+    import time
+
+    topics = [f"Topic {i}" for i in range(24)]
+
+    def saved_topics() -> set[str]:
+        try:
+            with sqlite3.connect(home / "metadata.db") as conn:
+                return {t for (t,) in conn.execute("SELECT topic FROM records WHERE status = 'ok'")}
+        except sqlite3.OperationalError:  # not created or migrated yet
+            return set()
+
+    with FakeOpenAIServer(latency=0.2) as server:
+        args = [sys.executable, "-m", "sdstudio.cli", "generate", *model_flags(server), "--topics", *topics,
+                "--per-topic", "1", "--concurrency", "2", "--executor", "spark", "--spark-master", "local[2]",
+                "--home", str(home), "--json"]
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + 120
+        while len(saved_topics()) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "the Spark run ended before it was killed"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kept = saved_topics()
+        assert 3 <= len(kept) < len(topics)
+        assert Store.open(home).jobs()["status"].tolist() == ["interrupted"]
+        server.requests.clear()
+        server.latency = 0.0
+        assert main(["generate", "--home", str(home), "--resume", "1", "--executor", "spark",
+                     "--base-url", server.url]) == 0
+        asked_again = {topic for topic in topics if any(f"<topic>{topic}</topic>" in json.dumps(body)
+                                                          for body in server.requests)}
+    statuses = Counter(r["status"] for r in Store.open(home).records("generation", 1))
+    assert statuses == Counter({"ok": len(topics)})
+    assert asked_again == set(topics) - kept  # the resume asked for exactly the rows the killed run had not saved
