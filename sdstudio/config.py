@@ -129,6 +129,17 @@ class RunSettings(StrictModel):
     # where a run writes the job's ok records as Parquet, <output_uri>/job=<id>/ (a folder, file:, hdfs://, s3a://;
     # spark_output.py); None: metadata.db only
     output_uri: str | None = None
+    # the batch executor (executors/batch.py): seconds between status polls at first (backing off to
+    # batch_poll_max_s), and what becomes of requests whose batch line failed: asked again on demand (at once,
+    # the on-demand price) or in a follow-up batch (cheaper, a day slower)
+    batch_poll_s: float = Field(30.0, gt=0)
+    batch_poll_max_s: float = Field(600.0, gt=0)
+    batch_retry: Literal["on_demand", "batch"] = "on_demand"
+    # Bedrock batch inference: the S3 bucket and prefix its request and result files go under, and the IAM role
+    # Bedrock assumes to read and write them (README "Batch APIs")
+    batch_bucket: str | None = None
+    batch_prefix: str | None = None
+    batch_role_arn: str | None = None
 
     @field_validator("executor")
     @classmethod

@@ -3,6 +3,11 @@
 USD per million input / output tokens, for common Bedrock and OpenAI models as published by the
 vendors (override or extend them in ``SDSTUDIO_HOME/prices.yaml``: ``model-id: [input, output]``).
 An unknown model costs 0 and the job carries a note saying so, rather than a made-up figure.
+
+Batch prices (a provider's batch API, executors/batch.py): the on-demand price times the provider's
+``batch_discount`` (0.5 where the vendor says "half price": OpenAI Batch, Bedrock batch inference), or the
+batch prices a prices.yaml entry names after the on-demand ones: ``model-id: [input, output, batch_input,
+batch_output]``.
 """
 from __future__ import annotations
 
@@ -45,12 +50,25 @@ class Price:
     input_per_m: float
     output_per_m: float
     known: bool = True
+    batch: tuple[float, float] | None = None  # explicit batch prices (prices.yaml); None: a discount applies
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         return (tokens_in * self.input_per_m + tokens_out * self.output_per_m) / 1_000_000
 
+    def for_batch(self, discount: float) -> "Price":
+        """The price of the same tokens sent through a batch API: the explicit batch prices, else ``discount``
+        (the provider's ``batch_discount``) times the on-demand ones."""
+        if self.batch is not None:
+            return Price(self.batch[0], self.batch[1], self.known)
+        return Price(self.input_per_m * discount, self.output_per_m * discount, self.known)
 
-def load_prices(home: Path | None = None) -> dict[str, tuple[float, float]]:
+
+def batch_price(price: Price, provider: object) -> Price:
+    """``price`` at ``provider``'s batch rate (its class attribute ``batch_discount``, 1.0 when it names none)."""
+    return price.for_batch(float(getattr(provider, "batch_discount", 1.0)))
+
+
+def load_prices(home: Path | None = None) -> dict[str, tuple[float, ...]]:
     """The built-in prices, overridden by ``home``'s prices.yaml (None: the home in use, as everywhere else, so a
     preview without ``--home`` prices a job as its run does)."""
     from .home import resolve_home
@@ -62,7 +80,7 @@ def load_prices(home: Path | None = None) -> dict[str, tuple[float, float]]:
     return prices
 
 
-def _read_prices(path: Path) -> dict[str, tuple[float, float]]:
+def _read_prices(path: Path) -> dict[str, tuple[float, ...]]:
     """A user's prices.yaml, checked entry by entry: a mistake is one line naming the model id. Before, a
     quoted "12" was read as the prices 1 and 2, and .inf or a negative price went into every job's cost."""
     from . import safeyaml
@@ -78,10 +96,11 @@ def _read_prices(path: Path) -> dict[str, tuple[float, float]]:
         raise ConfigError(f"{path}: expected {example}")
     prices = {}
     for key, value in data.items():
-        if not (isinstance(value, list) and len(value) == 2 and all(
+        if not (isinstance(value, list) and len(value) in (2, 4) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in value)):
-            raise ConfigError(f"{path}: {key}: expected [input_usd_per_M, output_usd_per_M], two numbers of 0 or more")
-        prices[str(key)] = (float(value[0]), float(value[1]))
+            raise ConfigError(f"{path}: {key}: expected [input_usd_per_M, output_usd_per_M], two numbers of 0 or more "
+                              "(or four: then [batch_input_usd_per_M, batch_output_usd_per_M] follow)")
+        prices[str(key)] = tuple(float(v) for v in value)
     return prices
 
 
@@ -96,4 +115,5 @@ def price_for(model: str | None, home: Path | None = None) -> Price:
     matches = [key for key in prices if name.startswith(key) or model.startswith(key)]
     if not matches:
         return Price(0.0, 0.0, known=False)
-    return Price(*prices[max(matches, key=len)])
+    values = prices[max(matches, key=len)]
+    return Price(values[0], values[1], batch=(values[2], values[3]) if len(values) == 4 else None)

@@ -46,6 +46,10 @@ EXPECTED_COLUMNS = {
         "id", "job_kind", "job_id", "item_key", "request_key", "topic", "provenance", "input", "output",
         "status", "error", "raw_text", "tokens_in", "tokens_out", "latency_ms", "created_at", "cost_usd"},
     "reviews": {"id", "record_id", "reviewer", "verdict", "edited_output", "note", "created_at"},
+    "batches": {
+        "id", "job_id", "part", "backend", "remote_id", "input_file_id", "output_file_id", "error_file_id",
+        "requests", "state", "completed", "failed", "request_ids", "created_at", "updated_at", "collected_at",
+        "error"},
 }
 
 

@@ -17,6 +17,7 @@ from ..engine import Engine, Handler, RunResult, WorkItem
 EXECUTORS: dict[str, str] = {
     "local": "sdstudio.engine:Engine",  # asyncio in this process: AIMD concurrency, RPM/TPM, retries, resume
     "spark": "sdstudio.executors.spark:SparkExecutor",  # Spark partitions, outcomes streamed back (docs/spark.md)
+    "batch": "sdstudio.executors.batch:BatchExecutor",  # the provider's batch API: half price, within a day
 }
 
 

@@ -135,6 +135,10 @@ class BaseProvider:
     # slowly to find out whether it works at all (engine.py); ``recalled``: looked up once per provider
     proven: bool = False
     recalled: bool = False
+    # "module:Class" of its batch API (executors/batch.py's BatchBackend); None: `--executor batch` is refused
+    batch_backend: ClassVar[str | None] = None
+    # batch price / on-demand price, where the provider publishes one (prices.yaml may name batch prices instead)
+    batch_discount: ClassVar[float] = 1.0
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

@@ -45,6 +45,8 @@ class OpenAICompatibleProvider(BaseProvider):
     structured_dialects: ClassVar[frozenset[str]] = frozenset(DIALECTS)
     max_tokens_field: ClassVar[str] = "max_tokens"
     ui_fields: ClassVar[tuple[str, ...]] = ("model", "base_url", "api_key_env")
+    # /v1/files + /v1/batches in OpenAI's format (vLLM's batch runner reads the same files); no discount known
+    batch_backend: ClassVar[str | None] = "sdstudio.executors.batch_openai:OpenAIBatch"
 
     @classmethod
     def status(cls) -> str:
@@ -165,6 +167,12 @@ class OpenAICompatibleProvider(BaseProvider):
             data = await self._call("POST", "/chat/completions", self.request_body(request, dialect))
         except ProviderError as exc:
             raise self.refused(exc, dialect) from None
+        return self.completion_from(data, request, dialect, (time.perf_counter() - started) * 1000)
+
+    def completion_from(self, data: Any, request: ChatRequest, dialect: str | None, latency_ms: float = 0.0
+                        ) -> Completion:
+        """A chat.completion body (JSON) as a Completion: the one parse of a reply, on demand or in a batch's
+        output file (executors/batch_openai.py), so both give the same records."""
         try:
             choice = data["choices"][0]
             text = reply_text(choice["message"], dialect)
@@ -173,8 +181,8 @@ class OpenAICompatibleProvider(BaseProvider):
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             raise self.error("transient", f"malformed response from {self.where} (no choices)") from None
         return Completion(text=text, parsed=self.parse_json(text, request), usage=tokens,
-                          finish_reason=choice.get("finish_reason"),
-                          latency_ms=(time.perf_counter() - started) * 1000, model=data.get("model") or None)
+                          finish_reason=choice.get("finish_reason"), latency_ms=latency_ms,
+                          model=data.get("model") or None)
 
     @staticmethod
     def refused(exc: ProviderError, dialect: str | None) -> Exception:
@@ -224,6 +232,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
     supported_parameters = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
     key_env: ClassVar[str | None] = "OPENAI_API_KEY"
     needs_key: ClassVar[bool] = True
+    batch_discount: ClassVar[float] = 0.5  # the Batch API costs half of on-demand (openai.com/api/pricing)
 
     @classmethod
     def status(cls) -> str:  # only the key is needed; base_url (a proxy) is optional
@@ -254,19 +263,13 @@ class OpenAIProvider(OpenAICompatibleProvider):
         started = time.perf_counter()
         try:
             response = await self.client().chat.completions.create(**self.request_body(request, dialect))
-            choice = response.choices[0]
-            text = reply_text(choice.message.model_dump(), dialect)
-            usage = response.usage
+            data = response.model_dump()
         except openai.APIError as exc:
             raise self.refused(self.map_error(exc), dialect) from None
-        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             raise self.error("transient", f"malformed response from {self.where} "
                                           f"({type(exc).__name__})") from None
-        return Completion(
-            text=text, parsed=self.parse_json(text, request),
-            usage=Usage(getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0),
-            finish_reason=choice.finish_reason, latency_ms=(time.perf_counter() - started) * 1000,
-            model=getattr(response, "model", None) or None)
+        return self.completion_from(data, request, dialect, (time.perf_counter() - started) * 1000)
 
     async def list_models(self) -> list[str]:
         import openai
@@ -304,6 +307,7 @@ class CaiiProvider(OpenAICompatibleProvider):
     # NVIDIA NIM takes response_format on recent releases and nvext.guided_json on every one
     structured_chain: ClassVar[tuple[str, ...]] = ("json_schema", "nvext", "json_object", "prompt")
     jwt_path: ClassVar[str] = "/tmp/jwt"
+    batch_backend: ClassVar[str | None] = None  # AI Inference serves chat, not /v1/batches
     key_env: ClassVar[str | None] = "CDP_TOKEN"
     needs_key: ClassVar[bool] = True
 

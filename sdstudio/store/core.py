@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import StoreError
 from ..home import db_path, init_home
 from . import readonly
+from .batches import BatchesMixin
 from .endpoints import EndpointsMixin
 from .jobs import JobsMixin
 from .queries import QueriesMixin
@@ -110,7 +111,7 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-class Store(JobsMixin, QueriesMixin, ReviewsMixin, EndpointsMixin):
+class Store(JobsMixin, QueriesMixin, ReviewsMixin, EndpointsMixin, BatchesMixin):
     """Access to one metadata.db. Safe to share between threads: each thread gets its own connection."""
 
     def __init__(self, path: str | Path, *, read_only: str | None = None):

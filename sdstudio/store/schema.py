@@ -305,7 +305,29 @@ def _m006_output_uri(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE jobs ADD COLUMN output_uri TEXT")
 
 
+# --------------------------------------------------------------------------------------------------
+# 007: provider batches. A job run by the batch executor (executors/batch.py) hands its requests to a provider's
+# batch API (OpenAI Batch, Bedrock batch inference), which answers within a day. Each submitted batch is a row,
+# written the moment it is created, with the request keys it carries (request_ids): a process that dies after submitting
+# (or a re-run days later) picks the batch up instead of paying for it again; ``collected_at`` says its results
+# are in ``records``. ``jobs show`` lists them.
+
+def _m007_batches(conn: sqlite3.Connection) -> None:
+    _run_script(conn, """
+    CREATE TABLE batches (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id INTEGER NOT NULL, part INTEGER NOT NULL, backend TEXT NOT NULL,
+        remote_id TEXT, input_file_id TEXT, output_file_id TEXT, error_file_id TEXT,
+        requests INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,
+        completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+        request_ids TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        collected_at TEXT, error TEXT,
+        UNIQUE (job_id, part)
+    );
+    CREATE INDEX batches_by_job ON batches(job_id)""")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_one_job_table, _m003_export_files,
                                                          _m004_requests_and_attempts, _m005_notes_and_endpoints,
-                                                         _m006_output_uri]
+                                                         _m006_output_uri, _m007_batches]
 SCHEMA_VERSION = len(MIGRATIONS)
