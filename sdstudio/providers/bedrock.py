@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 from ..config import ModelSpec
 from ..errors import ConfigError
@@ -56,6 +56,9 @@ class BedrockProvider(BaseProvider):
     # output on models with tool use; the others get the schema in the prompt
     structured_chain = ("tool", "prompt")
     structured_dialects = frozenset(structured_chain)
+    # batch inference (CreateModelInvocationJob): S3 in, S3 out, about half the on-demand price (README)
+    batch_backend: ClassVar[str | None] = "sdstudio.executors.batch_bedrock:BedrockBatch"
+    batch_discount: ClassVar[float] = 0.5  # "50% lower price than on-demand" for the models batch inference serves
     ui_fields = ("model", "region")
     key_env = None  # credentials come from the AWS chain (env, profile, role), never from api_key_env
     secret_env = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK",
@@ -220,6 +223,12 @@ class BedrockProvider(BaseProvider):
             if dialect and rejects(dialect, exc.status, str(exc)):
                 raise DialectRejected(exc) from None
             raise
+        return self.completion_from(response, request, dialect, latency_ms)
+
+    def completion_from(self, response: dict[str, Any], request: ChatRequest, dialect: str | None,
+                        latency_ms: float = 0.0) -> Completion:
+        """The Completion of a Converse response body: the on-demand reply, and a batch job's ``modelOutput``
+        (a Converse-type job writes the same body), so both give the handler the same text, usage and parse."""
         content = response.get("output", {}).get("message", {}).get("content", [])
         tool_input = next((block["toolUse"].get("input") for block in content if "toolUse" in block), None)
         if dialect == "tool" and tool_input is not None:

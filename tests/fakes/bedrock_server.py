@@ -10,6 +10,9 @@ the way botocore's rest-json parser reads them: the code in the ``x-amzn-ErrorTy
 ``Code:http://internal...``; botocore keeps the part before ``:``) and ``{"message": ...}`` in the body,
 so the client raises ``ClientError`` with ``Error.Code`` = the code and ``Error.Message`` = the message.
 
+With ``server.batch = FakeBedrockBatch(...)`` (bedrock_batch.py) it also serves CreateModelInvocationJob,
+GetModelInvocationJob and StopModelInvocationJob (``/model-invocation-job...``).
+
 Converse speaks ``toolConfig``: a request that offers tools is answered with a ``toolUse`` block whose input
 follows the chosen tool's ``inputSchema`` (``stopReason: "tool_use"``), on models that support tool use; others
 answer 400 ValidationException as Bedrock does, and ``toolChoice.tool`` is refused outside the families that
@@ -169,6 +172,7 @@ class FakeBedrockServer:
         self.script: deque[Fault] = deque()  # one fault per request, in order
         self.sticky: Fault | None = None  # a fault for every request after the script runs out
         self.requests: list[dict[str, Any]] = []  # every request: operation, model_id, headers, query, body
+        self.batch: Any = None  # a bedrock_batch.FakeBedrockBatch serves the model invocation job routes
         self._port = port
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -240,6 +244,35 @@ class FakeBedrockServer:
             self._httpd = None
 
 
+def converse_response(fake: "FakeBedrockServer", body: dict[str, Any]) -> dict[str, Any]:
+    """The Converse response body the fake answers ``body`` with (also a batch job's modelOutput: bedrock_batch.py)."""
+    reply = fake.reply(body)
+    words = reply.split(" ")
+    max_tokens = body.get("inferenceConfig", {}).get("maxTokens") or len(words)
+    stop = "max_tokens" if len(words) > max_tokens else "end_turn"
+    text = " ".join(words[:max_tokens])
+    content: list[dict[str, Any]] = [{"text": text}]
+    tool = chosen_tool(body)
+    try:
+        tool_input = json.loads(reply) if tool is not None else None
+    except json.JSONDecodeError:
+        tool_input = None  # a reply that is no JSON object: the model answered in prose instead
+    if isinstance(tool_input, dict):
+        # a tool input cut at maxTokens never closed: Bedrock hands back no usable input
+        tool_input, stop = ({}, stop) if stop == "max_tokens" else (tool_input, "tool_use")
+        content = [{"toolUse": {"toolUseId": f"tooluse_{digest(reply)}", "name": tool.get("name"),
+                                "input": tool_input}}]
+    prompt = [b.get("text", "") for b in body.get("system", [])] + [
+        b.get("text", "") for m in body.get("messages", []) for b in m.get("content", [])]
+    tokens_in = sum(len(t.split()) for t in prompt)
+    tokens_out = min(len(words), max_tokens)
+    return {"output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": stop,
+            "usage": {"inputTokens": tokens_in, "outputTokens": tokens_out,
+                      "totalTokens": tokens_in + tokens_out},
+            "metrics": {"latencyMs": int(fake.latency * 1000)}}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a "slow" request must not hold up stop()
@@ -276,6 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
             operation, model_id = "ListFoundationModels", None
         elif self.command == "GET" and parsed.path == "/inference-profiles":
             operation, model_id = "ListInferenceProfiles", None
+        elif fake.batch is not None and parts[1:2] == ["model-invocation-job"]:
+            operation, model_id = fake.batch.operation(self.command, parts), None
         else:
             operation, model_id = None, None
         body = json.loads(raw) if raw else None
@@ -302,7 +337,10 @@ class _Handler(BaseHTTPRequestHandler):
         if operation == "Converse":
             if (refusal := fake.tool_refusal(model_id, body or {})) is not None:
                 return self._error(400, "ValidationException", refusal)
-            return self._send(200, self._converse(body or {}))
+            return self._send(200, converse_response(fake, body or {}))
+        if fake.batch is not None and operation in fake.batch.OPERATIONS:
+            status, payload, code = fake.batch.handle(operation, parts, body or {})
+            return self._error(status, code, payload["message"]) if code else self._send(status, payload)
         if operation == "ListFoundationModels":
             return self._send(200, {"modelSummaries": fake.foundation_models})
         start = int(query.get("nextToken") or 0)
@@ -311,33 +349,6 @@ class _Handler(BaseHTTPRequestHandler):
         if end < len(fake.inference_profiles):
             page["nextToken"] = str(end)
         return self._send(200, page)
-
-    def _converse(self, body: dict[str, Any]) -> dict[str, Any]:
-        reply = self.fake.reply(body)
-        words = reply.split(" ")
-        max_tokens = body.get("inferenceConfig", {}).get("maxTokens") or len(words)
-        stop = "max_tokens" if len(words) > max_tokens else "end_turn"
-        text = " ".join(words[:max_tokens])
-        content: list[dict[str, Any]] = [{"text": text}]
-        tool = chosen_tool(body)
-        try:
-            tool_input = json.loads(reply) if tool is not None else None
-        except json.JSONDecodeError:
-            tool_input = None  # a reply that is no JSON object: the model answered in prose instead
-        if isinstance(tool_input, dict):
-            # a tool input cut at maxTokens never closed: Bedrock hands back no usable input
-            tool_input, stop = ({}, stop) if stop == "max_tokens" else (tool_input, "tool_use")
-            content = [{"toolUse": {"toolUseId": f"tooluse_{digest(reply)}", "name": tool.get("name"),
-                                    "input": tool_input}}]
-        prompt = [b.get("text", "") for b in body.get("system", [])] + [
-            b.get("text", "") for m in body.get("messages", []) for b in m.get("content", [])]
-        tokens_in = sum(len(t.split()) for t in prompt)
-        tokens_out = min(len(words), max_tokens)
-        return {"output": {"message": {"role": "assistant", "content": content}},
-                "stopReason": stop,
-                "usage": {"inputTokens": tokens_in, "outputTokens": tokens_out,
-                          "totalTokens": tokens_in + tokens_out},
-                "metrics": {"latencyMs": int(self.fake.latency * 1000)}}
 
     def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         extra = {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
