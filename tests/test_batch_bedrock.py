@@ -213,3 +213,154 @@ def test_a_job_below_the_minimum_fails_at_validation_in_the_fake(provider, batch
     arn = submit(backend, requests(5))
     state = backend.poll(arn)
     assert state.state == "failed" and "minimum number of records" in state.error
+
+
+# -- through the batch executor: `sdstudio generate --executor batch` with provider bedrock ---------------------------
+
+TOPICS = [f"Topic number {i:03d}" for i in range(240)]
+
+
+def cli(home, server, topics: int, *extra: str) -> list[str]:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "topics.txt").write_text("\n".join(TOPICS[:topics]) + "\n")
+    return ["generate", "--provider", "bedrock", "--model", HAIKU, "--base-url", server.url, "--region", "us-east-1",
+            "--topics-file", str(home / "topics.txt"), "--per-topic", "1", "--concurrency", "8", "--home", str(home),
+            *extra]
+
+
+BATCH = ("--executor", "batch", "--batch-bucket", BUCKET, "--batch-prefix", "runs", "--batch-role-arn", ROLE,
+         "--batch-poll-s", "0.02")
+
+
+def records(home) -> list[dict]:
+    from sdstudio.store import Store
+
+    return sorted(Store.open(home).records("generation", 1), key=lambda r: r["item_key"])
+
+
+def same(rows: list[dict]) -> list[tuple]:
+    """What a record says, apart from tokens in (the schema in the prompt counts) and cost (the batch price)."""
+    return [(r["item_key"], r["status"], json.dumps(r["output"], sort_keys=True), r["tokens_out"]) for r in rows]
+
+
+def input_record_ids(s3, job) -> list[str]:
+    uri = job.request["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return [json.loads(x)["recordId"] for x in s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()]
+
+
+def test_a_generation_through_batch_gives_the_on_demand_records_at_the_batch_price(tmp_path, server, batch):
+    from sdstudio.cli import main
+    from sdstudio.pricing import price_for
+
+    assert main(cli(tmp_path / "local", server, 120)) == 0
+    on_demand_calls = len(server.converse_requests())
+    assert main(cli(tmp_path / "batch", server, 120, *BATCH)) == 0
+    local, batched = records(tmp_path / "local"), records(tmp_path / "batch")
+    assert len(local) == 120 and same(batched) == same(local)
+    assert len(batch.created) == 1 and len(server.converse_requests()) == on_demand_calls + 1  # the dialect probe
+    [job] = batch.jobs.values()
+    price = price_for(HAIKU)
+    in_batch = [r for r in batched if r["request_key"] in set(input_record_ids(batch.s3, job))]
+    assert len(in_batch) == 119
+    for row in in_batch[:5]:
+        assert row["cost_usd"] == pytest.approx(price.cost(row["tokens_in"], row["tokens_out"]) / 2)
+
+
+def test_a_killed_run_resumes_its_submitted_job_without_submitting_again(tmp_path, server, batch):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from sdstudio.cli import main
+    from sdstudio.store import Store
+
+    home = tmp_path / "home"
+    batch.hold = True
+    proc = subprocess.Popen([sys.executable, "-m", "sdstudio.cli", *cli(home, server, 110, *BATCH), "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 90
+        while not any(row["remote_id"] for row in (Store.open(home).job_batches(1) if (home / "metadata.db").exists()
+                                                   else [])):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert len(batch.created) == 1
+    batch.hold = False
+    assert main(cli(home, server, 110, *BATCH, "--resume", "1")) == 0
+    assert len(batch.created) == 1
+    assert {r["status"] for r in records(home)} == {"ok"} and len(records(home)) == 110
+
+
+def test_failed_lines_fail_for_good_or_are_asked_again_on_demand(tmp_path, server, batch):
+    from sdstudio.cli import main
+
+    batch.plan(errors=3)  # 400: the request itself is refused; asking again cannot help
+    assert main(cli(tmp_path / "a", server, 110, *BATCH)) == 0
+    failed = [r for r in records(tmp_path / "a") if r["status"] == "failed"]
+    assert len(failed) == 3 and all("Malformed input request" in (r["error"] or "") for r in failed)
+    before = len(server.converse_requests())
+    batch.plan(errors=4, error_code=500, error_message="Internal server error")
+    # another home's job 1 under the same prefix would be the same files and the same job (idempotent submit)
+    assert main(cli(tmp_path / "b", server, 110, *BATCH, "--batch-prefix", "other-home")) == 0
+    assert {r["status"] for r in records(tmp_path / "b")} == {"ok"}
+    assert len(server.converse_requests()) - before == 1 + 4  # the probe, then the four lines on demand
+
+
+def test_an_expired_job_submits_again_only_what_it_left_unanswered(tmp_path, server, batch):
+    from sdstudio.cli import main
+
+    batch.plan(end="Expired", answered=100)
+    assert main(cli(tmp_path, server, 221, *BATCH)) == 0
+    first, second = (batch.jobs[i] for i in batch.created)
+    asked_first = input_record_ids(batch.s3, first)
+    assert first.status == "Expired" and second.status == "Completed" and len(asked_first) == 220
+    assert input_record_ids(batch.s3, second) == asked_first[100:]
+    assert len(records(tmp_path)) == 221 and {r["status"] for r in records(tmp_path)} == {"ok"}
+
+
+def test_a_malformed_result_line_fails_only_its_item(tmp_path, server, batch):
+    from sdstudio.cli import main
+
+    batch.plan(malformed=1)
+    assert main(cli(tmp_path, server, 110, *BATCH)) == 0
+    failed = [r for r in records(tmp_path) if r["status"] == "failed"]
+    assert len(failed) == 1 and "malformed line" in failed[0]["error"]
+    assert sum(r["status"] == "ok" for r in records(tmp_path)) == 109
+
+
+def test_jobs_cancel_stops_the_running_bedrock_job(tmp_path, server, batch, capsys):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from sdstudio.cli import main
+    from sdstudio.store import Store
+
+    home = tmp_path / "home"
+    batch.hold = True
+    proc = subprocess.Popen([sys.executable, "-m", "sdstudio.cli", *cli(home, server, 110, *BATCH), "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 90
+        while not any(row["remote_id"] for row in (Store.open(home).job_batches(1) if (home / "metadata.db").exists()
+                                                   else [])):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert main(["jobs", "cancel", "1", "--home", str(home), "--json"]) == 0
+        [job] = batch.jobs.values()
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cancelled"] == [job.arn]
+        proc.wait(60)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert job.status == "Stopped" and "StopModelInvocationJob" in [r["operation"] for r in server.requests]
+    [row] = Store.open(home).job_batches(1)
+    assert row["state"] == "cancelled"

@@ -85,6 +85,7 @@ class FakeBedrockBatch:
         self.jobs: dict[str, Job] = {}
         self.created: list[str] = []  # the job id of every job created (a repeated token adds none)
         self.plans: deque[JobPlan] = deque()
+        self.hold = False  # while True, a running job stays InProgress (a test kills or cancels its client meanwhile)
         self._lock = threading.Lock()
         self.s3 = boto3.session.Session(aws_access_key_id="fake", aws_secret_access_key="fake",
                                         region_name=REGION).client("s3", endpoint_url=s3_url)
@@ -157,6 +158,9 @@ class FakeBedrockBatch:
         if job.step < len(job.plan.steps):
             job.status = job.plan.steps[job.step]
             job.step += 1
+            return None
+        if self.hold:
+            job.status = "InProgress"
             return None
         if job.plan.end == "Failed":
             job.status, job.message, job.ended = "Failed", job.plan.message, time.time()
