@@ -64,6 +64,8 @@ NAME_EXCEPTIONS = {
     ("sdstudio/executors/__init__.py", "local"): 1,  # an executor's name (the in-process engine), not a provider
     ("sdstudio/datacard.py", "openai"): 1,
     ("sdstudio/executors/spark.py", "local"): 1,  # a partition runs the in-process executor
+    ("sdstudio/executors/batch_openai.py", "openai"): 1,  # the batch backend's name (a batches row's backend)
+    ("sdstudio/executors/batch_bedrock.py", "bedrock"): 2,  # the batch backend's name and its provider's
     ("sdstudio/executors/spark_session.py", "local"): 3,  # Spark's local[N] masters
     ("sdstudio/ui/run_settings.py", "local"): 1,  # the in-process executor's name in the Run on picker  # a Hugging Face dataset tag of the openai-chat export style
 }

@@ -46,7 +46,14 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """What every job-running subcommand takes besides the model flags."""
     parser.add_argument("--wait", action="store_true",
                         help="when the job is already running in another process, wait for it instead of stopping")
-    parser.add_argument("--executor", help="where the requests run: local (default) or spark (docs/spark.md)")
+    parser.add_argument("--executor", help="where the requests run: local (default), spark (docs/spark.md), or batch "
+                        "(the provider's batch API: about half price, answers within 24 h; README 'Batch APIs')")
+    parser.add_argument("--batch-poll-s", type=float, metavar="S",
+                        help="batch executor: seconds between status polls at first (default 30, backing off)")
+    parser.add_argument("--batch-bucket", metavar="BUCKET", help="batch executor on Bedrock: the S3 bucket of its files")
+    parser.add_argument("--batch-prefix", metavar="PREFIX", help="batch executor on Bedrock: the S3 key prefix")
+    parser.add_argument("--batch-role-arn", metavar="ARN",
+                        help="batch executor on Bedrock: the IAM role Bedrock assumes to read and write the bucket")
     parser.add_argument("--spark-master", metavar="URL",
                         help="Spark master when no Spark session is running (default local[2]; yarn, k8s://...)")
     parser.add_argument("--partitions", type=int, metavar="N",
@@ -72,7 +79,9 @@ def apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str,
                               ("max_tokens", params, "max_tokens"), ("concurrency", run, "concurrency"),
                               ("rpm", run, "rpm"), ("max_failed_ratio", run, "max_failed_ratio"),
                               ("executor", run, "executor"), ("spark_master", run, "spark_master"),
-                              ("partitions", run, "partitions"), ("output_uri", run, "output_uri")):
+                              ("partitions", run, "partitions"), ("output_uri", run, "output_uri"),
+                              ("batch_poll_s", run, "batch_poll_s"), ("batch_bucket", run, "batch_bucket"),
+                              ("batch_prefix", run, "batch_prefix"), ("batch_role_arn", run, "batch_role_arn")):
         value = getattr(args, flag, None)
         if value is not None:
             target[key] = value
@@ -118,8 +127,19 @@ def build_config(model_cls: Any, data: dict[str, Any], label: str, args: argpars
     from ..config import _validate, parse_job
 
     if getattr(args, "resume", None) is not None and not getattr(args, "config", None):
-        return _validate(model_cls, data, label)
-    return parse_job(model_cls, data, label, getattr(args, "home", None))
+        config = _validate(model_cls, data, label)
+    else:
+        config = parse_job(model_cls, data, label, getattr(args, "home", None))
+    run = getattr(config, "run", None)
+    if run is not None and run.executor == "batch":
+        from ..executors.batch import check_batchable
+
+        for spec in (getattr(config, "model", None), getattr(config, "judge", None)):
+            if spec is not None:
+                check_batchable(spec.provider)  # one line now, not a job opened and failed
+    if args is not None:
+        args.job_config = config  # the preview prices it at the batch rate too (show_preview)
+    return config
 
 
 # -- progress and results -------------------------------------------------------------------------
@@ -174,16 +194,43 @@ def show_preview(shown: Any, args: argparse.Namespace, first: str, job: str, pro
     """``--dry-run``: the first prompt on stdout and the estimate on stderr (``--json``: the preview
     object instead). ``first`` names the first request, ``job`` sums up what the job sends."""
     if args.json:
-        print(json.dumps(shown.to_json(), ensure_ascii=False))
+        data = shown.to_json()
+        batch = batch_estimate(shown, getattr(args, "job_config", None))
+        if batch is not None:
+            data["est_batch_cost_usd"] = round(batch, 6)
+        print(json.dumps(data, ensure_ascii=False))
         return EXIT_OK
     print(shown.prompt if prompt is None else prompt)
     tokens = ""
     if hasattr(shown, "prompt_tokens"):
         tokens = f": {'' if getattr(shown, 'exact_tokens', False) else '~'}{shown.prompt_tokens} tokens"
     cost = f"${shown.est_cost_usd:.4f}" if shown.price_known else "unknown (no price for a model)"
+    batch = batch_estimate(shown, getattr(args, "job_config", None))
+    if batch is not None and shown.price_known:
+        cost += f" on demand, ${batch:.4f} through the batch API"
     print(f"\n--- {first}{tokens}; job: {job}, ~{shown.est_tokens_in} tokens in, ~{shown.est_tokens_out} out, "
           f"cost {cost}", file=sys.stderr)
     return EXIT_OK
+
+
+def batch_estimate(shown: Any, config: Any) -> float | None:
+    """The estimate at the batch price when the job runs on the batch executor (None otherwise): the on-demand
+    estimate scaled by the model's batch/on-demand price ratio for these tokens (pricing.py says which)."""
+    run, spec = getattr(config, "run", None), getattr(config, "model", None)
+    if run is None or run.executor != "batch" or spec is None:
+        return None
+    from ..errors import SdstudioError
+    from ..pricing import batch_price
+    from ..providers import price, provider_class
+
+    try:
+        on_demand = price(spec)
+    except SdstudioError:  # the preview itself says what is wrong with the model
+        return None
+    at_batch = batch_price(on_demand, provider_class(spec.provider))
+    full = on_demand.cost(shown.est_tokens_in, shown.est_tokens_out)
+    ratio = at_batch.cost(shown.est_tokens_in, shown.est_tokens_out) / full if full else 1.0
+    return shown.est_cost_usd * ratio
 
 
 def run_with_progress(job: Any, args: argparse.Namespace, max_failed_ratio: float) -> int:

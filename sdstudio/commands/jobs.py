@@ -1,4 +1,5 @@
-"""``sdstudio jobs``: the job history (``jobs show ID`` for one job, its config and record counts)."""
+"""``sdstudio jobs``: the job history (``jobs show ID`` for one job, its config, record counts and provider batches;
+``jobs cancel ID`` cancels a batch job's submitted batches at the provider, from any process)."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,8 @@ from .common import EXIT_OK, add_output_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    jobs = sub.add_parser("jobs", help="list jobs, or `jobs show ID`")
-    jobs.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    jobs = sub.add_parser("jobs", help="list jobs, `jobs show ID`, or `jobs cancel ID` (a batch job's batches)")
+    jobs.add_argument("action", nargs="?", choices=("list", "show", "cancel"), default="list")
     jobs.add_argument("id", nargs="?", type=int)
     jobs.add_argument("--kind", help="only jobs of this kind (generation, documents, workflow, alignment, "
                       "candidates, evaluation, export; generation/evaluation/export list the seed's table)")
@@ -24,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from ..store import Store
 
     store = Store.open(args.home)
+    if args.action == "cancel":
+        return cancel(store, args)
     if args.action == "show":
         if args.id is None:
             raise ConfigError("`sdstudio jobs show` needs a job id")
@@ -33,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
             row["records"] = store.count_records(family, args.id)
         row["children"] = [child["id"] for child in store.child_jobs(args.id)]
         row["notes"] = store.get_job(None, args.id).get("notes") or []  # e.g. the structured-output dialect used
+        from ..executors.batch import job_batches
+
+        batches = job_batches(store, args.id)  # a batch job's provider batches and their states
+        if batches:
+            row["batches"] = batches
         row = masked(row)
         print(json.dumps(row, ensure_ascii=False, indent=None if args.json else 2, default=str))
         return EXIT_OK
@@ -51,6 +59,23 @@ def run(args: argparse.Namespace) -> int:
         print(frame[columns].to_string(index=False))
     return EXIT_OK
 
+
+
+def cancel(store: Any, args: argparse.Namespace) -> int:
+    """Cancel the job's batches still running at the provider; a run polling them ends cancelled, and a resume
+    submits again only what they left unanswered."""
+    from ..executors.batch import cancel_job_batches
+
+    if args.id is None:
+        raise ConfigError("`sdstudio jobs cancel` needs a job id")
+    store.require_writable()
+    cancelled = cancel_job_batches(store, args.id)
+    if args.json:
+        print(json.dumps({"job_id": args.id, "cancelled": cancelled}))
+    else:
+        what = ", ".join(cancelled) if cancelled else "none was still running"
+        print(f"sdstudio: job {args.id}: batches cancelled: {what}", file=sys.stderr)
+    return EXIT_OK
 
 
 URL_FIELDS = frozenset({"base_url", "hf_endpoint"})

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..engine import FLUSH_ROWS, Engine, Handler, InvalidOutput, Progress, RunResult, WorkItem, default_handler
+from ..config import RunSettings
 from ..errors import ConfigError
 from ..pricing import batch_price
 from ..providers.base import ChatRequest, Completion, ProviderError
@@ -42,6 +43,7 @@ from ..store import Record, utcnow
 FINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
 BATCH_RETRY_ROUNDS = 2  # follow-up batches for failed lines (batch_retry: batch) before those items fail
 BACKOFF = 1.5
+ON_DEMAND = RunSettings.model_fields["executor"].default  # the in-process engine: retries and the dialect probe
 
 
 @dataclass
@@ -287,6 +289,7 @@ class BatchExecutor(Engine):
                 if key not in keys or key in answered:  # not ours (another round's), or a repeated line
                     continue
                 answered.add(key)
+                self.progress.attempts += 1  # a line the provider answered or failed: a call it got
                 item = self._items[key]
                 if isinstance(outcome, Completion):
                     self._take_reply(item, outcome)
@@ -350,10 +353,10 @@ class BatchExecutor(Engine):
             self._report()
 
         engine = Engine(self.provider, self.store, self.job_kind, self.job_id,
-                        self.settings.model_copy(update={"executor": "local"}), price=self.on_demand_price,
+                        self.settings.model_copy(update={"executor": ON_DEMAND}), price=self.on_demand_price,
                         on_progress=merged, **self._options)
         try:
-            result = engine.run(items)
+            result = engine.run(items, self._handler)
         finally:
             self.progress = joined(base, engine.progress)
         self._placed.update(item.key for item in items)
