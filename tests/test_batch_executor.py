@@ -253,3 +253,28 @@ def test_provider_openai_runs_its_batches_through_the_official_client_at_half_pr
     batch_rows = [r for r in rows if r["tokens_in"] and r["request_key"] in {line["custom_id"] for line in server.batch_lines}]
     assert batch_rows and all(r["cost_usd"] == pytest.approx((r["tokens_in"] + 2 * r["tokens_out"]) / 2e6)
                               for r in batch_rows)
+
+
+def test_a_batch_refused_whole_has_its_requests_asked_on_demand(batch_server, priced_home, capsys):
+    batch_server.outcomes.append("failed")
+    assert main(generate(batch_server)) == 0
+    assert batch_server.creates == 1 and len(batch_server.requests) == len(TOPICS)
+    assert len(records(priced_home)) == 15 and all(r["status"] == "ok" for r in records(priced_home))
+    [batch] = job_show(priced_home, 1, capsys)["batches"]
+    assert batch["state"] == "failed" and "failed validation" in batch["error"]
+
+
+def test_requests_are_split_into_parts_the_provider_takes(batch_server, priced_home, monkeypatch):
+    from sdstudio.executors.batch_openai import OpenAIBatch
+
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 2)
+    assert main(generate(batch_server, topics=[*TOPICS, "Queues", "Stacks"])) == 0
+    sizes = [batch["request_counts"]["total"] for batch in batch_server.batches.values()]
+    assert sizes == [2, 2, 1] and len(records(priced_home)) == 25
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 50_000)
+    longest = max(len(json.dumps(line).encode()) for line in batch_server.batch_lines) + 100
+    monkeypatch.setattr(OpenAIBatch, "max_bytes", longest * 2)  # two lines a file
+    assert main(generate(batch_server, topics=[f"{t} again" for t in (*TOPICS, "Queues", "Stacks")])) == 0
+    files = [batch_server.files[b["input_file_id"]] for b in list(batch_server.batches.values())[3:]]
+    assert [data.count(b"\n") for data in files] == [2, 2, 1]
+    assert all(len(data) <= longest * 2 for data in files)

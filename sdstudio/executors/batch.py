@@ -138,6 +138,9 @@ class BatchExecutor(Engine):
         finally:
             self._flush_now()
             self._writer.shutdown(wait=True)
+            close = getattr(self.backend, "close", None)
+            if close is not None:
+                close()
             self._report(force=True)
         if self._store_error is not None:
             raise self._store_error
@@ -426,13 +429,18 @@ def cancel_job_batches(store: Any, job_id: int) -> list[str]:
     provider = get_provider(ModelSpec.model_validate(config.get("model") or {}))
     backend = backend_for(provider, RunSettings.model_validate(config.get("run") or {}))
     cancelled = []
-    for row in store.open_batches(job_id):
-        if row["remote_id"] is None or row["state"] in FINAL_STATES:
-            continue
-        backend.cancel(row["remote_id"])
-        state = backend.poll(row["remote_id"])
-        store.update_batch(row["id"], state=state.state, completed=state.completed, failed=state.failed)
-        cancelled.append(row["remote_id"])
+    try:
+        for row in store.open_batches(job_id):
+            if row["remote_id"] is None or row["state"] in FINAL_STATES:
+                continue
+            backend.cancel(row["remote_id"])
+            state = backend.poll(row["remote_id"])
+            store.update_batch(row["id"], state=state.state, completed=state.completed, failed=state.failed)
+            cancelled.append(row["remote_id"])
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
     return cancelled
 
 

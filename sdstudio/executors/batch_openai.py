@@ -83,6 +83,10 @@ class OpenAIBatch:
     def cancel(self, batch_id: str) -> None:
         self.transport.cancel(batch_id)
 
+    def close(self) -> None:
+        """The transport's connections (the executor calls it when the run ends)."""
+        self.transport.client.close()
+
     # -- one result line ---------------------------------------------------------------------------
     def _outcome(self, raw: str, where: str) -> tuple[str, Completion | ProviderError] | None:
         """(custom_id, the reply's Completion or the line's error); None for a line naming no request."""
