@@ -97,7 +97,8 @@ class BedrockBatch:
         with the job it already made."""
         if not self.min_requests <= len(lines) <= self.max_requests:
             raise self.provider.error("bad_request", f"a Bedrock batch job takes {self.min_requests} to "
-                                      f"{self.max_requests} records (service quotas); this part has {len(lines)}")
+                                      f"{self.max_requests} records (service quotas); this part has {len(lines)}: "
+                                      "ask fewer on demand (--executor local, with --resume ID to finish a job)")
         data = "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines).encode()
         if len(data) > self.max_bytes:
             raise self.provider.error("bad_request", f"a Bedrock batch input file takes at most {self.max_bytes} "
