@@ -182,6 +182,8 @@ def test_stop_cancels_and_keeps_what_was_answered(provider, batch):
     assert batch.job(arn).status == "Stopping" and backend.poll(arn).state == "cancelled"
     assert len(list(backend.results(arn))) == 10
     backend.cancel(arn)  # an ended job: nothing to stop, no error
+    backend.close()
+    assert backend.poll(arn).state == "cancelled" and len(list(backend.results(arn))) == 10  # S3 opened again
 
 
 def test_malformed_output_lines_fail_their_record_and_a_line_without_one_is_skipped(provider, batch, caplog):

@@ -156,6 +156,13 @@ class BedrockBatch:
             if job.get("status") not in TERMINAL | {"Stopping"}:
                 raise
 
+    def close(self) -> None:
+        """Close the S3 client (the Bedrock one is the provider's, closed with it)."""
+        with self._lock:
+            s3, self._s3 = self._s3, None
+        if s3 is not None:
+            s3.close()
+
     # -- one output line ----------------------------------------------------------------------------
     def _record(self, text: str, where: str) -> Iterator[tuple[str, Completion | ProviderError]]:
         try:
