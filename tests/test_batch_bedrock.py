@@ -219,7 +219,7 @@ def test_a_job_below_the_minimum_fails_at_validation_in_the_fake(provider, batch
 
 # -- through the batch executor: `sdstudio generate --executor batch` with provider bedrock ---------------------------
 
-TOPICS = [f"Topic number {i:03d}" for i in range(240)]
+TOPICS = [f"Topic number {i:04d}" for i in range(2000)]
 
 
 def cli(home, server, topics: int, *extra: str) -> list[str]:
@@ -267,6 +267,20 @@ def test_a_generation_through_batch_gives_the_on_demand_records_at_the_batch_pri
     assert len(in_batch) == 119
     for row in in_batch[:5]:
         assert row["cost_usd"] == pytest.approx(price.cost(row["tokens_in"], row["tokens_out"]) / 2)
+
+
+def test_two_thousand_items_in_one_bedrock_job_all_accounted_for_at_the_batch_price(tmp_path, server, batch):
+    from sdstudio.cli import main
+    from sdstudio.pricing import price_for
+
+    assert main(cli(tmp_path, server, 2000, *BATCH, "--json")) == 0
+    rows = records(tmp_path)
+    assert len(rows) == 2000 and {r["status"] for r in rows} == {"ok"}
+    assert len(batch.created) == 1 and len(input_record_ids(batch.s3, batch.jobs[batch.created[0]])) == 1999
+    price = price_for(HAIKU)
+    batched = sum(r["cost_usd"] for r in rows)
+    on_demand = sum(price.cost(r["tokens_in"], r["tokens_out"]) for r in rows)
+    assert on_demand / 2 <= batched < on_demand / 2 + price.cost(2000, 2000)  # half, but for the one probe
 
 
 def test_a_killed_run_resumes_its_submitted_job_without_submitting_again(tmp_path, server, batch):
