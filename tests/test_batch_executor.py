@@ -103,8 +103,13 @@ def test_a_process_killed_after_submitting_resumes_its_batch_without_submitting_
     finally:
         proc.wait(30)
     assert records(priced_home) == []  # nothing answered yet
+    from sdstudio.executors.batch import awaiting_results
+
+    store = Store.open(priced_home)
+    assert awaiting_results(store, 1)  # what the job page asks when it opens: resume, and the run polls
     batch_server.held = False
-    assert main(generate(batch_server)) == 0
+    assert main(generate(batch_server)) == 0  # the same command again
+    assert not awaiting_results(store, 1)
     assert batch_server.creates == 1 and len(batch_server.requests) == 0
     assert len(records(priced_home)) == 15 and all(r["status"] == "ok" for r in records(priced_home))
 
@@ -176,7 +181,10 @@ def test_cancel_during_a_run_cancels_the_submitted_batch_and_a_resume_submits_it
     store = Store.open(priced_home)
     [row] = store.job_batches(1)
     assert row["state"] in ("cancelling", "cancelled") and row["collected_at"] is None
-    assert GenerationRun(config).run().status == "done"  # the cancelled batch read, its requests submitted again
+    from sdstudio.resume import resume_job
+
+    result = resume_job(1)  # the job page's Resume: the cancelled batch read, its requests submitted again
+    assert result.status == "done" and result.resumed
     assert batch_server.creates == 2 and len(records(priced_home)) == 15
 
 

@@ -132,7 +132,7 @@ def build_config(model_cls: Any, data: dict[str, Any], label: str, args: argpars
         config = parse_job(model_cls, data, label, getattr(args, "home", None))
     run = getattr(config, "run", None)
     if run is not None and run.executor == "batch":
-        from ..executors.batch import check_batchable
+        from ..executors.batch_backend import check_batchable
 
         for spec in (getattr(config, "model", None), getattr(config, "judge", None)):
             if spec is not None:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             row["records"] = store.count_records(family, args.id)
         row["children"] = [child["id"] for child in store.child_jobs(args.id)]
         row["notes"] = store.get_job(None, args.id).get("notes") or []  # e.g. the structured-output dialect used
-        from ..executors.batch import job_batches
+        from ..executors.batch_jobs import job_batches
 
         batches = job_batches(store, args.id)  # a batch job's provider batches and their states
         if batches:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 def cancel(store: Any, args: argparse.Namespace) -> int:
     """Cancel the job's batches still running at the provider; a run polling them ends cancelled, and a resume
     submits again only what they left unanswered."""
-    from ..executors.batch import cancel_job_batches
+    from ..executors.batch_jobs import cancel_job_batches
 
     if args.id is None:
         raise ConfigError("`sdstudio jobs cancel` needs a job id")

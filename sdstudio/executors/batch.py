@@ -25,76 +25,24 @@ Lifecycle of one ``execute(items, handler)``:
 """
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
-from ..engine import FLUSH_ROWS, Engine, Handler, InvalidOutput, Progress, RunResult, WorkItem, default_handler
 from ..config import RunSettings
-from ..errors import ConfigError
+from ..engine import FLUSH_ROWS, Engine, Handler, InvalidOutput, Progress, RunResult, WorkItem, default_handler
 from ..pricing import batch_price
-from ..providers.base import ChatRequest, Completion, ProviderError
+from ..providers.base import Completion, ProviderError
 from ..stopping import aborted
 from ..store import Record, utcnow
+from .batch_backend import FINAL_STATES, BatchBackend, BatchState, backend_for, check_batchable  # noqa: F401
+from .batch_jobs import awaiting_results, cancel_job_batches, job_batches  # noqa: F401 - re-exported
 
-FINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
 BATCH_RETRY_ROUNDS = 2  # follow-up batches for failed lines (batch_retry: batch) before those items fail
 BACKOFF = 1.5
 ON_DEMAND = RunSettings.model_fields["executor"].default  # the in-process engine: retries and the dialect probe
-
-
-@dataclass
-class BatchState:
-    """What a poll learns. ``state``: validating | in_progress | finalizing | completed | failed | expired |
-    cancelling | cancelled (a backend maps its provider's words onto these). ``files``: the provider's ids or URIs
-    of the batch's ``input``, ``output`` and ``error`` files, kept in metadata.db."""
-
-    state: str
-    completed: int = 0
-    failed: int = 0
-    total: int = 0
-    error: str | None = None
-    files: dict[str, str | None] = field(default_factory=dict)
-
-
-class BatchBackend(Protocol):
-    """One provider's batch API (/work/batch_api.md): built with ``Backend(provider, settings)``."""
-
-    name: str
-    max_requests: int
-    max_bytes: int
-    completion_window_s: float
-
-    def line(self, key: str, request: ChatRequest) -> dict: ...
-    def submit(self, lines: list[dict], *, job_id: int, part: int) -> str: ...
-    def poll(self, batch_id: str) -> BatchState: ...
-    def results(self, batch_id: str) -> Iterator[tuple[str, Completion | ProviderError]]: ...
-    def cancel(self, batch_id: str) -> None: ...
-
-
-def backend_for(provider: Any, settings: Any) -> BatchBackend:
-    """The provider's batch backend; one line when it has none (the local model, CAII)."""
-    path = getattr(type(provider), "batch_backend", None)
-    if not path:
-        raise ConfigError(no_batch_api(provider.name))
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)(provider, settings)
-
-
-def no_batch_api(provider_name: str) -> str:
-    return (f"provider {provider_name} has no batch API; run it with --executor local (batch: openai, "
-            "openai_compatible servers with /v1/batches, bedrock)")
-
-
-def check_batchable(provider_name: str) -> None:
-    """Refuse ``--executor batch`` for a provider without a batch API before any job is opened."""
-    from ..providers import provider_class
-
-    if not getattr(provider_class(provider_name), "batch_backend", None):
-        raise ConfigError(no_batch_api(provider_name))
 
 
 class BatchExecutor(Engine):
@@ -412,37 +360,5 @@ def joined(base: Progress, sub: Progress) -> Progress:
     return summed
 
 
-def job_batches(store: Any, job_id: int) -> list[dict[str, Any]]:
-    """A job's batches as ``jobs show`` and the job page list them: part, backend, remote id, state, counts."""
-    columns = ("part", "backend", "remote_id", "state", "requests", "completed", "failed", "created_at",
-               "updated_at", "collected_at", "error")
-    return [{name: row[name] for name in columns} for row in store.job_batches(job_id)]
-
-
-def cancel_job_batches(store: Any, job_id: int) -> list[str]:
-    """Cancel every batch of ``job_id`` still running at its provider (``sdstudio jobs cancel ID``), from any
-    process: the provider is built from the job's stored config. Returns the remote ids cancelled."""
-    from ..config import ModelSpec, RunSettings
-    from ..providers import get_provider
-
-    config = store.get_job(None, job_id).get("config") or {}
-    provider = get_provider(ModelSpec.model_validate(config.get("model") or {}))
-    backend = backend_for(provider, RunSettings.model_validate(config.get("run") or {}))
-    cancelled = []
-    try:
-        for row in store.open_batches(job_id):
-            if row["remote_id"] is None or row["state"] in FINAL_STATES:
-                continue
-            backend.cancel(row["remote_id"])
-            state = backend.poll(row["remote_id"])
-            store.update_batch(row["id"], state=state.state, completed=state.completed, failed=state.failed)
-            cancelled.append(row["remote_id"])
-    finally:
-        close = getattr(backend, "close", None)
-        if close is not None:
-            close()
-    return cancelled
-
-
-__all__ = ["BatchBackend", "BatchExecutor", "BatchState", "FINAL_STATES", "backend_for", "cancel_job_batches",
-           "check_batchable", "job_batches"]
+__all__ = ["BatchBackend", "BatchExecutor", "BatchState", "FINAL_STATES", "awaiting_results", "backend_for",
+           "cancel_job_batches", "check_batchable", "job_batches"]

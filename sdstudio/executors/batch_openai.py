@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..providers.base import ChatRequest, Completion, ProviderError
-from .batch import BatchState
+from .batch_backend import BatchState
 
 STATES = {"validating": "validating", "in_progress": "in_progress", "finalizing": "finalizing",
           "completed": "completed", "failed": "failed", "expired": "expired", "cancelling": "cancelling",

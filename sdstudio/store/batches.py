@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# states after which a provider changes nothing more about a batch (its output, if any, can be read)
-FINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
 _COLUMNS = ("remote_id", "input_file_id", "output_file_id", "error_file_id", "state", "completed", "failed",
             "error", "collected_at")
 
