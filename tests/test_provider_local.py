@@ -29,6 +29,23 @@ def test_local_model_answers_free_text():
 
 
 @pytest.mark.slow
+def test_a_reply_names_the_gguf_that_answered_whatever_label_the_spec_gave(home):
+    """A model id typed for another provider (the picker's old value, an env var) must not become the lineage of a
+    job the embedded model ran: the reply names the GGUF, and the job records it with a note."""
+    from sdstudio.cli import main
+    from sdstudio.store import Store
+
+    provider = get_provider(ModelSpec(model="fake-model"))
+    completion = asyncio.run(provider.complete(ChatRequest.of("Say hi.", ModelParameters(max_tokens=8, seed=1))))
+    assert completion.model == packaged_model_path().stem
+    assert main(["generate", "--provider", "local", "--model", "fake-model", "--topics", "Stacks", "--per-topic",
+                 "1", "--max-tokens", "64", "--structured-output", "prompt"]) in (0, 1)
+    job = Store.open(home).get_job(None, 1)
+    assert Store.open(home).get_job("generation", 1)["model_id"] == packaged_model_path().stem
+    assert any("asked for model fake-model" in note for note in job["notes"])
+
+
+@pytest.mark.slow
 def test_local_model_output_is_constrained_to_the_schema():
     schema = {"type": "object", "required": ["language", "year"], "additionalProperties": False,
               "properties": {"language": {"type": "string", "maxLength": 30},

@@ -177,7 +177,8 @@ class LocalProvider(BaseProvider):
             # reply is its text in tokens (both as llama.cpp counts them without streaming)
             output_tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
         return Completion(text=text, parsed=self.parse_json(text, request), usage=Usage(input_tokens, output_tokens),
-                          finish_reason=finish_reason, latency_ms=(time.perf_counter() - started) * 1000)
+                          finish_reason=finish_reason, latency_ms=(time.perf_counter() - started) * 1000,
+                          model=self.model_path.stem)  # what answered: the GGUF, whatever name the spec gave it
 
     def _stream(self, llm: Any, kwargs: dict[str, Any], writer: Any, stop: threading.Event | None
                 ) -> tuple[str, str | None, int]:
