@@ -380,3 +380,20 @@ def test_jobs_cancel_stops_the_running_bedrock_job(tmp_path, server, batch, caps
     assert job.status == "Stopped" and "StopModelInvocationJob" in [r["operation"] for r in server.requests]
     [row] = Store.open(home).job_batches(1)
     assert row["state"] == "cancelled"
+
+
+def test_what_is_below_bedrocks_minimum_of_100_records_goes_on_demand_instead_of_stopping_the_run(tmp_path, server,
+                                                                                                 batch):
+    """An expired job that leaves 50 unanswered, and a job of 30: no batch job under 100 records is ever created;
+    those requests are asked on demand and the run finishes with every item ok."""
+    from sdstudio.cli import main
+
+    batch.plan(end="Expired", answered=120)
+    before = len(server.converse_requests())
+    assert main(cli(tmp_path / "expired", server, 171, *BATCH)) == 0
+    assert len(batch.created) == 1  # the 50 left over were too few for a second job
+    assert len(server.converse_requests()) - before == 1 + 50  # the dialect probe, then the 50 on demand
+    assert len(records(tmp_path / "expired")) == 171 and {r["status"] for r in records(tmp_path / "expired")} == {"ok"}
+
+    assert main(cli(tmp_path / "small", server, 30, *BATCH)) == 0
+    assert len(batch.created) == 1 and {r["status"] for r in records(tmp_path / "small")} == {"ok"}

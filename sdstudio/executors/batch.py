@@ -171,9 +171,15 @@ class BatchExecutor(Engine):
             self._on_demand([first])
 
     def _submit(self, keys: list[str]) -> None:
-        """Upload and create batches for ``keys``, in parts the provider takes; each row stored at once."""
+        """Upload and create batches for ``keys``, in parts the provider takes; each row stored at once. A part
+        below the provider's minimum (Bedrock takes no job under 100 records: a small job, the last of an expired
+        batch's unanswered requests, a small retry) is asked on demand instead of refused."""
+        smallest = getattr(self.backend, "min_requests", 1)
         for part in self._parts(keys):
             part_keys = [key for key, _ in part]
+            if len(part_keys) < smallest:
+                self._on_demand([self._items[key] for key in part_keys])
+                continue
             row = self.store.add_batch(self.job_id, self.backend.name, part_keys)
             try:
                 remote = self.backend.submit([line for _, line in part], job_id=self.job_id, part=row["part"])

@@ -17,8 +17,8 @@ the prompt (the "prompt" dialect, the on-demand fallback's own system text).
 
 Quotas (Amazon Bedrock service quotas, their defaults when this was written; they are per model and an account
 may have others, see Service Quotas > Amazon Bedrock > "batch inference"):
-  - Minimum number of records per batch inference job: 100 (``min_requests``; a smaller part is refused here
-    at once instead of failing a day later);
+  - Minimum number of records per batch inference job: 100 (``min_requests``; the executor asks a smaller part on
+    demand, and this backend refuses one at once instead of failing a day later);
   - Records per batch inference job and records per input file: 50,000 (``max_requests``; one file per job);
   - Batch inference input file size: 1 GB (``max_bytes``; the job size quota, 5 GB, is never reached with one
     file per job);
