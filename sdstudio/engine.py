@@ -253,6 +253,7 @@ class Engine:
                     rec.job_kind, rec.job_id = self.job_kind, self.job_id
                     rec.request_key = rec.request_key or item.key
                     rec.latency_ms = rec.latency_ms if rec.latency_ms is not None else completion.latency_ms
+                    rec.reasoning = rec.reasoning or completion.reasoning  # each item of the reply keeps it
                 self._add(records, ok=True)
                 return
             except Cancelled:

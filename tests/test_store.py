@@ -44,7 +44,8 @@ EXPECTED_COLUMNS = {
         "file_hashes", "filters", "files"},
     "records": {
         "id", "job_kind", "job_id", "item_key", "request_key", "topic", "provenance", "input", "output",
-        "status", "error", "raw_text", "tokens_in", "tokens_out", "latency_ms", "created_at", "cost_usd"},
+        "status", "error", "raw_text", "tokens_in", "tokens_out", "latency_ms", "created_at", "cost_usd",
+        "reasoning"},
     "reviews": {"id", "record_id", "reviewer", "verdict", "edited_output", "note", "created_at"},
     "batches": {
         "id", "job_id", "part", "backend", "remote_id", "input_file_id", "output_file_id", "error_file_id",

@@ -292,6 +292,7 @@ class BatchExecutor(Engine):
             rec.job_kind, rec.job_id = self.job_kind, self.job_id
             rec.request_key = rec.request_key or item.key
             rec.latency_ms = rec.latency_ms if rec.latency_ms is not None else completion.latency_ms
+            rec.reasoning = rec.reasoning or completion.reasoning  # as the local engine keeps it
         self._add(records, ok=True)
 
     def _take_error(self, item: WorkItem, error: ProviderError) -> None:

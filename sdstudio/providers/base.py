@@ -82,6 +82,9 @@ class Completion:
     finish_reason: str | None = None
     latency_ms: float = 0.0
     model: str | None = None  # the model the reply says answered (a server may map an alias to a snapshot)
+    # the model's reasoning before its answer, where the provider returns it apart from the text
+    # (``reasoning_content`` of OpenAI-compatible servers, Bedrock's ``reasoningContent`` blocks); None: none given
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,8 @@ class BedrockProvider(BaseProvider):
         usage = response.get("usage", {})
         return Completion(text=text, parsed=parsed,
                           usage=Usage(usage.get("inputTokens", 0), usage.get("outputTokens", 0)),
-                          finish_reason=response.get("stopReason"), latency_ms=latency_ms)
+                          finish_reason=response.get("stopReason"), latency_ms=latency_ms,
+                          reasoning=converse_reasoning(content))
 
     async def list_models(self) -> list[str]:
         """Text-output foundation models plus inference profiles (which many newer models require)."""
@@ -298,3 +299,12 @@ def _retry_after(headers: dict[str, str]) -> float | None:
         except (KeyError, TypeError, ValueError):
             continue
     return None
+
+
+def converse_reasoning(content: list[dict[str, Any]]) -> str | None:
+    """The text of a Converse reply's ``reasoningContent`` blocks (Claude's extended thinking, DeepSeek-R1...),
+    in order; None when it has none. A redacted block (``redactedContent``, encrypted bytes) has no text to keep."""
+    parts = [(block["reasoningContent"].get("reasoningText") or {}).get("text") or ""
+             for block in content if isinstance(block.get("reasoningContent"), dict)]
+    text = "".join(parts)
+    return text if text.strip() else None

@@ -29,6 +29,7 @@ from ..config import ModelSpec
 from ..errors import ConfigError
 from ..urlsecrets import EndpointUrl, reveal
 from .base import BaseProvider, ChatRequest, Completion, ProviderError, Usage
+from .replies import reply_reasoning, reply_text
 from .structured import DIALECTS, DialectRejected, is_validation_error, openai_fields, rejects
 
 CLIENT_TIMEOUT_S = 600.0  # the engine applies the per-request timeout; this only bounds a hung socket
@@ -182,7 +183,7 @@ class OpenAICompatibleProvider(BaseProvider):
             raise self.error("transient", f"malformed response from {self.where} (no choices)") from None
         return Completion(text=text, parsed=self.parse_json(text, request), usage=tokens,
                           finish_reason=choice.get("finish_reason"), latency_ms=latency_ms,
-                          model=data.get("model") or None)
+                          model=data.get("model") or None, reasoning=reply_reasoning(choice["message"]))
 
     @staticmethod
     def refused(exc: ProviderError, dialect: str | None) -> Exception:
@@ -335,15 +336,6 @@ class CaiiProvider(OpenAICompatibleProvider):
             raise ConfigError(f"{path} does not hold a JSON object with an access_token") from None
         self.add_secret(token)
         return token
-
-
-def reply_text(message: Mapping[str, Any], dialect: str | None) -> str:
-    """The reply's text: its content, or a forced tool call's arguments (the JSON the tool dialect asked for)."""
-    if dialect == "tool":
-        calls = message.get("tool_calls") or []
-        if calls:
-            return calls[0]["function"]["arguments"] or ""
-    return message.get("content") or ""
 
 
 def checked_url(url: str, shown: str | None = None) -> str:

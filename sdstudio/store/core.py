@@ -86,6 +86,9 @@ class Record:
     latency_ms: float | None = None
     created_at: str = field(default_factory=utcnow)
     cost_usd: float = 0.0
+    # what the model reasoned before answering, as its provider returned it apart from the reply (migration 008);
+    # None: no reasoning came back. Export keeps it only when asked (``--with-reasoning``)
+    reasoning: str | None = None
     # not a row but a stamp onto the stored ok row with this item key (a check's verdict): its provenance
     # keys are merged in, its tokens and cost added, its status and error set; nothing if that row is not ok
     stamp: bool = False

@@ -327,7 +327,16 @@ def _m007_batches(conn: sqlite3.Connection) -> None:
     CREATE INDEX batches_by_job ON batches(job_id)""")
 
 
+# --------------------------------------------------------------------------------------------------
+# 008: reasoning. A thinking model returns what it reasoned apart from its answer (``reasoning_content``,
+# Bedrock's ``reasoningContent``); it is kept beside the record's output, not in it, so the dataset stays the
+# answers and an export adds the reasoning only when asked (``--with-reasoning``).
+
+def _m008_record_reasoning(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE records ADD COLUMN reasoning TEXT")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_one_job_table, _m003_export_files,
                                                          _m004_requests_and_attempts, _m005_notes_and_endpoints,
-                                                         _m006_output_uri, _m007_batches]
+                                                         _m006_output_uri, _m007_batches, _m008_record_reasoning]
 SCHEMA_VERSION = len(MIGRATIONS)
