@@ -16,7 +16,7 @@ from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from .nav import nav_bar
-from .components import (FULL, cost_text, escape, message, ModelPicker, PagedTable, preview_html, RunControls, text_lines)
+from .components import (FULL, escape, message, ModelPicker, PagedTable, preview_html, RunControls, text_lines)
 from .run_settings import RunSettingsBox
 from .job import top_level_jobs
 from .nav import preselect
@@ -46,7 +46,7 @@ class AlignmentApp(w.VBox):
                                   description="Judge model", **LABEL)
         self.estimate = w.HTML(layout=FULL)  # prompts, requests, tokens, cost (or what is wrong), next to Run
         self.preview = w.HTML(layout=FULL)
-        self.run_settings = RunSettingsBox()
+        self.run_settings = RunSettingsBox(model=self.model, on_change=self.refresh_preview)
         self.controls = RunControls()
         self.table = PagedTable(self._fetch, page_size=10)
         self.balance_chart = w.HTML()
@@ -118,7 +118,8 @@ class AlignmentApp(w.VBox):
             self.preview.value = self.estimate.value = message("error", str(exc))
             return
         summary = (f"{shown.prompts} prompts × {shown.candidates} candidates · {shown.requests} requests in all · "
-                   f"~{shown.est_tokens_in:,} tokens in · {cost_text(shown)} · first stage: {shown.first_stage}")
+                   f"~{shown.est_tokens_in:,} tokens in · {self.run_settings.cost_text(shown)} · "
+                   f"first stage: {shown.first_stage}")
         self.estimate.value = escape(summary)
         self.preview.value = preview_html(summary, shown.prompt)
 

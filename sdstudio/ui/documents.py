@@ -19,7 +19,7 @@ from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from ..usecases import load_use_case
-from .components import (FULL, cost_text, escape, frame_html, json_list, message, ModelPicker, PagedTable,
+from .components import (FULL, escape, frame_html, json_list, message, ModelPicker, PagedTable,
                          preview_html, RunControls, text_lines)
 from .run_settings import RunSettingsBox
 from .generate import LABELS, ShownJob, cell, collapsible, flatten, ok_frame, prompt_fields
@@ -51,7 +51,7 @@ class DocumentsApp(ShownJob, w.VBox):
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=1024))
         self.estimate = w.HTML()
         self.preview = w.HTML(layout=FULL)
-        self.run_settings = RunSettingsBox()
+        self.run_settings = RunSettingsBox(model=self.model, on_change=self.refresh)
         self.controls = RunControls()
         self.folded = (collapsible("Chunks", self.chunks), collapsible("First prompt", self.preview))
         self.results_table = PagedTable(self._fetch)
@@ -144,7 +144,7 @@ class DocumentsApp(ShownJob, w.VBox):
             frame_html(chunk_table(corpus.frame().head(20)), max_chars=160)
         self.estimate.value = escape(
             f"{shown.documents} document(s), {shown.chunks} chunks · {shown.items} items in {shown.requests} "
-            f"requests · ~{shown.est_tokens_in:,} tokens in · {cost_text(shown)}")
+            f"requests · ~{shown.est_tokens_in:,} tokens in · {self.run_settings.cost_text(shown)}")
         self.preview.value = preview_html("", shown.prompt)
 
     def _problem(self, text: str) -> None:

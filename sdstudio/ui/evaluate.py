@@ -16,7 +16,7 @@ from ..config import EvaluationJob, ModelParameters
 from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
-from .components import (FULL, cost_text, escape, frame_html, json_list, message, ModelPicker, PagedTable,
+from .components import (FULL, escape, frame_html, json_list, message, ModelPicker, PagedTable,
                          preview_html, RunControls, uploaded_files)
 from .run_settings import RunSettingsBox
 from .nav import REVIEW_NOTEBOOK, nav_bar, query_job
@@ -66,7 +66,7 @@ class EvaluateApp(w.VBox):
                                    layout=w.Layout(width="100%", height="5em"))
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(temperature=0.0, max_tokens=256))
         self.preview = w.HTML(layout=FULL)
-        self.run_settings = RunSettingsBox()
+        self.run_settings = RunSettingsBox(model=self.model, on_change=self.refresh_preview)
         self.controls = RunControls("Judge")
         self.live = w.HTML()  # the newest judgement while the judge runs: a sign of life per judged row
         self.scores_table = PagedTable(self._fetch_scores)
@@ -172,7 +172,7 @@ class EvaluateApp(w.VBox):
         except (SdstudioError, ValueError) as exc:
             self.preview.value = message("error", str(exc))
             return
-        cost = cost_text(shown)
+        cost = self.run_settings.cost_text(shown)
         self.preview.value = preview_html(f"{shown.rows} rows · {shown.requests} requests · ~{shown.est_tokens_in:,} "
                                           f"tokens in · {cost}", shown.prompt)
 

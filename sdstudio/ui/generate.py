@@ -16,7 +16,7 @@ from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from ..usecases import list_use_cases, load_use_case
-from .components import (FULL, cost_text, escape, json_list, message, ModelPicker, PagedTable, preview_html,
+from .components import (FULL, escape, json_list, message, ModelPicker, PagedTable, preview_html,
                          RunControls, text_lines, uploaded_files)
 from .run_settings import RunSettingsBox
 from .nav import nav_bar
@@ -132,7 +132,7 @@ class GenerateApp(ShownJob, w.VBox):
         self.batch_size = w.BoundedIntText(value=5, min=1, max=100, description="Per call", style=LABELS)
         self.preview = w.HTML(layout=FULL)
         self.estimate = w.HTML()
-        self.run_settings = RunSettingsBox()
+        self.run_settings = RunSettingsBox(model=self.model, on_change=self.refresh_preview)
         self.controls = RunControls()
         self.preview_box = collapsible("Prompt preview", self.preview)  # folds once a run's outcome shows
         self.results_table = PagedTable(self._fetch)
@@ -240,7 +240,7 @@ class GenerateApp(ShownJob, w.VBox):
             self.preview.value = ""
             return
         approx = "" if shown.exact_tokens else "~"
-        cost = cost_text(shown)
+        cost = self.run_settings.cost_text(shown)
         self.estimate.value = escape(
             f"First prompt: {approx}{shown.prompt_tokens} tokens · job: {shown.items} items in {shown.requests} "
             f"requests · ~{shown.est_tokens_in:,} tokens in, ~{shown.est_tokens_out:,} out · {cost}")

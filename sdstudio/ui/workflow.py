@@ -17,7 +17,7 @@ from ..errors import SdstudioError
 from ..providers import DEFAULT_PROVIDER
 from ..store import Store
 from .nav import nav_bar
-from .components import (FULL, cost_text, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
+from .components import (FULL, escape, frame_html, message, ModelPicker, PagedTable, preview_html,
                          RunControls, uploaded_files)
 from .run_settings import RunSettingsBox
 from .outcomes import OutcomeTabs
@@ -75,7 +75,7 @@ class WorkflowApp(w.VBox):
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=512))
         self.estimate = w.HTML(layout=FULL)  # rows, requests, tokens, cost (or what is wrong), next to Run
         self.preview = w.HTML(layout=FULL)
-        self.run_settings = RunSettingsBox()
+        self.run_settings = RunSettingsBox(model=self.model, on_change=self.refresh_preview)
         self.controls = RunControls()
         self.results_table = PagedTable(self._fetch)
         self.outcomes = OutcomeTabs(self.store, self.results_table, lambda: self.job_id)
@@ -174,7 +174,7 @@ class WorkflowApp(w.VBox):
             self.preview.value = self.estimate.value = message("error", str(exc))
             return
         self.estimate.value = escape(f"{shown.rows} rows · {shown.requests} requests · ~{shown.est_tokens_in:,} "
-                                     f"tokens in · {cost_text(shown)}")
+                                     f"tokens in · {self.run_settings.cost_text(shown)}")
         parts = [self.estimate.value]
         for step in shown.steps:
             parts.append(preview_html(f"{step.step} → {step.output_column} ({step.model_id})", step.prompt))
