@@ -17,7 +17,7 @@ from .base import ChatRequest, CheckResult, Completion, Provider, ProviderError,
 REGISTRY: dict[str, str] = {
     "openai": "sdstudio.providers.openai_compat:OpenAIProvider",
     "openai_compatible": "sdstudio.providers.openai_compat:OpenAICompatibleProvider",
-    "caii": "sdstudio.providers.openai_compat:CaiiProvider",
+    "caii": "sdstudio.providers.caii:CaiiProvider",
     "bedrock": "sdstudio.providers.bedrock:BedrockProvider",
     "local": "sdstudio.providers.local:LocalProvider",
 }

@@ -22,7 +22,6 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ModelSpec
@@ -298,44 +297,6 @@ class OpenAIProvider(OpenAICompatibleProvider):
             return self.error("transient", f"malformed response from {where}: {_error_detail(exc)}")
         headers = getattr(getattr(exc, "response", None), "headers", None) or {}
         return self.classify(status, _error_detail(exc), headers)
-
-
-class CaiiProvider(OpenAICompatibleProvider):
-    """Cloudera AI Inference: an OpenAI-compatible endpoint; token from ``CDP_TOKEN`` or the session's
-    ``/tmp/jwt`` file (``access_token``)."""
-
-    name: ClassVar[str] = "caii"
-    # NVIDIA NIM takes response_format on recent releases and nvext.guided_json on every one
-    structured_chain: ClassVar[tuple[str, ...]] = ("json_schema", "nvext", "json_object", "prompt")
-    jwt_path: ClassVar[str] = "/tmp/jwt"
-    batch_backend: ClassVar[str | None] = None  # AI Inference serves chat, not /v1/batches
-    key_env: ClassVar[str | None] = "CDP_TOKEN"
-    needs_key: ClassVar[bool] = True
-
-    @classmethod
-    def jwt_file(cls) -> Path:
-        return Path(os.environ.get("SDSTUDIO_CAII_JWT_FILE", cls.jwt_path))
-
-    @classmethod
-    def status(cls) -> str:
-        if os.environ.get(cls.key_env or ""):
-            return f"{cls.key_env} set"
-        return f"{cls.jwt_file()} present" if cls.jwt_file().is_file() else ""
-
-    def credential(self) -> str:
-        token = self.secret_from_env(self.spec.api_key_env or self.key_env or "")
-        if token:
-            return token
-        path = self.jwt_file()
-        try:
-            token = json.loads(path.read_text())["access_token"]
-        except FileNotFoundError:
-            raise ConfigError(f"no Cloudera AI token: set CDP_TOKEN or run inside a Cloudera AI session "
-                              f"(which provides {path})") from None
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ConfigError(f"{path} does not hold a JSON object with an access_token") from None
-        self.add_secret(token)
-        return token
 
 
 def checked_url(url: str, shown: str | None = None) -> str:
