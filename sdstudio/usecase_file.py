@@ -52,6 +52,15 @@ class UseCaseFile(StrictFile):
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     inputs: dict[str, StrictStr | StrictInt | StrictFloat | StrictBool] = Field(default_factory=dict)
     validators: list[Literal[VALIDATORS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    attributes: dict[str, Any] = Field(default_factory=dict)  # samplers.py: dimensions drawn per request
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes_are_samplers(cls, attributes: dict[str, Any]) -> dict[str, Any]:
+        from .samplers import normalise
+
+        normalise(attributes)  # a mistake is a ValueError naming the attribute
+        return attributes
 
     @field_validator("name")
     @classmethod

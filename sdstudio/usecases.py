@@ -40,6 +40,7 @@ class UseCase:
     judge_scale: tuple[int, int] = (1, 5)
     inputs: dict[str, Any] = field(default_factory=dict)
     validators: list[str] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)  # samplers.py; a job's own replace them
 
 
 def template_dirs(home: str | Path | None = None) -> list[Path]:
@@ -98,7 +99,7 @@ def _load(folder: Path) -> UseCase:
         examples=[dict(row) for row in spec.examples], requirements=list(spec.requirements),
         output_schema=dict(spec.output_schema), prompt_field=spec.prompt_field,
         completion_field=spec.completion_field, judge_criteria=spec.judge.criteria, judge_scale=spec.judge.scale,
-        inputs=dict(spec.inputs), validators=list(spec.validators))
+        inputs=dict(spec.inputs), validators=list(spec.validators), attributes=dict(spec.attributes))
 
 
 def schema_from_keys(keys: list[str]) -> dict[str, Any]:

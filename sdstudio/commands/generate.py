@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -19,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     topics.add_argument("--topics-file", help="JSON list, or one topic per line")
     gen.add_argument("--per-topic", type=int, help="items per topic")
     gen.add_argument("--batch-size", type=int, help="items asked per call")
+    gen.add_argument("--attribute", action="append", metavar="NAME=v1,v2,v3",
+                     help="a dimension drawn per request and shown to the template (repeatable; v:2 weights a "
+                     "value; NAME=@personas.txt reads one value a line); conditional ones go in --config")
+    gen.add_argument("--seed", type=int, help="seed of the attribute draws (the same seed, the same draws)")
     gen.add_argument("--resume", type=int, metavar="JOB_ID", help="continue a killed or cancelled job")
     gen.add_argument("--dry-run", action="store_true", help="show the first prompt and the estimate; no call")
     gen.set_defaults(handler=run)
@@ -35,8 +40,12 @@ def job_config(args: argparse.Namespace):
         data = Store.open(args.home).get_job("generation", args.resume)["config"]
     if args.topics_file:
         data["topics"] = read_topics(args.topics_file)
+    if args.attribute:  # flags add to (or replace by name) the config's attributes
+        from ..samplers import parse_flag
+
+        data["attributes"] = {**(data.get("attributes") or {}), **dict(parse_flag(a) for a in args.attribute)}
     for flag, key in (("topics", "topics"), ("use_case", "use_case"), ("per_topic", "num_per_topic"),
-                      ("batch_size", "batch_size")):
+                      ("batch_size", "batch_size"), ("seed", "seed")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     return build_config(GenerationJob, apply_overrides(data, args), args.config or "generate flags", args)
@@ -48,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     config = job_config(args)
     if args.dry_run:
         shown = preview(config, home=args.home)
+        if shown.attributes and not args.json:
+            print("attributes (drawn per request):\n  " + shown.attributes.replace("\n", "\n  "), file=sys.stderr)
         return show_preview(shown, args, "first prompt", f"{shown.items} items in {shown.requests} requests")
     return run_with_progress(GenerationRun(config, home=args.home), args, config.run.max_failed_ratio)
 

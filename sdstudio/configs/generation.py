@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_serializer
 
 from ..config import (
     ModelSpec,
@@ -18,6 +18,7 @@ from ..config import (
     _use_case_defaults,
     blank_is_unset,
 )
+from ..samplers import Attribute, normalise
 
 
 class GenerationJob(StrictModel):
@@ -38,6 +39,9 @@ class GenerationJob(StrictModel):
     dedup_threshold: float | None = Field(0.85, gt=0, le=1)  # None: keep duplicates
     avoid_limit: int = Field(20, ge=0, le=500)  # earlier items shown to the model to avoid repeats
     max_rounds: int = Field(3, ge=0, le=20)  # follow-up rounds that ask only for the shortfall
+    # samplers.py: named dimensions drawn per request (None: the use case's own, if any); seed: of those draws
+    attributes: dict[str, Attribute] | None = None
+    seed: int | None = None
     model: ModelSpec = Field(default_factory=ModelSpec)
     run: RunSettings = Field(default_factory=RunSettings)
 
@@ -52,11 +56,39 @@ class GenerationJob(StrictModel):
                 raise ValueError("the topic list is empty; give at least one topic")
         return value
 
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _attributes(cls, value: Any) -> Any:
+        return normalise(value) if isinstance(value, dict) else value
+
+    @model_serializer(mode="wrap")
+    def _unset_unsaid(self, handler: Any) -> dict[str, Any]:
+        """``attributes`` and ``seed`` are left out of the dump when unset: a job's identity (its config hash)
+        is what it was before they existed, so jobs of earlier versions resume."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("attributes", "seed"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
+
     def canonical(self, home: str | os.PathLike[str] | None = None) -> "GenerationJob":
         case = _use_case(self.use_case, home)
         if case is None:
             return self
         update = _use_case_defaults(self, case, topics=True)
+        if self.attributes is not None and case.attributes and _same_attributes(self.attributes, case.attributes):
+            update["attributes"] = None
         if self.technique != "sft" and self.technique == case.technique:
             update["technique"] = "sft"  # "sft" means "the use case's own technique"
         return self.model_copy(update=update) if update else self
+
+
+def _same_attributes(attributes: dict[str, Attribute], shipped: dict[str, Any]) -> bool:
+    """The use case's own attributes restated (in any of their written forms) are the job that leaves them unset."""
+    try:
+        theirs = normalise(shipped) or {}
+    except ValueError:
+        return False
+    return {k: v.model_dump(mode="json") for k, v in attributes.items()} == \
+        {k: v.model_dump(mode="json") for k, v in theirs.items()}

@@ -85,11 +85,12 @@ class DocumentPlan(GenerationPlan):
         plan._check_template()  # now with the first real chunk
         return plan
 
-    def prompt(self, topic: str, count: int, avoid: list[str] | tuple[str, ...] = ()) -> str:
+    def prompt(self, topic: str, count: int, avoid: list[str] | tuple[str, ...] = (),
+               attributes: dict[str, str] | None = None) -> str:
         chunk = self.chunks.get(topic)
         plan = self if chunk is None else replace(self, inputs={**self.inputs, "chunk": chunk.text,
                                                                  "source": chunk.source})
-        return GenerationPlan.prompt(plan, topic, count, avoid)
+        return GenerationPlan.prompt(plan, topic, count, avoid, attributes)
 
     def calls_per_chunk(self) -> list[tuple[str, int]]:
         return [(topic, count) for topic, needed in self.targets.items() for count in self.calls(needed)]

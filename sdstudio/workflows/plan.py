@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ..config import GenerationJob
 from ..errors import ConfigError
 from ..providers.base import ChatRequest
+from ..samplers import AttributeSampler, value_folders
 from ..templates import render, variables
 from ..usecases import UseCase, load_use_case, schema_from_examples, schema_from_keys
 
@@ -35,6 +37,7 @@ class GenerationPlan:
     inputs: dict[str, str]
     template: str
     technique: str
+    sampler: AttributeSampler | None = None  # the job's attributes (samplers.py): a draw per request
 
     @classmethod
     def build(cls, config: GenerationJob, home: str | Path | None = None) -> "GenerationPlan":
@@ -56,28 +59,57 @@ class GenerationPlan:
             raise ConfigError(f"use case {use_case.name} defines no output schema; give output_keys or examples")
         keys = list(schema.get("properties", {}))
         inputs = {**{k: str(v) for k, v in use_case.inputs.items()}, **(config.inputs or {})}
+        declared = config.attributes if config.attributes is not None else use_case.attributes
+        sampler = None
+        if declared:
+            sampler = AttributeSampler.build(declared, config.seed, value_folders(use_case.folder, home))
+            taken = sorted(set(sampler.names) & (PROVIDED | set(inputs) | {"attributes"}))
+            if taken:
+                raise ConfigError(f"attribute {taken[0]!r} has the name of a template variable sdstudio or the "
+                                  "job's inputs provide; rename it")
         plan = cls(config=config, use_case=use_case, topics=list(dict.fromkeys(topics)),
                    instruction=config.instruction if config.instruction is not None else use_case.instruction,
                    requirements=config.requirements if config.requirements is not None else list(use_case.requirements),
                    examples=examples, item_schema=schema, keys=keys, inputs=inputs,
-                   template=use_case.generate_template, technique=technique)
+                   template=use_case.generate_template, technique=technique, sampler=sampler)
         plan._check_template()
         return plan
 
     def _check_template(self) -> None:
         name = f"{self.use_case.name}/generate.jinja"
-        missing = sorted(variables(self.template, name) - PROVIDED - set(self.inputs))
+        missing = sorted(variables(self.template, name) - PROVIDED - set(self.inputs) - self._attribute_names())
         if missing:
             raise ConfigError(f"{name} uses {', '.join(missing)}, which neither sdstudio nor the job's "
-                              "inputs provide; add them under `inputs:`")
-        self.prompt(self.topics[0], min(self.config.batch_size, self.config.num_per_topic))
+                              "inputs (nor attributes) provide; add them under `inputs:` or `attributes:`")
+        self.prompt(self.topics[0], min(self.config.batch_size, self.config.num_per_topic),
+                    attributes=self.draw(self.topics[0], 0, 0))
+
+    @cached_property
+    def _template_shows_attributes(self) -> bool:
+        return bool(variables(self.template, self.use_case.name) & self._attribute_names())
+
+    def _attribute_names(self) -> set[str]:
+        return {*self.sampler.names, "attributes"} if self.sampler else set()
 
     # -- prompts -----------------------------------------------------------------------------------
-    def prompt(self, topic: str, count: int, avoid: list[str] | tuple[str, ...] = ()) -> str:
+    def draw(self, topic: str, round_no: int, part: int) -> dict[str, str] | None:
+        """The attributes of one request (None without attributes): fixed by the seed and the request's place,
+        so a resumed run rebuilds the same prompt."""
+        return self.sampler.draw(f"{topic}|{round_no}|{part}") if self.sampler else None
+
+    def prompt(self, topic: str, count: int, avoid: list[str] | tuple[str, ...] = (),
+               attributes: dict[str, str] | None = None) -> str:
         context = {**self.inputs, "examples": self.examples, "instruction": self.instruction,
                    "requirements": self.requirements, "topic": topic, "count": count, "keys": self.keys,
                    "avoid": list(avoid)}
-        return render(self.template, context, f"{self.use_case.name}/generate.jinja").strip("\n")
+        if attributes:
+            context.update(attributes)
+            context["attributes"] = dict(attributes)
+        text = render(self.template, context, f"{self.use_case.name}/generate.jinja").strip("\n")
+        if attributes and not self._template_shows_attributes:
+            # a template that never mentions them (most shipped ones) still gets them: said after the prompt
+            text += "\n\nWrite for these attributes:\n" + "\n".join(f"- {k}: {v}" for k, v in attributes.items())
+        return text
 
     def reply_schema(self, count: int) -> dict[str, Any]:
         """One item alone, or ``{"items": [count items]}`` when a call asks for several."""
@@ -87,8 +119,9 @@ class GenerationPlan:
                 "properties": {LIST_KEY: {"type": "array", "items": self.item_schema,
                                           "minItems": count, "maxItems": count}}}
 
-    def request(self, topic: str, count: int, avoid: list[str] | tuple[str, ...] = ()) -> ChatRequest:
-        return ChatRequest.of(self.prompt(topic, count, avoid), self.config.model.parameters,
+    def request(self, topic: str, count: int, avoid: list[str] | tuple[str, ...] = (),
+                attributes: dict[str, str] | None = None) -> ChatRequest:
+        return ChatRequest.of(self.prompt(topic, count, avoid, attributes), self.config.model.parameters,
                               self.reply_schema(count))
 
     # -- what identifies an item -------------------------------------------------------------------

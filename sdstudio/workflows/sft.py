@@ -71,11 +71,13 @@ class GenerationRun:
                 continue
             avoid = [self.plan.summarise(v) for v in have][-self.config.avoid_limit:] if self.config.avoid_limit else []
             for part, count in enumerate(self.plan.calls(shortfall)):
-                request = self.plan.request(topic, count, avoid)
+                drawn = self.plan.draw(topic, round_no, part)  # None without attributes
+                request = self.plan.request(topic, count, avoid, drawn)
                 key = request_key(self.config.model.provider, self.model_id, request,
                                   salt=f"gen|{topic}|{round_no}|{part}")
                 work.append(WorkItem(key=key, request=request, topic=topic,  # input is all the handler needs
-                                     input={"topic": topic, "round": round_no, "part": part, "count": count}))
+                                     input={"topic": topic, "round": round_no, "part": part, "count": count},
+                                     provenance={"attributes": drawn} if drawn else None))
         return work
 
     def _kept_by_topic(self, job_id: int, before_round: int) -> dict[str, list[Any]]:
@@ -92,20 +94,20 @@ class GenerationRun:
             raise InvalidOutput(explain(result.error, completion.finish_reason, max_tokens))
         if not result.items:  # a forced tool call cut off at max_tokens comes back as no items at all
             raise InvalidOutput(explain("the reply holds no items", completion.finish_reason, max_tokens))
-        records = []
+        records = []  # each keeps the request's provenance: its attributes' draw, if any
         for index, parsed in enumerate(result.items[:meta.count]):
             error = parsed.error or self._check(parsed.value)
             first = index == 0
             records.append(Record(
                 job_kind=KIND, job_id=0, item_key=f"{item.key}:{index}", status="failed" if error else "ok",
-                topic=meta.topic, input=item.input, output=parsed.value, error=error,
+                topic=meta.topic, input=item.input, output=parsed.value, error=error, provenance=item.provenance,
                 raw_text=completion.text if (error or first) else None,
                 tokens_in=completion.usage.input_tokens if first else 0,
                 tokens_out=completion.usage.output_tokens if first else 0))
         missing = explain(f"the reply held {len(records)} of the {meta.count} items asked", completion.finish_reason,
                           max_tokens)
         records.extend(Record(job_kind=KIND, job_id=0, item_key=f"{item.key}:{index}", status="failed",
-                              topic=meta.topic, input=item.input, error=missing)
+                              topic=meta.topic, input=item.input, error=missing, provenance=item.provenance)
                        for index in range(len(records), meta.count))
         return records
 
@@ -183,6 +185,7 @@ class GenerationPreview(Estimate):
     model_id: str | None
     requests: int          # calls of the first round; follow-up rounds only fill shortfalls
     items: int
+    attributes: str = ""   # the attributes' values and chances, one line each (samplers.describe)
 
 
 def preview(config: GenerationJob, *, home: str | Path | None = None) -> GenerationPreview:
@@ -193,16 +196,19 @@ def preview(config: GenerationJob, *, home: str | Path | None = None) -> Generat
 
     plan = GenerationPlan.build(config, home)
     model_id = get_provider(config.model).model_id  # builds no connection
-    calls = [(topic, count) for topic in plan.topics for count in plan.calls(config.num_per_topic)]
-    first = plan.prompt(*calls[0])
+    calls = [(topic, count, plan.draw(topic, 0, part)) for topic in plan.topics
+             for part, count in enumerate(plan.calls(config.num_per_topic))]
+    first = plan.prompt(calls[0][0], calls[0][1], attributes=calls[0][2])
     first_tokens, exact = count_tokens(first, config.model)
-    tokens_in = sum(count_tokens(plan.prompt(topic, count), config.model)[0] for topic, count in calls)
+    tokens_in = sum(count_tokens(plan.prompt(topic, count, attributes=drawn), config.model)[0]
+                    for topic, count, drawn in calls)
     per_item = (sum(count_tokens(json.dumps(e, ensure_ascii=False), config.model)[0] for e in plan.examples)
                 // max(len(plan.examples), 1)) or 100
     max_out = config.model.parameters.max_tokens
-    tokens_out = sum(min(per_item * count + 10, max_out) for _, count in calls)
+    tokens_out = sum(min(per_item * count + 10, max_out) for _, count, _ in calls)
     price = price_for(model_id, Path(home).expanduser() if home else None)
     return GenerationPreview(prompt=first, prompt_tokens=first_tokens, exact_tokens=exact, model_id=model_id,
                              requests=len(calls), items=len(plan.topics) * config.num_per_topic,
+                             attributes=plan.sampler.describe() if plan.sampler else "",
                              est_tokens_in=tokens_in, est_tokens_out=tokens_out,
                              est_cost_usd=price.cost(tokens_in, tokens_out), price_known=price.known)
