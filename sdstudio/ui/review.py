@@ -176,10 +176,12 @@ class ReviewPanel(w.VBox):
     """The desk: reviewer, evaluation, which rows, progress per reviewer, and one card at a time."""
 
     def __init__(self, home: str | Path | None = None, job_id: int | None = None, store: Store | None = None,
-                 reviewer: str | None = None, desk_link: bool = True):
+                 reviewer: str | None = None, desk_link: bool = True, signed_in: str | None = None):
         self.store = store or Store.open(home)
+        self.signed_in = signed_in  # the user Cloudera AI's proxy signed in: the only name verdicts go under
         self.desk_link = w.HTML(layout=w.Layout(display=None if desk_link else "none"))
-        self.reviewer = w.Text(value=reviewer or "", placeholder="your name", description="Reviewer")
+        self.reviewer = w.Text(value=signed_in or reviewer or "", placeholder="your name", description="Reviewer",
+                               disabled=bool(signed_in))
         self.reviewer.add_class("sds-reviewer-name")
         self.job = w.Dropdown(description="Evaluation", layout=w.Layout(width="28em"))
         self.only_unreviewed = w.Checkbox(value=False, description="only rows I have not reviewed", indent=False)
@@ -333,6 +335,9 @@ class ReviewPanel(w.VBox):
         from ..reviews import FINAL_NOTE, review
 
         name = self.reviewer.value.strip()
+        if self.signed_in and name != self.signed_in:
+            self.status.value = message("error", f"you are signed in as {self.signed_in}: verdicts go under that name")
+            return False
         if not name:
             self.status.value = message("error", "enter your name as reviewer first")
             return False
@@ -373,12 +378,14 @@ class ReviewPanel(w.VBox):
 class ReviewApp(w.VBox):
     """The reviewers' page (07_review): the desk alone. No judge, model or run controls exist here, so a
     reviewer's link leads to nothing but reviewing. ``?job=ID`` picks the evaluation, ``?reviewer=NAME``
-    fills the name (the page writes it there itself once a name is entered)."""
+    fills the name (the page writes it there itself once a name is entered); ``signed_in`` (the proxy's user on
+    Cloudera AI) fixes it."""
 
     def __init__(self, home: str | Path | None = None, job_id: int | None = None, reviewer: str | None = None,
-                 store: Store | None = None):
+                 store: Store | None = None, signed_in: str | None = None):
         self.store = store or Store.open(home)
-        self.panel = ReviewPanel(store=self.store, job_id=job_id, reviewer=reviewer, desk_link=False)
+        self.panel = ReviewPanel(store=self.store, job_id=job_id, reviewer=reviewer, desk_link=False,
+                                 signed_in=signed_in)
         from .nav import LABEL_CSS  # the pages' label style, without their navigation: a reviewer only reviews
 
         super().__init__([w.HTML(LABEL_CSS + "<h2>Review desk</h2><p>Accept, reject or edit judged rows. Your name is kept in "
