@@ -159,13 +159,15 @@ class FakeBedrockServer:
 
     def __init__(self, *, access_key: str | None = None, latency: float = 0.0, slow_seconds: float = 2.0,
                  reply: Callable[[dict[str, Any]], str] | None = None, profile_page_size: int = 2,
-                 no_tool_models: set[str] | frozenset[str] = NO_TOOL_MODELS, port: int = 0):
+                 no_tool_models: set[str] | frozenset[str] = NO_TOOL_MODELS, port: int = 0,
+                 reasoning: Callable[[dict[str, Any]], str | None] | None = None):
         self.access_key = access_key
         # model ids, or prefixes of them up to a "." or "-" (families: "meta", "amazon.titan"), that refuse tools
         self.no_tool_models = set(no_tool_models)  # when set, any other access key id gets UnrecognizedClientException
         self.latency = latency
         self.slow_seconds = slow_seconds
         self.reply = reply or default_reply
+        self.reasoning = reasoning  # body -> a reasoningContent block before the reply (extended thinking)
         self.profile_page_size = profile_page_size
         self.foundation_models = list(DEFAULT_MODELS)
         self.inference_profiles = list(DEFAULT_PROFILES)
@@ -262,6 +264,9 @@ def converse_response(fake: "FakeBedrockServer", body: dict[str, Any]) -> dict[s
         tool_input, stop = ({}, stop) if stop == "max_tokens" else (tool_input, "tool_use")
         content = [{"toolUse": {"toolUseId": f"tooluse_{digest(reply)}", "name": tool.get("name"),
                                 "input": tool_input}}]
+    thought = fake.reasoning(body) if fake.reasoning is not None else None
+    if thought is not None:
+        content.insert(0, {"reasoningContent": {"reasoningText": {"text": thought, "signature": digest(thought)}}})
     prompt = [b.get("text", "") for b in body.get("system", [])] + [
         b.get("text", "") for m in body.get("messages", []) for b in m.get("content", [])]
     tokens_in = sum(len(t.split()) for t in prompt)

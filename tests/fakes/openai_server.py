@@ -181,11 +181,12 @@ class FakeOpenAIServer(LoopbackServer):
                  fault_rates: dict[str, float] | None = None, seed: int = 0, retry_after: float = 0.05,
                  slow_seconds: float = 5.0, api_key: str | None = None, models: list[str] | None = None,
                  basic_auth: tuple[str, str] | None = None, query: dict[str, str] | None = None, port: int = 0,
-                 flavor: str = DEFAULT_FLAVOR):
+                 flavor: str = DEFAULT_FLAVOR, reasoning: Callable[[dict[str, Any]], str | None] | None = None):
         assert flavor in FLAVORS, f"unknown flavor {flavor!r}; one of {FLAVORS}"
         self.flavor = flavor
         self.latency = latency
         self.reply = reply or default_reply
+        self.reasoning = reasoning  # body -> the reply's ``reasoning_content`` (a thinking model), None: none
         self.fault_rates = fault_rates or {}
         unknown = set(self.fault_rates) - set(FAULTS)
         assert not unknown, f"unknown faults {unknown}"
@@ -305,6 +306,9 @@ class FakeOpenAIServer(LoopbackServer):
                 self.answered.append(body)
             tool = forced_tool(understood) if "tool" in HONOURS[self.flavor] else None
             reply = _completion(body, text, tool)
+            thought = self.reasoning(understood) if self.reasoning is not None else None
+            if thought is not None:
+                reply["choices"][0]["message"]["reasoning_content"] = thought
             if self.served_model:
                 reply["model"] = self.served_model
             return web.json_response(reply)
