@@ -1,7 +1,9 @@
 """08_job: one job's page (``08_job.ipynb?job=ID``): what it is and how it went, its config, its rows (ok /
 failed / filtered with their reasons) with search, filter and sort, its stage jobs, evaluations and
 exports, its timeline, and what to do next — Resume for a job that stopped (interrupted, cancelled, failed),
-run from its stored config on a background thread with the same progress as every page. Without an id it
+run from its stored config on a background thread with the same progress as every page. A batch job shows its
+provider batches (ui/batches.py); opened while batches it submitted still wait and no live process runs it, the
+page resumes it at once, so the kernel that submitted them may have been closed for days. Without an id it
 lists the jobs to open."""
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import ipywidgets as w
 
 from ..errors import SdstudioError
 from ..store import Store
+from .batches import BatchesSection, resumes_on_open
 from .components import PagedTable, RunControls, escape, message
 from .nav import JOB_NOTEBOOK, job_link, link, nav_bar, next_steps
 
@@ -22,6 +25,9 @@ STATUS_COLOURS = {"done": "#1a7f37", "running": "#0969da", "queued": "#57606a", 
 STAGE_PARENTS = ("alignment",)  # kinds whose child jobs are internal stages, shown only under their parent
 SORTS = {"oldest first": ("id", True), "newest first": ("id", False), "status": ("status", True),
          "topic": ("topic", True)}
+POLLING_NOTE = ("<p>This job's batches are waiting at the provider: this page polls them in the background and "
+                "writes their answers as they come. Closing the kernel loses nothing: opening this page again "
+                "(or <code>sdstudio KIND --resume ID</code>) polls on.</p>")
 DOWNLOAD_LIMIT = 5_000_000  # characters of JSONL put inline in the page; larger jobs: `sdstudio export`
 
 
@@ -78,6 +84,8 @@ class JobApp(w.VBox):
         self.resume_controls = RunControls("Resume")
         self.resume_controls.run_button.on_click(lambda _: self.resume())
         self.resume_box = w.VBox([self.resume_note, self.resume_controls], layout=w.Layout(display="none"))
+        self.polling = False  # this page resumed the job on opening to poll its batches
+        self.batches = BatchesSection(self.store, job_id if job_id is not None else 0, running=self.own_run)
         self.error = w.HTML()
         for control in (self.status_filter, self.search, self.sort):
             control.observe(lambda _: self.rows.show(0), "value")
@@ -87,11 +95,12 @@ class JobApp(w.VBox):
             super().__init__(body)
             self.related.value = self.job_list()
             return
-        body += [self.header, self.actions, self.resume_box, w.HTML("<h3>Rows</h3>"),
+        body += [self.header, self.actions, self.resume_box, self.batches, w.HTML("<h3>Rows</h3>"),
                  w.HBox([self.status_filter, self.search, self.sort]), self.rows, self.related,
                  w.HTML("<h3>Timeline</h3>"), self.timeline, w.HTML("<h3>Config</h3>"), self.config_view]
         super().__init__(body)
         self.refresh()
+        self.resume_waiting()
 
     # -- what the page shows ---------------------------------------------------------------------------
     def job_list(self) -> str:
@@ -113,6 +122,7 @@ class JobApp(w.VBox):
         self.config_view.value = self.config_html()
         self.related.value = self.related_html()
         self.timeline.value = self.timeline_html()
+        self.batches.show()
         self.show_resume()
         self.rows.show(0)
 
@@ -131,11 +141,32 @@ class JobApp(w.VBox):
         if parent is not None:
             self.resume_note.value = (f"<p>This is a stage of alignment job {job_link(parent)}: resume that job "
                                       "and it continues this stage.</p>")
+        elif running and self.polling:
+            self.resume_note.value = POLLING_NOTE
         elif stopped:
             self.resume_note.value = (f"<p>This job is {escape(self.job.get('status'))}. Resume continues it from "
                                       "its stored config: saved rows are kept and not asked for again.</p>")
         else:
             self.resume_note.value = ""
+
+    def own_run(self) -> Any:
+        """This page's run of the job while it is live (None otherwise)."""
+        handle = self.resume_controls.handle
+        return handle if handle is not None and not handle.done() else None
+
+    def resume_waiting(self) -> Any:
+        """Opened on a job whose submitted batches still wait and that no live process runs: continue it in the
+        background so they are polled (ui/batches.py says why); its run handle, or None."""
+        if not self.job or not resumes_on_open(self.store, {**self.job, "id": int(self.job_id)}):
+            return None
+        self.polling = True
+        handle = self.resume()
+        if handle is None:
+            self.polling = False
+            return None
+        self.resume_box.layout.display = None
+        self.resume_note.value = POLLING_NOTE
+        return handle
 
     def resume(self) -> Any:
         """Continue this job in the background (``sdstudio.resume``); the page refreshes when it ends."""
@@ -147,9 +178,11 @@ class JobApp(w.VBox):
             self.resume_controls.error(str(exc))
             return None
         job_id = int(self.job_id)
-        return self.resume_controls.start(
+        handle = self.resume_controls.start(
             lambda handle: run.run(resume=job_id, on_progress=handle.report, cancel_event=handle.cancel_event),
             lambda _result: self.refresh())
+        self.batches.watch(handle)  # the batches' states redraw as the run polls them
+        return handle
 
     def timeline_html(self) -> str:
         from .timeline import timeline_events, timeline_html

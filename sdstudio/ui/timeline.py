@@ -1,5 +1,6 @@
-"""A job's life in time order on its page: created, started, finished; its stage jobs; the evaluations that
-judged it; its reviewers' work; the exports that took its rows. Everything comes from times the store already
+"""A job's life in time order on its page: created, started, finished; its stage jobs; its provider batches
+(submitted, and how each ended); the evaluations that judged it; its reviewers' work; the exports that took its
+rows. Everything comes from times the store already
 keeps, so the timeline of an old job is as complete as its rows."""
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def timeline_events(store: Any, job: dict[str, Any]) -> list[tuple[str, str]]:
             events.append((str(row.get("created_at")), f"export {job_link(int(row['id']))}: {escape(rows)}"
                            f"{escape(row.get('style'))} {escape(row.get('format'))} ({escape(row.get('status'))})"))
     events += _review_events(store, job)
+    events += _batch_events(store, job_id)
     events = [(t, html) for t, html in events if _present(t) and t != "None"]
     return sorted(events, key=lambda e: _when(e[0]))
 
@@ -87,6 +89,21 @@ def _review_events(store: Any, job: dict[str, Any]) -> list[tuple[str, str]]:
             latest[name] = max(latest.get(name, ""), str(review.get("created_at") or ""))
     return [(latest[name], f"review by {escape(name)}: " + escape(", ".join(f"{n} {k}" for k, n in tally.items())))
             for name, tally in by_reviewer.items()]
+
+
+def _batch_events(store: Any, job_id: int) -> list[tuple[str, str]]:
+    """Each provider batch's submission and, once the provider is done with it, how it ended."""
+    from ..executors.batch_backend import FINAL_STATES
+
+    events = []
+    for row in store.job_batches(job_id):
+        name = f"batch {escape(row['remote_id'] or '(not created)')} (part {int(row['part'])})"
+        events.append((str(row.get("created_at")), f"{name} submitted: {int(row['requests'] or 0)} requests"))
+        if row.get("state") in FINAL_STATES:
+            counts = f"{int(row['completed'] or 0)} completed, {int(row['failed'] or 0)} failed"
+            error = f" ({escape(row['error'])})" if _present(row.get("error")) else ""
+            events.append((str(row.get("updated_at")), f"{name} {escape(row['state'])}: {counts}{error}"))
+    return events
 
 
 def _when(text: str) -> Any:
