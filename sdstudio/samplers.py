@@ -165,25 +165,27 @@ def order(specs: dict[str, Attribute]) -> list[str]:
 
 
 def parse_flag(text: str) -> tuple[str, dict[str, Any]]:
-    """``--attribute NAME=v1,v2,v3`` (``v:2`` weights a value; ``NAME=@file``) -> (name, its spec)."""
+    """``--attribute NAME=v1,v2,v3`` (``NAME=v1:3,v2:1`` weights them: every value then carries a weight, so a
+    value such as ``10:30`` in an unweighted list stays whole; ``NAME=@file``) -> (name, its spec)."""
     name, sep, rest = text.partition("=")
     name = name.strip()
     if not sep or not name or not rest.strip():
         raise ConfigError(f"--attribute {text!r}: expected NAME=v1,v2,v3 (or NAME=@FILE)")
     if rest.strip().startswith("@"):
         return name, {"values": rest.strip()}
-    values, weights = [], []
-    for part in rest.split(","):
-        value, colon, weight = part.rpartition(":")
-        try:
-            number = float(weight) if colon else None
-        except ValueError:
-            number = None
-        if number is None:
-            value, number = part, 1.0
-        values.append(value.strip())
-        weights.append(number)
-    return name, ({"values": values, "weights": weights} if len(set(weights)) > 1 else {"values": values})
+    parts = [part.strip() for part in rest.split(",")]
+    weighted = [_weighted(part) for part in parts]
+    if all(w is not None for w in weighted):
+        return name, {"values": [v for v, _ in weighted], "weights": [w for _, w in weighted]}
+    return name, {"values": parts}
+
+
+def _weighted(part: str) -> tuple[str, float] | None:
+    value, colon, weight = part.rpartition(":")
+    try:
+        return (value.strip(), float(weight)) if colon and value.strip() else None
+    except ValueError:
+        return None
 
 
 # -- drawing ----------------------------------------------------------------------------------------
