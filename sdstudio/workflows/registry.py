@@ -53,6 +53,9 @@ WORKFLOWS: list[Workflow] = [
     Workflow("evaluation", "evaluation", "sdstudio.configs.evaluation:EvaluationJob",
              "sdstudio.workflows.evaluate:EvaluationRun", "sdstudio.commands.evaluate",
              "sdstudio.ui.evaluate:EvaluateApp", "05_evaluate.ipynb", "Evaluate and review (LLM as judge)"),
+    Workflow("evolve", "generation", "sdstudio.configs.evolve:EvolveJob", "sdstudio.workflows.evolve:EvolveRun",
+             "sdstudio.commands.evolve", "sdstudio.ui.evolve:EvolveApp", "09_evolve.ipynb",
+             "Evolve (Evol-Instruct: harder, broader instructions)", "sdstudio.workflows.evolve:fields"),
     Workflow("export", "export", "sdstudio.configs.export:ExportJob", None, "sdstudio.commands.export",
              "sdstudio.ui.export:ExportApp", "06_export.ipynb", "Export (files, Hugging Face Hub)"),
 ]
