@@ -19,7 +19,8 @@ from .errors import SdstudioError
 from .redact import mask, mask_urls
 from .workflows import registry
 
-UTILITY_COMMANDS = ("sdstudio.commands.jobs", "sdstudio.commands.models", "sdstudio.commands.serve")
+UTILITY_COMMANDS = ("sdstudio.commands.jobs", "sdstudio.commands.models", "sdstudio.commands.serve",
+                    "sdstudio.commands.topics")
 
 
 class Parser(argparse.ArgumentParser):
