@@ -28,6 +28,8 @@ from typing import Any
 from .config import ExportJob
 from .datacard import SourceLineage, build_card
 from .errors import ConfigError
+from .export_messages import (add_reasoning, check_reasoning_style, conversation_messages, conversational_form,
+                              is_conversation, without_reasoning)
 from .export_files import (WrittenFile, atomic_write, atomic_write_text, columns_of, describe_file, sha256_file,
                            write_rows)
 from .export_paths import Destination, discard, open_staging, plan, publish
@@ -54,6 +56,7 @@ SHAPE_STYLES = {
     "preference": ("raw", "dpo"),
     "unpaired": ("raw", "kto"),
     "columns": ("raw",),
+    "conversation": ("raw", "sft-messages", "openai-chat"),  # a whole chat (workflows.fields' messages)
 }
 STYLE_NEEDS = {"sft-messages": "prompt-completion", "sft-prompt-completion": "prompt-completion",
                "openai-chat": "prompt-completion", "dpo": "preference", "kto": "unpaired"}
@@ -108,6 +111,7 @@ class Source:
     job: dict[str, Any]
     prompt_field: str | None
     completion_field: str | None
+    messages_field: str | None  # the item key holding a whole chat (conversation jobs), else None
     evaluation: dict[str, Any] | None
     scores: dict[int, tuple[Any, Any]]  # generation record id -> (score, justification)
     reviews: dict[int, dict[str, Any]]
@@ -128,6 +132,7 @@ def export_dataset(config: ExportJob, *, home: str | Path | None = None, store: 
     """
     if config.style == "openai-chat" and config.format != "jsonl":
         raise ConfigError("style openai-chat is JSONL by definition (OpenAI's fine-tuning upload); use format jsonl")
+    check_reasoning_style(config.style, config.with_reasoning)
     repo_id = endpoint = token = None
     if config.hf_repo:  # fail before writing anything when the upload cannot work
         repo_id = parse_repo_id(config.hf_repo)
@@ -142,11 +147,12 @@ def export_dataset(config: ExportJob, *, home: str | Path | None = None, store: 
                        store=store)  # refusals come before any row is read or any file written
     sources = [load_source(store, job_id, home) for job_id in dict.fromkeys(config.jobs)]
     rows, dropped = collect_rows(store, sources, config)
-    shaped = [shape_row(row, config.style, config.system_prompt, config.conversational) for row in rows]
+    shaped = [shape_row(row, config.style, config.system_prompt, config.conversational, config.with_reasoning)
+              for row in rows]
     splits = split_rows(shaped, config.test_fraction, config.seed)
     filters = {"status": "ok", "min_score": config.min_score, "reviewed_only": config.reviewed_only,
                "prefer_edits": config.prefer_edits, "drop_rejected": True, "test_fraction": config.test_fraction,
-               "seed": config.seed, "dropped": dropped}
+               "seed": config.seed, "dropped": dropped, "with_reasoning": config.with_reasoning}
     card = build_card(name=name, style=config.style, fmt=config.format, columns=columns_of(shaped),
                       splits={s: (f, len(r)) for (s, r), f in zip(splits.items(), data_names)}, filters=filters,
                       sources=[lineage(s) for s in sources], license=config.license, version=_version())
@@ -224,7 +230,7 @@ def load_source(store: Store, job_id: int, home: str | Path | None = None) -> So
     evaluation = store.newest_done_evaluation(job_id)
     scores = store.judge_scores(evaluation["id"]) if evaluation is not None else {}
     return Source(job=job, prompt_field=prompt_field, completion_field=completion_field,
-                  evaluation=evaluation, scores=scores,
+                  messages_field=fields.messages, evaluation=evaluation, scores=scores,
                   reviews=store.latest_reviews("generation", job_id))
 
 
@@ -265,12 +271,13 @@ def collect_rows(store: Store, sources: Iterable[Source], config: ExportJob) -> 
             if not isinstance(item, dict):
                 item = {"value": item}
             shape = shape_of(item, source)
-            if config.style != "raw" and STYLE_NEEDS[config.style] != shape:
+            if config.style not in SHAPE_STYLES[shape]:
                 raise ConfigError(style_mismatch(config.style, shape, item, source))
             source.exported_ids.append(record["id"])
             rows.append({"item": item, "shape": shape, "source": source, "record_id": record["id"],
                          "job_id": source.id, "topic": record.get("topic"), "provenance": record.get("provenance"),
-                         "score": score, "justification": why, "review_verdict": verdict, "edited": edited})
+                         "score": score, "justification": why, "review_verdict": verdict, "edited": edited,
+                         "reasoning": record.get("reasoning")})
     if not rows:
         what = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in dropped.items() if n) or "the jobs have no ok rows"
         raise ConfigError(f"nothing to export from job(s) {', '.join(str(s.id) for s in sources)}: every row was "
@@ -279,6 +286,8 @@ def collect_rows(store: Store, sources: Iterable[Source], config: ExportJob) -> 
 
 
 def shape_of(item: dict[str, Any], source: Source) -> str:
+    if is_conversation(item, source.messages_field):
+        return "conversation"
     keys = set(item)
     if {"prompt", "chosen", "rejected"} <= keys:
         return "preference"
@@ -299,6 +308,7 @@ def style_mismatch(style: str, shape: str, item: dict[str, Any], source: Source)
                                   f"{source.completion_field or 'completion'})",
              "preference": "DPO preference pairs (prompt, chosen, rejected)",
              "unpaired": "KTO rows (prompt, completion, label)",
+             "conversation": "multi-turn conversations (messages)",
              "columns": f"{use_case} rows with columns {', '.join(sorted(item))} and no prompt/completion pair"}[shape]
     return (f"style {style} needs {needs}, but generation job {source.id} holds {holds}; "
             f"styles that fit it: {', '.join(SHAPE_STYLES[shape])}")
@@ -307,14 +317,22 @@ def style_mismatch(style: str, shape: str, item: dict[str, Any], source: Source)
 # -- styles ----------------------------------------------------------------------------------------
 
 def shape_row(row: dict[str, Any], style: str, system_prompt: str | None = None,
-              conversational: bool = False) -> dict[str, Any]:
-    """One exported row in ``style``'s exact columns (dpo/kto: strings, or TRL's conversational form)."""
+              conversational: bool = False, with_reasoning: bool = False) -> dict[str, Any]:
+    """One exported row in ``style``'s exact columns (dpo/kto: strings, or TRL's conversational form); the
+    model's reasoning only ``with_reasoning`` (export_messages.py says where it goes)."""
     item, source = row["item"], row["source"]
+    if row["shape"] == "conversation" and style != "raw":
+        return {"messages": conversation_messages(item, source.messages_field, system_prompt, row["provenance"],
+                                                  with_reasoning)}
     if style == "raw":
         out = dict(item)
+        if row["shape"] == "conversation":
+            out[source.messages_field] = conversation_messages(item, source.messages_field, None, row["provenance"],
+                                                               with_reasoning)
         for key in RAW_META:  # an item field of the same name keeps its name; ours gets a prefix
-            out[f"sdstudio_{key}" if key in item else key] = row[key]
-        return out
+            value = row[key] if key != "provenance" or with_reasoning else without_reasoning(row[key])
+            out[f"sdstudio_{key}" if key in item else key] = value
+        return add_reasoning(out, row, style) if with_reasoning and row["shape"] != "conversation" else out
     if row["shape"] in ("preference", "unpaired"):
         prompt, completion = item["prompt"], item.get("completion")
     else:
@@ -323,22 +341,15 @@ def shape_row(row: dict[str, Any], style: str, system_prompt: str | None = None,
     if style in ("sft-messages", "openai-chat"):
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages += [{"role": "user", "content": _text(prompt)}, {"role": "assistant", "content": _text(completion)}]
-        return {"messages": messages}
+        return add_reasoning({"messages": messages}, row, style) if with_reasoning else {"messages": messages}
     if style == "sft-prompt-completion":
-        return {"prompt": _text(prompt), "completion": _text(completion)}
+        out = {"prompt": _text(prompt), "completion": _text(completion)}
+        return add_reasoning(out, row, style) if with_reasoning else out
     if style == "dpo":
         row_out = {"prompt": _text(prompt), "chosen": _text(item["chosen"]), "rejected": _text(item["rejected"])}
         return conversational_form(row_out, ("chosen", "rejected"), system_prompt) if conversational else row_out
     row_out = {"prompt": _text(prompt), "completion": _text(completion), "label": _label(item["label"])}
     return conversational_form(row_out, ("completion",), system_prompt) if conversational else row_out
-
-
-def conversational_form(row: dict[str, Any], answers: tuple[str, ...], system_prompt: str | None) -> dict[str, Any]:
-    """TRL's conversational preference form: the prompt as a list of messages (system turn first when
-    given), each answer as a one-message assistant turn; the column names stay the same."""
-    prompt = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    prompt.append({"role": "user", "content": row["prompt"]})
-    return {**row, "prompt": prompt, **{k: [{"role": "assistant", "content": row[k]}] for k in answers}}
 
 
 def _text(value: Any) -> str:

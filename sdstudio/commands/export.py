@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--system-prompt", help="a system turn first in messages styles")
     exp.add_argument("--conversational", action="store_true", default=None,
                      help="dpo/kto: TRL's conversational form (message lists) instead of plain strings")
+    exp.add_argument("--with-reasoning", action="store_true", default=None,
+                     help="keep the model's reasoning: the assistant message's thinking (sft-messages), a reasoning "
+                          "column (sft-prompt-completion, raw); dropped without it")
     exp.add_argument("--license", help="license id for the dataset card (default: other)")
     exp.add_argument("--hf-repo", metavar="OWNER/NAME", help="also upload to this Hugging Face dataset repo "
                                                              "(token from HF_TOKEN)")
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                       ("min_score", "min_score"), ("reviewed_only", "reviewed_only"),
                       ("test_fraction", "test_fraction"), ("seed", "seed"), ("system_prompt", "system_prompt"),
                       ("license", "license"), ("hf_repo", "hf_repo"), ("hf_endpoint", "hf_endpoint"),
-                      ("conversational", "conversational"), ("overwrite", "overwrite")):
+                      ("conversational", "conversational"), ("overwrite", "overwrite"),
+                      ("with_reasoning", "with_reasoning")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     if args.ignore_edits:

@@ -32,6 +32,7 @@ class ExportJob(StrictModel):
     license: str = "other"  # the dataset card's license id; model outputs carry the model's own terms
     system_prompt: str | None = None  # messages styles: a system turn first (openai-chat, sft-messages)
     conversational: bool = False  # dpo/kto: TRL's conversational form (message lists) instead of strings
+    with_reasoning: bool = False  # keep the model's reasoning (export_messages.py: where each style puts it)
 
     @field_validator("hf_endpoint")
     @classmethod

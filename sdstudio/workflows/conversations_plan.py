@@ -22,6 +22,7 @@ from ..config import ModelSpec
 from ..diagnostics import cut_off, explain
 from ..engine import InvalidOutput
 from ..providers import ChatRequest, Completion
+from .fields import transcript
 from .jobs import Estimate
 
 USER, ASSISTANT = "user", "assistant"
@@ -42,13 +43,6 @@ class Chat:
 def role_of(index: int) -> str:
     """Message ``index``'s role: the user opens, the assistant answers, and so on."""
     return USER if index % 2 == 0 else ASSISTANT
-
-
-def transcript(messages: list[dict[str, Any]], names: dict[str, str] | None = None) -> str:
-    """The messages as text, one labelled paragraph each (``User: ...``); ``names`` relabels roles."""
-    names = names or {"system": "System", USER: "User", ASSISTANT: "Assistant"}
-    return "\n\n".join(f"{names.get(m.get('role', ''), m.get('role', ''))}: {m.get('content') or ''}"
-                       for m in messages)
 
 
 @dataclass(frozen=True)

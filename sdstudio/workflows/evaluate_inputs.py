@@ -57,7 +57,7 @@ def pairs_from_job(store: Store, job_id: int, use_case: UseCase, home: Any = Non
     """The ok records of a generation job (the first ``limit`` of them). Items with its prompt and completion
     fields (as its workflow declares them; else the use case's) are judged as that pair (other fields shown
     beside it); rows without them (freeform) as a whole JSON row."""
-    from .fields import job_fields
+    from .fields import conversation_parts, job_fields
 
     pairs = []
     fields = job_fields(store, job_id, home)
@@ -66,7 +66,12 @@ def pairs_from_job(store: Store, job_id: int, use_case: UseCase, home: Any = Non
     for rec in islice(store.records("generation", job_id, "ok"), limit):
         item = rec["output"]
         provenance = {"source_record_id": rec["id"], "source_job_id": job_id, "row": None}
-        if isinstance(item, dict) and p_field and c_field and p_field in item and c_field in item:
+        chat = item.get(fields.messages) if isinstance(item, dict) and fields.messages else None
+        if isinstance(chat, list) and chat:  # a whole conversation: the opening, then every turn after it
+            system, opening, rest = conversation_parts(chat)
+            extras = {"system_prompt": system} if system else {}
+            pair = Pair(f"rec:{rec['id']}", opening, rest, rec["topic"], extras, provenance)
+        elif isinstance(item, dict) and p_field and c_field and p_field in item and c_field in item:
             extras = {k: _text(v) for k, v in item.items() if k not in (p_field, c_field)}
             pair = Pair(f"rec:{rec['id']}", _text(item[p_field]), _text(item[c_field]), rec["topic"], extras,
                         provenance)

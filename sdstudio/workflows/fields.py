@@ -42,3 +42,20 @@ def job_fields(store: Any, job_id: int, home: str | Path | None = None) -> Field
         return use_case_fields(job, home)
     module, _, name = declared.partition(":")
     return getattr(importlib.import_module(module), name)(job, home)
+
+
+def transcript(messages: list[dict[str, Any]], names: dict[str, str] | None = None) -> str:
+    """A chat as text, one labelled paragraph per message (``User: ...``); ``names`` relabels roles."""
+    names = names or {"system": "System", "user": "User", "assistant": "Assistant"}
+    return "\n\n".join(f"{names.get(str(m.get('role')), str(m.get('role')))}: {m.get('content') or ''}"
+                        for m in messages if isinstance(m, dict))
+
+
+def conversation_parts(messages: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """How a judge reads a whole conversation: (its system prompt, the user's opening message, the rest of the
+    chat as a labelled transcript), so every assistant turn is scored in the context of the turns before it."""
+    system = "\n\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict) and m.get("role") == "system")
+    chat = [m for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+    if chat and chat[0].get("role") == "user":
+        return system, str(chat[0].get("content") or ""), transcript(chat[1:])
+    return system, "", transcript(chat)

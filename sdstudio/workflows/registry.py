@@ -56,6 +56,10 @@ WORKFLOWS: list[Workflow] = [
     Workflow("evolve", "generation", "sdstudio.configs.evolve:EvolveJob", "sdstudio.workflows.evolve:EvolveRun",
              "sdstudio.commands.evolve", "sdstudio.ui.evolve:EvolveApp", "09_evolve.ipynb",
              "Evolve (Evol-Instruct: harder, broader instructions)", "sdstudio.workflows.evolve:fields"),
+    Workflow("conversations", "generation", "sdstudio.configs.conversations:ConversationJob",
+             "sdstudio.workflows.conversations:ConversationRun", "sdstudio.commands.conversations",
+             "sdstudio.ui.conversations:ConversationsApp", "10_conversations.ipynb",
+             "Conversations (multi-turn chats)", "sdstudio.workflows.conversations:fields"),
     Workflow("export", "export", "sdstudio.configs.export:ExportJob", None, "sdstudio.commands.export",
              "sdstudio.ui.export:ExportApp", "06_export.ipynb", "Export (files, Hugging Face Hub)"),
 ]
