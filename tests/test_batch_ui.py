@@ -172,6 +172,27 @@ def test_the_batches_section_and_timeline_list_each_batch_and_its_state(batch_se
     assert "batch batch_0001 (part 1) expired: 1 completed" in app.timeline.value
 
 
+def test_in_voila_the_job_page_of_a_job_whose_kernel_is_gone_polls_its_batch_to_the_end(batch_server, priced_home,
+                                                                                          page):
+    """The whole story in a browser: the process that submitted is gone; the job page, opened in Voilà (a new
+    kernel), shows the batch waiting, polls it, and shows it completed with the job done."""
+    from tests.conftest import ARTIFACTS, voila_server
+
+    killed_after_submitting(batch_server, priced_home)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with voila_server(priced_home, log=ARTIFACTS / "voila-batch-ui.log") as base:
+        try:
+            page.goto(f"{base}/voila/render/08_job.ipynb?job=1", timeout=120_000)
+            page.locator(".sds-batch-in_progress").first.wait_for(timeout=120_000)
+            assert page.get_by_text("polls them in the background").first.is_visible()
+            batch_server.held = False
+            page.locator(".sds-batch-completed").first.wait_for(timeout=120_000)
+            page.locator(".sds-status-done").first.wait_for(timeout=120_000)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "batch-ui-job-page.png"), full_page=True)
+    assert batch_server.creates == 1 and len(records(priced_home)) == 15
+
+
 def test_a_job_without_batches_has_no_batches_section(store):
     job = store.create_job("generation", use_case="code_generation", model_id="m", status="done", config={})
     app = JobApp(store, job)
