@@ -20,7 +20,7 @@ from .redact import mask, mask_urls
 from .workflows import registry
 
 UTILITY_COMMANDS = ("sdstudio.commands.jobs", "sdstudio.commands.models", "sdstudio.commands.serve",
-                    "sdstudio.commands.topics")
+                    "sdstudio.commands.topics", "sdstudio.commands.suggest_prompt")
 
 
 class Parser(argparse.ArgumentParser):
