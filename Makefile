@@ -2,25 +2,28 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The lock: the versions `make test` passed with. Every install here (and environment.yml, and the Cloudera AI
+# AMP's install task cml/install.py) takes them, so a fresh install months later gets what was tested.
+LOCK   := constraints.txt
 HOST   ?= 127.0.0.1
 PORT   ?= 8866
 # llama-cpp-python builds from source; skip the parts of llama.cpp we never run so the build stays short.
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: studio lab test install install-dev browser java bench clean
+.PHONY: studio lab test install install-dev browser java bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
 
-# Stamps make a second install free: pip only runs again when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+# Stamps make a second install free: pip only runs again when pyproject.toml or the lock changes.
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(VENV)/.installed-dev: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -47,6 +50,15 @@ java:
 
 test: install-dev browser java
 	$(BIN)/python -m pytest tests --nbval-lax notebooks
+
+# Refresh the lock after changing pyproject.toml's dependencies or to take newer releases: install the newest
+# versions pyproject allows, run the tests, and pin what passed. Commit constraints.txt with the change.
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade -e ".[dev]"
+	touch $(VENV)/.installed-dev $(VENV)/.installed  # so `make test` tests these versions, not the old lock's
+	$(MAKE) test
+	$(BIN)/python tools/lock.py dev > $(LOCK).new && mv $(LOCK).new $(LOCK)
+	touch $(VENV)/.installed-dev $(VENV)/.installed
 
 bench: install-dev
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

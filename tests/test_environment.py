@@ -18,7 +18,7 @@ def test_environment_yml_matches_pyproject():
     assert project["requires-python"] == ">=3.11"
     pip_section = next(d["pip"] for d in deps if isinstance(d, dict))
     # the package list lives in pyproject only: conda installs the project and its dev extra from it
-    assert pip_section == ["-e .[dev]"]
+    assert pip_section == ["-c constraints.txt", "-e .[dev]"]  # at the lock's versions (`make lock`)
     assert "dev" in project["optional-dependencies"]
     conda_packages = {d.split("=")[0] for d in deps if isinstance(d, str)}
     assert conda_packages == {"python", "pip"}
