@@ -142,7 +142,7 @@ def normalise(attributes: dict[str, Any] | None) -> dict[str, Attribute] | None:
         if spec.given is not None and spec.given not in out:
             raise ValueError(f"attribute {name}: given {spec.given!r}, which is not an attribute of this job")
     order(out)
-    return out or None
+    return out  # {}: no attributes, not even the use case's
 
 
 def order(specs: dict[str, Attribute]) -> list[str]:

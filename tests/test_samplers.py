@@ -186,3 +186,30 @@ def test_the_preview_lists_the_dimensions_and_their_chances(openai_server, home)
     shown = preview(job_for(openai_server, use_case="graded_exercises"), home=home)
     assert "level: beginner 50%, intermediate 33%, advanced 17%" in shown.attributes
     assert "<exercise_type>" in shown.prompt
+
+
+# -- the Generate page ------------------------------------------------------------------------------------
+
+def test_attributes_typed_on_the_generate_page_are_the_job_of_the_attribute_flags(openai_server, home):
+    from sdstudio.ui import GenerateApp
+
+    model = {"provider": "openai_compatible", "model": "fake-model", "base_url": openai_server.url}
+    flags = ["--provider", "openai_compatible", "--model", "fake-model", "--base-url", openai_server.url]
+    app = GenerateApp(home=home, **model)
+    app.attributes.value = "level: {easy: 2, hard: 1}\ntone: [dry, warm]"
+    app.seed.value = "4"
+    typed = cli_config("generate", *flags, "--attribute", "level=easy:2,hard:1", "--attribute", "tone=dry,warm",
+                       "--seed", "4", home=home)
+    assert config_hash(app.config()) == config_hash(typed)
+    assert "Write for these attributes:" in app.preview.value
+
+
+def test_a_use_cases_attributes_fill_the_box_and_left_alone_are_the_job_without_attribute_flags(openai_server, home):
+    from sdstudio.ui import GenerateApp
+
+    app = GenerateApp(home=home, provider="openai_compatible", model="fake-model", base_url=openai_server.url,
+                      use_case="graded_exercises")
+    assert app.attributes.value.startswith("level: {beginner: 3, intermediate: 2, advanced: 1}")
+    assert app.config().attributes is None and "&lt;level&gt;" in app.preview.value
+    app.attributes.value = "level: [beginner"
+    assert "attributes are not valid YAML" in app.estimate.value

@@ -103,3 +103,15 @@ def test_a_reply_that_is_not_a_taxonomy_is_asked_again_then_refused_in_one_line(
         code = cli("topics", "--provider", "openai_compatible", "--model", "fake-model", "--base-url", server.url,
                    "--home", str(home))
     assert code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_suggest_topics_on_the_generate_page_fills_the_topics_box_to_edit(scripted, home):
+    from sdstudio.ui import GenerateApp
+
+    app = GenerateApp(home=home, provider="openai_compatible", model="fake-model", base_url=scripted.url)
+    app.suggest_count.value = 3
+    app.suggest_button.click()
+    assert app.topics.value.splitlines() == ["Window functions for ranking rows", "Recursive CTEs for hierarchies",
+                                             "Star schema design for sales"]
+    assert "3 topics in Querying (2); Modelling (1)" in app.suggest_status.value
+    assert app.config().topics == app.topics.value.splitlines()  # what the box holds is the job's, as typed

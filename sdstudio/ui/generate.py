@@ -78,6 +78,39 @@ def collapsible(title: str, child: w.Widget) -> w.Accordion:
     return box
 
 
+def attributes_text(attributes: dict[str, Any]) -> str:
+    """A use case's attributes as the Attributes box shows them: one YAML line per dimension where it fits."""
+    import yaml
+
+    if not attributes:
+        return ""
+    return yaml.safe_dump(attributes, sort_keys=False, allow_unicode=True, default_flow_style=None, width=1000).strip()
+
+
+def attributes_value(text: str) -> dict[str, Any] | None:
+    """The Attributes box as a mapping (blank: none given); not YAML, or not a mapping, is one line."""
+    import yaml
+
+    if not text.strip():
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SdstudioError(f"attributes are not valid YAML ({' '.join(str(exc).split())[:160]})") from None
+    if not isinstance(data, dict):
+        raise SdstudioError("attributes: one `name: values` line per dimension, e.g. difficulty: [easy, hard]")
+    return data
+
+
+def seed_value(text: str) -> int | None:
+    if not text.strip():
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise SdstudioError(f"seed {text.strip()!r} is not a whole number") from None
+
+
 class ShownJob:
     """What a page with a form and an outcome shares: the outcome on screen belongs to the job the form
     described when it ran; once the form describes another job, the old rows are cleared, not passed off as
@@ -128,6 +161,16 @@ class GenerateApp(ShownJob, w.VBox):
                                        style=LABELS)
         self.topics = w.Textarea(description="Topics", layout=w.Layout(width="100%", height="6em"), style=LABELS)
         self.topics_upload = w.FileUpload(accept=".json,.txt", multiple=False, description="Topics file")
+        self.suggest_count = w.BoundedIntText(value=10, min=1, max=500, description="How many", style=LABELS,
+                                              layout=w.Layout(width="14em"))
+        self.suggest_button = w.Button(description="Suggest topics", icon="lightbulb-o", layout=w.Layout(width="auto"),
+                                       tooltip="the model proposes topics (categories, then topics) for you to edit")
+        self.suggest_status = w.HTML()
+        self.attributes = w.Textarea(description="Attributes", layout=w.Layout(width="100%", height="6em"),
+                                     style=LABELS, placeholder='one a line, drawn per request and shown to the prompt:\n'
+                                     'difficulty: [easy, medium, hard]\naudience: {beginner: 2, expert: 1}\n'
+                                     'persona: "@personas.txt"')
+        self.seed = w.Text(description="Seed", placeholder="0", style=LABELS, layout=w.Layout(width="14em"))
         self.per_topic = w.BoundedIntText(value=5, min=1, max=100_000, description="Per topic", style=LABELS)
         self.batch_size = w.BoundedIntText(value=5, min=1, max=100, description="Per call", style=LABELS)
         self.preview = w.HTML(layout=FULL)
@@ -149,17 +192,20 @@ class GenerateApp(ShownJob, w.VBox):
 
         self.use_case.observe(lambda _: self.load_use_case(), "value")
         for control in (self.instruction, self.examples, self.requirements, self.topics, self.per_topic,
-                        self.batch_size):
+                        self.batch_size, self.attributes, self.seed):
             control.observe(lambda _: self.refresh_preview(), "value")
         for name in ("provider", *ModelPicker.SPEC_FIELDS, "temperature", "top_p", "top_k", "max_tokens"):
             getattr(self.model, name).observe(lambda _: self.check_shown(), "value")
         self.topics_upload.observe(lambda _: self.read_topics_upload(), "value")
+        self.suggest_button.on_click(lambda _: self.suggest_topics())
         self.controls.run_button.on_click(lambda _: self.run())
         self.save_button.on_click(lambda _: self.save_config())
         super().__init__([nav_bar("01_generate.ipynb"),
             w.HTML("<h3>Model</h3>"), self.model,
             w.HTML("<h3>What to generate</h3>"), self.use_case, self.instruction, self.examples, self.requirements,
-            w.HBox([self.topics, self.topics_upload]), w.HBox([self.per_topic, self.batch_size]),
+            w.HBox([self.topics, self.topics_upload]),
+            w.HBox([self.suggest_button, self.suggest_count, self.suggest_status]),
+            w.HBox([self.per_topic, self.batch_size]), w.HBox([self.attributes, self.seed]),
             self.estimate, self.run_settings, self.controls, self.preview_box,
             w.HTML("<h3>Outcome</h3>"), self.outcomes,
             w.HBox([self.config_path, self.save_button])])
@@ -185,8 +231,10 @@ class GenerateApp(ShownJob, w.VBox):
         self.requirements.value = "\n".join(case.requirements)
         if not typed_topics:
             self.topics.value = "\n".join(case.topics)
+        self.attributes.value = attributes_text(case.attributes)
         self._loaded = {"instruction": self.instruction.value, "examples": self.examples.value,
-                        "requirements": self.requirements.value, "topics": "\n".join(case.topics)}
+                        "requirements": self.requirements.value, "topics": "\n".join(case.topics),
+                        "attributes": self.attributes.value}
         self._loading = False
         self.refresh_preview()
 
@@ -204,7 +252,28 @@ class GenerateApp(ShownJob, w.VBox):
             "requirements": edited("requirements", text_lines(self.requirements.value)),
             "topics": edited("topics", text_lines(self.topics.value)),
             "num_per_topic": self.per_topic.value, "batch_size": self.batch_size.value,
+            "attributes": edited("attributes", attributes_value(self.attributes.value)),
+            "seed": seed_value(self.seed.value),
             "model": self.model.spec().model_dump()}, "generation form", self.home))
+
+    def suggest_topics(self) -> list[str]:
+        """Ask the model for topics (a taxonomy, near-duplicates removed) and put them in the Topics box to edit."""
+        from ..topics import suggest_topics
+
+        self.suggest_status.value = escape("asking the model...")
+        try:
+            spec = self.model.spec()
+            spec = spec.model_copy(update={"parameters": spec.parameters.model_copy(
+                update={"max_tokens": max(spec.parameters.max_tokens, 2048)})})
+            taxonomy = suggest_topics(self.use_case.value, self.suggest_count.value, spec, home=self.home)
+        except (SdstudioError, ValueError) as exc:
+            self.suggest_status.value = message("error", str(exc))
+            return []
+        self.topics.value = "\n".join(taxonomy.topics)
+        groups = "; ".join(f"{name} ({len(topics)})" for name, topics in taxonomy.categories.items())
+        self.suggest_status.value = message("ok", f"{len(taxonomy.topics)} topics in {groups}; "
+                                            f"{len(taxonomy.removed)} near-duplicates removed. Edit them, then run.")
+        return taxonomy.topics
 
     def read_topics_upload(self) -> None:
         from ..commands.generate import read_topics
