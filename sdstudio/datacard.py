@@ -39,6 +39,7 @@ class SourceLineage:
     evaluation: dict[str, Any] | None = None
     scores: list[float] = field(default_factory=list)  # every score of the judge run
     exported_scores: list[float] = field(default_factory=list)
+    diversity: dict[str, Any] | None = None  # diversity.DiversityReport.to_json() of the job's items
 
 
 def size_category(rows: int) -> str:
@@ -110,12 +111,40 @@ def _lineage(source: SourceLineage) -> list[str]:
              f"failed, {job.get('filtered') or 0} filtered as duplicates or invalid; {source.exported} exported",
              f"- **Created**: {job.get('created_at')} (status {job.get('status')})"]
     lines.append(_judge(source))
+    lines += _diversity(source.diversity)
     template = job.get("prompt_template")
     if template:
         fence = "`" * max(3, _longest_backtick_run(template) + 1)
         lines += ["", "<details><summary>Prompt template</summary>", "", f"{fence}jinja", template.rstrip("\n"),
                   fence, "", "</details>"]
     return [*lines, ""]
+
+
+def _diversity(report: dict[str, Any] | None) -> list[str]:
+    """How varied the job's items are (diversity.py): distinct-n, near duplicates, lengths, coverage, openings."""
+    if not report:
+        return []
+    what = f"`{report['field']}`" if report.get("field") else "the whole item"
+    lines = [f"- **Diversity** (of {what}, {report['items']} items{', a sample' if report.get('sampled') else ''}): "
+             f"distinct-1 {report['distinct_1']:.2f}, distinct-2 {report['distinct_2']:.2f}; near duplicates "
+             f"(similarity >= {report['threshold']:g}) {report['near_duplicate_rate_before']:.1%} of "
+             f"{report['items_before']} before the filter, {report['near_duplicate_rate_after']:.1%} after"]
+    lengths = report.get("lengths") or {}
+    if lengths:
+        lines.append(f"- **Length** ({lengths['unit']}): min {lengths['min']}, median {lengths['median']:g}, "
+                     f"mean {lengths['mean']:g}, max {lengths['max']}")
+    topics = report.get("topics") or {}
+    if topics.get("requested"):
+        missing = ", ".join(str(t) for t in topics.get("missing", [])[:MAX_TOPICS_SHOWN])
+        lines.append(f"- **Topic coverage**: {topics['covered']} of {topics['requested']} topics have items"
+                     + (f"; none for: {missing}" if missing else ""))
+    for name, counts in (report.get("attributes") or {}).items():
+        spread = ", ".join(f"{value}: {n}" for value, n in counts.items())
+        lines.append(f"- **Attribute `{name}`**: {spread}")
+    if report.get("openings"):
+        shown = ", ".join(f"\"{o['opening']}\" ({o['count']})" for o in report["openings"][:5])
+        lines.append(f"- **Most repeated openings**: {shown}")
+    return lines
 
 
 def _judge(source: SourceLineage) -> str:

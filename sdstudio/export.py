@@ -155,7 +155,8 @@ def export_dataset(config: ExportJob, *, home: str | Path | None = None, store: 
                "seed": config.seed, "dropped": dropped, "with_reasoning": config.with_reasoning}
     card = build_card(name=name, style=config.style, fmt=config.format, columns=columns_of(shaped),
                       splits={s: (f, len(r)) for (s, r), f in zip(splits.items(), data_names)}, filters=filters,
-                      sources=[lineage(s) for s in sources], license=config.license, version=_version())
+                      sources=[lineage(s, store, home) for s in sources], license=config.license,
+                      version=_version())
     written = write_files(destination, splits, data_names, config.format, card)
     directory = destination.directory
     assert directory is not None
@@ -379,12 +380,19 @@ def split_rows(rows: list[dict[str, Any]], test_fraction: float | None, seed: in
 
 # -- lineage -------------------------------------------------------------------------------------
 
-def lineage(source: Source) -> SourceLineage:
+def lineage(source: Source, store: Store | None = None, home: str | Path | None = None) -> SourceLineage:
+    """What the card says about one source job; with the store, its diversity report too (diversity.py)."""
     exported = set(source.exported_ids)
     scores = [float(s) for s, _ in source.scores.values() if isinstance(s, (int, float))]
     kept = [float(s) for rid, (s, _) in source.scores.items() if rid in exported and isinstance(s, (int, float))]
+    report = None
+    if store is not None:
+        from .diversity import job_report
+
+        found = job_report(store, source.id, home)
+        report = found.to_json() if found is not None else None
     return SourceLineage(job=source.job, exported=len(exported), evaluation=source.evaluation, scores=scores,
-                         exported_scores=kept)
+                         exported_scores=kept, diversity=report)
 
 
 def _version() -> str:

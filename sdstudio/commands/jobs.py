@@ -1,4 +1,5 @@
-"""``sdstudio jobs``: the job history (``jobs show ID`` for one job, its config, record counts and provider batches;
+"""``sdstudio jobs``: the job history (``jobs show ID`` for one job, its config, record counts, provider batches and,
+for a generation job, its diversity report (diversity.py);
 ``jobs cancel ID`` cancels a batch job's submitted batches at the provider, from any process)."""
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
         batches = job_batches(store, args.id)  # a batch job's provider batches and their states
         if batches:
             row["batches"] = batches
+        if family == "generation":
+            from ..diversity import job_report
+
+            report = job_report(store, args.id, args.home)  # computed from the records: nothing stored
+            row["diversity"] = report.to_json() if report is not None else None
         row = masked(row)
         print(json.dumps(row, ensure_ascii=False, indent=None if args.json else 2, default=str))
         return EXIT_OK

@@ -1,10 +1,10 @@
 """08_job: one job's page (``08_job.ipynb?job=ID``): what it is and how it went, its config, its rows (ok /
-failed / filtered with their reasons) with search, filter and sort, its stage jobs, evaluations and
-exports, its timeline, and what to do next — Resume for a job that stopped (interrupted, cancelled, failed),
-run from its stored config on a background thread with the same progress as every page. A batch job shows its
-provider batches (ui/batches.py); opened while batches it submitted still wait and no live process runs it, the
-page resumes it at once, so the kernel that submitted them may have been closed for days. Without an id it
-lists the jobs to open."""
+failed / filtered with their reasons) with search, filter and sort, a generation job's diversity report
+(ui/diversity.py), its stage jobs, evaluations and exports, its timeline, and what to do next — Resume for a job
+that stopped (interrupted, cancelled, failed), run from its stored config on a background thread with the same
+progress as every page. A batch job shows its provider batches (ui/batches.py); opened while batches it
+submitted still wait and no live process runs it, the page resumes it at once, so the kernel that submitted them
+may have been closed for days. Without an id it lists the jobs to open."""
 from __future__ import annotations
 
 import base64
@@ -17,6 +17,7 @@ import ipywidgets as w
 from ..errors import SdstudioError
 from ..store import Store
 from .batches import BatchesSection, resumes_on_open
+from .diversity import section_html as diversity_section
 from .components import PagedTable, RunControls, escape, message
 from .nav import JOB_NOTEBOOK, job_link, link, nav_bar, next_steps
 
@@ -80,6 +81,7 @@ class JobApp(w.VBox):
         self.rows = PagedTable(self._fetch_rows, page_size=page_size)
         self.related = w.HTML()
         self.timeline = w.HTML()
+        self.diversity = w.HTML()
         self.resume_note = w.HTML()
         self.resume_controls = RunControls("Resume")
         self.resume_controls.run_button.on_click(lambda _: self.resume())
@@ -96,7 +98,7 @@ class JobApp(w.VBox):
             self.related.value = self.job_list()
             return
         body += [self.header, self.actions, self.resume_box, self.batches, w.HTML("<h3>Rows</h3>"),
-                 w.HBox([self.status_filter, self.search, self.sort]), self.rows, self.related,
+                 w.HBox([self.status_filter, self.search, self.sort]), self.rows, self.diversity, self.related,
                  w.HTML("<h3>Timeline</h3>"), self.timeline, w.HTML("<h3>Config</h3>"), self.config_view]
         super().__init__(body)
         self.refresh()
@@ -122,6 +124,7 @@ class JobApp(w.VBox):
         self.config_view.value = self.config_html()
         self.related.value = self.related_html()
         self.timeline.value = self.timeline_html()
+        self.diversity.value = diversity_section(self.store, self.job_id)  # generation jobs only
         self.batches.show()
         self.show_resume()
         self.rows.show(0)
