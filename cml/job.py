@@ -4,15 +4,17 @@ config or environment, one line saying which; 130 cancelled, resumable with --re
 the one-line summary.
 
 Two conveniences for Jobs, whose arguments are fixed text: ``$VAR``/``${VAR}`` are expanded (``--config
-$SDSTUDIO_HOME/jobs/nightly.yaml``), and ``last:KIND`` stands for the newest finished job of that kind in
+$SDSTUDIO_HOME/jobs/nightly.yaml``; ``$SDSTUDIO_TODAY`` is the date as YYYYMMDD), and ``last:KIND`` stands for the newest finished job of that kind in
 SDSTUDIO_HOME (``evaluate --job last:generation``), so dependent Jobs chain generation -> evaluation -> export.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 LAST = "last:"
+TODAY_ENV = "SDSTUDIO_TODAY"  # YYYYMMDD of the run, for --seed
 
 
 def newest_done(kind: str, home: str | None) -> str:
@@ -32,6 +34,9 @@ def newest_done(kind: str, home: str | None) -> str:
 
 
 def expand(args: list[str]) -> list[str]:
+    # a nightly Job's config is the same text every night, and the same config resumes the same job: --seed
+    # $SDSTUDIO_TODAY makes each night's a new job (and new draws)
+    os.environ.setdefault(TODAY_ENV, time.strftime("%Y%m%d"))
     args = [os.path.expandvars(a) for a in args]
     home = args[args.index("--home") + 1] if "--home" in args[:-1] else None
     return [newest_done(a[len(LAST):], home) if a.startswith(LAST) else a for a in args]

@@ -349,7 +349,9 @@ def _cml(name: str):
     return module
 
 
-def test_a_job_chains_on_the_newest_finished_job_and_exits_with_sdstudio_s_code(home, capsys):
+def test_a_job_chains_on_the_newest_finished_job_and_exits_with_sdstudio_s_code(home, capsys, monkeypatch):
+    monkeypatch.setenv("SDSTUDIO_TODAY", "")
+    monkeypatch.delenv("SDSTUDIO_TODAY")  # unset now, and again after the test (cml/job.py sets it)
     job = _cml("job")
     assert job.main(["jobs", "show", "last:generation"]) == 2  # nothing finished yet: one line, exit 2
     assert "no finished generation job" in capsys.readouterr().err
@@ -363,6 +365,7 @@ def test_a_job_chains_on_the_newest_finished_job_and_exits_with_sdstudio_s_code(
     captured = capsys.readouterr()
     assert f"sdstudio jobs show {newest} --home {home}" in captured.err
     assert json.loads(captured.out)["id"] == newest
+    assert re.fullmatch(r"20\d{6}", job.expand(["$SDSTUDIO_TODAY"])[0])  # --seed $SDSTUDIO_TODAY: a new job a night
 
 
 # --- reproducible installs ----------------------------------------------------------------------------------
