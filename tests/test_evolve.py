@@ -33,6 +33,7 @@ def source_job(store, questions: list[str]) -> int:
     store.add_records([Record("generation", job, f"k{i}", "ok", topic="Heaps",
                               output={"question": q, "solution": "s", "explanation": "e"})
                        for i, q in enumerate(questions)])
+    store.refresh_counts("generation", job)
     return job
 
 
@@ -125,6 +126,9 @@ def test_two_rounds_evolve_answer_and_keep_the_lineage_to_the_ancestor(openai_se
     assert job["kind"] == "evolve" and job["model_parameters"]["stage_jobs"]["evolutions"] == stage["job_id"]
     assert store.get_job(None, stage["job_id"])["parent_id"] == result.job_id
     assert any(n.startswith(f"evolutions job {stage['job_id']}: 4 rewrites kept") for n in result.notes)
+    from sdstudio.ui.job import top_level_jobs
+
+    assert stage["job_id"] not in set(top_level_jobs(store.jobs("generation"))["id"])  # a stage, not your data
 
 
 def test_failed_evolutions_are_filtered_with_the_reason_and_the_lineage_continues_from_its_parent(openai_server,
@@ -206,3 +210,22 @@ def test_the_cli_previews_runs_and_exports_in_trl_columns(openai_server, store, 
     assert len(lines) == 4 and all(set(line) == {"prompt", "completion"} for line in lines)
     assert main(["evolve", "--rounds", "1"]) == 2
     assert main(["evolve", "--job", str(source), "--methods", "harder", "--model", "m"]) == 2
+
+
+def test_the_evolve_page_previews_runs_and_shows_the_lineage_and_the_eliminated(openai_server, store, home):
+    from sdstudio.ui.evolve import EvolveApp
+
+    openai_server.reply = evolver({"copyme": "copy"})
+    source = source_job(store, ["Explain heaps copyme", "What is a trie?"])
+    app = EvolveApp(home=home, provider="openai_compatible", model="fake-model", base_url=openai_server.url)
+    assert app.source.value == source and "#Given Prompt#" in app.preview.value
+    assert "2 instructions × 1 round(s) · up to 4 requests" in app.estimate.value
+    app.methods.value = ("breadth",)
+    assert "Prompt Creator" in app.preview.value and openai_server.requests == []
+    app.run()
+    app.controls.wait(60)
+    table = app.results
+    assert list(table["prompt"]) == ["What is a trie? Also handle a rarer case with 15 distinct items."]
+    assert list(table["methods"]) == ["breadth"] and list(table["ancestor"]) == ["What is a trie?"]
+    assert app.outcomes.tabs.titles[2] == "Filtered (1)"  # the copied rewrite, from the evolutions stage job
+    assert app.outcomes.filtered.frame.to_string().count("copy: the rewrite repeats its input") == 1

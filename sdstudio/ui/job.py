@@ -23,7 +23,7 @@ from .nav import JOB_NOTEBOOK, job_link, link, nav_bar, next_steps
 
 STATUS_COLOURS = {"done": "#1a7f37", "running": "#0969da", "queued": "#57606a", "interrupted": "#9a6700",
                   "failed": "#cf222e", "cancelled": "#9a6700"}
-STAGE_PARENTS = ("alignment",)  # kinds whose child jobs are internal stages, shown only under their parent
+STAGE_PARENTS = ("alignment", "evolve")  # kinds whose child jobs are internal stages, shown only under their parent
 SORTS = {"oldest first": ("id", True), "newest first": ("id", False), "status": ("status", True),
          "topic": ("topic", True)}
 POLLING_NOTE = ("<p>This job's batches are waiting at the provider: this page polls them in the background and "
