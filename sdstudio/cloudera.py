@@ -9,6 +9,7 @@ only then: anywhere else a stray ``HTTP_REMOTE_USER`` names nobody.
 from __future__ import annotations
 
 import os
+import re
 
 from .errors import ConfigError
 
@@ -16,6 +17,8 @@ APP_PORT_ENV = "CDSW_APP_PORT"
 APP_HOST = "127.0.0.1"  # the only address Cloudera AI's proxy forwards an Application's traffic to
 USER_HEADER = "Remote-User"
 USER_HEADER_ENV = "SDSTUDIO_USER_HEADER"
+DOMAIN_ENV = "CDSW_DOMAIN"  # the workspace's domain; Applications are served from subdomains of it
+ORIGIN_ENV = "SDSTUDIO_ALLOW_ORIGIN_PAT"  # what serve --cdsw hands its Voilà (commands/serve.py)
 
 
 def header_variable(header: str) -> str:
@@ -41,3 +44,13 @@ def app_port() -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise ConfigError(f"{APP_PORT_ENV}={value!r} is not a TCP port")
     return int(value)
+
+
+def origin_pattern() -> str | None:
+    """The browser origins the Application's pages come from (``https://SUBDOMAIN.$CDSW_DOMAIN``), as Jupyter
+    server's ``allow_origin_pat``: behind the proxy the page's Origin need not match the Host the server sees, and
+    a refused origin would leave every widget dead; any other site's origin stays refused."""
+    domain = os.environ.get(DOMAIN_ENV, "").strip().lower().rstrip(".")
+    if not domain:
+        return None
+    return rf"^https?://([a-z0-9-]+\.)*{re.escape(domain)}(:\d+)?$"

@@ -174,7 +174,8 @@ def cdsw_application(home: Path, user_header: str | None = None) -> Iterator[tup
     port = free_port()
     cmd = [sys.executable, str(ROOT / "cml" / "app.py"), *(["--user-header", user_header] if user_header else [])]
     env = {**os.environ, "CDSW_APP_PORT": str(port), "SDSTUDIO_HOME": str(home), "SDSTUDIO_AUTORUN": "",
-           "HTTP_REMOTE_USER": "planted-in-the-server-env"}  # must not name anyone: only a request's header does
+           "HTTP_REMOTE_USER": "planted-in-the-server-env",  # must not name anyone: only a request's header does
+           "CDSW_DOMAIN": "ml-1234.example.cloudera.site"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     try:
@@ -245,6 +246,21 @@ def test_the_proxy_user_is_read_only_when_serve_cdsw_trusts_the_header(monkeypat
     assert proxy_user() is None
     monkeypatch.setenv("SDSTUDIO_USER_HEADER", "Remote-User")
     assert proxy_user() == "carol"
+
+
+def test_the_pages_accept_websockets_from_the_workspace_s_subdomains_only(monkeypatch):
+    from jupyter_server.utils import origin_matches_pat  # how Jupyter server applies allow_origin_pat
+
+    from sdstudio.cloudera import origin_pattern
+
+    monkeypatch.delenv("CDSW_DOMAIN", raising=False)
+    assert origin_pattern() is None
+    monkeypatch.setenv("CDSW_DOMAIN", "ml-1234.example.cloudera.site")
+    pattern = origin_pattern()
+    assert origin_matches_pat(pattern, "https://sdstudio.ml-1234.example.cloudera.site")
+    for foreign in ("https://evil.example", "https://ml-1234.example.cloudera.site.evil.example",
+                    "https://sdstudio.ml-1234xexample.cloudera.site"):
+        assert not origin_matches_pat(pattern, foreign)
 
 
 def test_serve_cdsw_without_the_app_port_is_one_line_and_exit_2(monkeypatch, capsys, home):

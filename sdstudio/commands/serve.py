@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cloudera import APP_HOST, USER_HEADER, USER_HEADER_ENV, app_port, header_variable
+from ..cloudera import APP_HOST, ORIGIN_ENV, USER_HEADER, USER_HEADER_ENV, app_port, header_variable, origin_pattern
 from ..errors import SdstudioError
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent.parent / "notebooks"
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..home import resolve_home
     from ..store import Store
 
-    env = {k: v for k, v in os.environ.items() if k != USER_HEADER_ENV}  # a header is trusted only with --cdsw
+    env = {k: v for k, v in os.environ.items() if k not in (USER_HEADER_ENV, ORIGIN_ENV)}  # only with --cdsw
     extra: list[str] = []
     if args.cdsw:
         # Cloudera AI's proxy forwards only to 127.0.0.1:$CDSW_APP_PORT, and signs the user in: Voilà hands the
@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         env.pop(header_variable(header), None)  # only a request's own header names its user
         env[USER_HEADER_ENV] = header
         extra.append(f"--VoilaConfiguration.http_header_envs={[header]!r}")
+        if origin_pattern():
+            env[ORIGIN_ENV] = origin_pattern()
     home = resolve_home(args.home)
     Store.open(home).close()  # create/migrate metadata.db before the first page asks for it (a read-only home
     # is served as it is: the dashboards read it, and say so when asked to write)
@@ -77,6 +79,11 @@ def voila_main(argv: list[str] | None = None) -> None:
         def init_handlers(self) -> list:
             landing = url_path_join(self.base_url, "voila/render", os.environ.get(LANDING_ENV, "00_home.ipynb"))
             return [(self.server_url, tornado.web.RedirectHandler, {"url": landing, "permanent": False}), *super().init_handlers()]
+
+        def start(self) -> None:
+            if os.environ.get(ORIGIN_ENV):  # the Application's pages, served through Cloudera AI's proxy
+                self.tornado_settings = {**self.tornado_settings, "allow_origin_pat": os.environ[ORIGIN_ENV]}
+            super().start()
 
     StudioVoila.launch_instance(argv)
 
