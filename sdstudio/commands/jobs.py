@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     jobs.add_argument("action", nargs="?", choices=("list", "show", "cancel"), default="list")
     jobs.add_argument("id", nargs="?", type=int)
     jobs.add_argument("--kind", help="only jobs of this kind (generation, documents, workflow, alignment, "
-                      "candidates, evaluation, export; generation/evaluation/export list the seed's table)")
+                      "candidates, evolve, evolutions, evaluation, export; generation/evaluation/export list the "
+                      "seed's table)")
     add_output_flags(jobs)
     jobs.set_defaults(handler=run)
 
