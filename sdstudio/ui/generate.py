@@ -21,6 +21,7 @@ from .components import (FULL, escape, json_list, message, ModelPicker, PagedTab
 from .run_settings import RunSettingsBox
 from .nav import nav_bar
 from .outcomes import OutcomeTabs
+from .suggest import SuggestUseCaseBox
 
 
 LABELS = {"description_width": "8em"}  # "Requirements", "Instruction"... read whole at 1280 px
@@ -154,6 +155,7 @@ class GenerateApp(ShownJob, w.VBox):
         self.model = ModelPicker(provider, model, base_url, parameters=ModelParameters(max_tokens=1024))
         self.use_case = w.Dropdown(options=list_use_cases(home), value=use_case, description="Use case",
                                    style=LABELS)
+        self.draft_use_case = SuggestUseCaseBox(self.model, self.use_case, home)  # folded: a use case from rows
         self.instruction = w.Text(description="Instruction", layout=FULL, style=LABELS)
         self.examples = w.Textarea(description="Examples", layout=w.Layout(width="100%", height="10em"),
                                    style=LABELS)
@@ -202,7 +204,7 @@ class GenerateApp(ShownJob, w.VBox):
         self.save_button.on_click(lambda _: self.save_config())
         super().__init__([nav_bar("01_generate.ipynb"),
             w.HTML("<h3>Model</h3>"), self.model,
-            w.HTML("<h3>What to generate</h3>"), self.use_case, self.instruction, self.examples, self.requirements,
+            w.HTML("<h3>What to generate</h3>"), self.use_case, self.draft_use_case, self.instruction, self.examples, self.requirements,
             w.HBox([self.topics, self.topics_upload]),
             w.HBox([self.suggest_button, self.suggest_count, self.suggest_status]),
             w.HBox([self.per_topic, self.batch_size]), w.HBox([self.attributes, self.seed]),
