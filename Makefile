@@ -11,7 +11,7 @@ PORT   ?= 8866
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: studio lab test install install-dev browser java bench clean lock
+.PHONY: studio lab test install install-dev browser java bench bench-generate clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ lock: | $(BIN)/python
 
 bench: install-dev
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The job users run (sdstudio generate end to end): the figures of the README's Performance section.
+bench-generate: install-dev
+	$(BIN)/python benchmarks/generate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts
