@@ -16,8 +16,12 @@ from .store import Store
 RESUMABLE = ("interrupted", "cancelled", "failed")  # a job stopped before it finished
 
 
-def stage_parent(store: Store, job: dict[str, Any]) -> int | None:
-    """The alignment job a stage job (candidates, judge) belongs to: stages resume through their parent."""
+STAGE_PARENTS = ("alignment", "evolve")  # kinds whose child jobs are internal stages (the job page's list too)
+
+
+def stage_of(store: Store, job: dict[str, Any]) -> tuple[int, str] | None:
+    """(id, kind) of the job a stage job belongs to: alignment's candidates and judge, evolve's evolutions. A
+    stage has no config of its own to resume from; it continues when its parent resumes."""
     parent_id = job.get("parent_id")
     if parent_id is None:
         return None
@@ -25,7 +29,14 @@ def stage_parent(store: Store, job: dict[str, Any]) -> int | None:
         parent = store.get_job(None, int(parent_id))
     except Exception:  # noqa: BLE001 - a parent that is gone leaves the job on its own
         return None
-    return int(parent_id) if parent.get("kind") == "alignment" else None
+    kind = parent.get("kind")
+    return (int(parent_id), str(kind)) if kind in STAGE_PARENTS else None
+
+
+def stage_parent(store: Store, job: dict[str, Any]) -> int | None:
+    """The id of the alignment or evolve job a stage job belongs to: stages resume through their parent."""
+    stage = stage_of(store, job)
+    return stage[0] if stage else None
 
 
 def stored_run(job_id: int, *, home: str | Path | None = None, store: Store | None = None) -> Any:
@@ -37,9 +48,9 @@ def stored_run(job_id: int, *, home: str | Path | None = None, store: Store | No
     store = store or Store.open(home)
     job = store.get_job(None, int(job_id))
     kind = job.get("kind")
-    parent = stage_parent(store, job)
-    if parent is not None:
-        raise ConfigError(f"job {job_id} is a stage of alignment job {parent}: resume job {parent}")
+    stage = stage_of(store, job)
+    if stage is not None:
+        raise ConfigError(f"job {job_id} is a stage of {stage[1]} job {stage[0]}: resume job {stage[0]}")
     if kind not in registry.kinds() or registry.workflow(kind).run is None:
         raise ConfigError(f"{kind} job {job_id} cannot be resumed; run it again from its page")
     config = job.get("config")

@@ -257,3 +257,19 @@ def test_no_widget_label_is_cut_at_1280_and_an_export_downloads_in_chromium(voil
         link.click()
     rows = [json.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
     assert download.value.suggested_filename.endswith(".jsonl") and len(rows) == 2 and set(rows[0]) == {"messages"}
+
+
+def test_an_evolutions_stage_job_points_at_its_evolve_parent_and_does_not_resume_alone(store):
+    import pytest
+
+    from sdstudio.errors import ConfigError
+    from sdstudio.resume import stage_parent, stored_run
+
+    parent = store.create_job("generation", kind="evolve", status="interrupted")
+    stage = store.create_job("generation", kind="evolutions", parent_id=parent, status="interrupted")
+    assert stage_parent(store, store.get_job(None, stage)) == parent
+    app = JobApp(store, stage)
+    assert app.resume_controls.run_button.disabled and f"08_job.ipynb?job={parent}" in app.resume_note.value
+    assert "stage of evolve job" in app.resume_note.value
+    with pytest.raises(ConfigError, match=f"stage of evolve job {parent}: resume job {parent}"):
+        stored_run(stage, store=store)
