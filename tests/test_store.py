@@ -287,3 +287,10 @@ def test_a_running_job_of_a_dead_process_reads_interrupted_without_a_write_in_a_
     assert reader.get_job("generation", job)["status"] == "interrupted"
     assert reader.jobs()["status"].tolist() == ["interrupted"]
     assert Store(tmp_path / "metadata.db").connection().execute("SELECT status FROM jobs").fetchone()[0] == "running"
+
+
+def test_the_jobs_overview_says_what_each_kind_of_job_is(store):
+    generation = store.create_job("generation", kind="generation", technique="sft", use_case="text2sql")
+    store.create_job("evaluation", kind="evaluation", source_generation_id=generation)
+    store.create_job("export", kind="export", destination="files", style="sft-messages")
+    assert store.jobs()["what"].tolist() == ["files:sft-messages", f"judge of #{generation}", "sft:text2sql"]

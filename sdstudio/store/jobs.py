@@ -142,7 +142,8 @@ class JobsMixin:
         overview = """
             SELECT j.id, j.kind, j.parent_id, j.created_at, j.status,
                    COALESCE(g.technique || ':' || COALESCE(g.use_case, ''),
-                            'judge of #' || COALESCE(e.source_generation_id, '?'),
+                            CASE WHEN e.job_id IS NOT NULL
+                                 THEN 'judge of #' || COALESCE(e.source_generation_id, '?') END,
                             x.destination || ':' || COALESCE(x.style, '')) AS what,
                    COALESCE(g.model_id, e.model_id, x.repo_id, x.path) AS model_id,
                    j.requested, j.ok, j.failed, j.filtered, j.tokens_in, j.tokens_out, j.cost_usd,

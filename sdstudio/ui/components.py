@@ -81,7 +81,7 @@ def frame_html(frame, max_chars: int = 400) -> str:
         if shown[column].dtype == object:
             shown[column] = shown[column].map(lambda v: v if not isinstance(v, str) or len(v) <= max_chars
                                               else v[:max_chars] + "…")
-    return shown.to_html(index=False, escape=True, classes="sds-table", border=0, na_rep="")
+    return shown.to_html(index=False, escape=True, classes="sds-table", border=0, na_rep="", justify="left")
 
 
 def _masked_url(url: str | None) -> str | None:

@@ -132,18 +132,18 @@ class JobApp(w.VBox):
     # -- resume ----------------------------------------------------------------------------------------
     def show_resume(self) -> None:
         """Resume shows for a job that stopped before it finished; a stage job points at its parent."""
-        from ..resume import RESUMABLE, stage_parent
+        from ..resume import RESUMABLE, stage_of
 
         handle = self.resume_controls.handle
         running = handle is not None and not handle.done()
         stopped = self.job.get("status") in RESUMABLE
         # a resume this page ran stays on screen with its outcome once the job is done
         self.resume_box.layout.display = None if stopped or handle is not None else "none"
-        parent = stage_parent(self.store, self.job) if stopped else None
-        self.resume_controls.run_button.disabled = running or not stopped or parent is not None
-        if parent is not None:
-            self.resume_note.value = (f"<p>This is a stage of alignment job {job_link(parent)}: resume that job "
-                                      "and it continues this stage.</p>")
+        stage = stage_of(self.store, self.job) if stopped else None  # (parent id, alignment | evolve)
+        self.resume_controls.run_button.disabled = running or not stopped or stage is not None
+        if stage is not None:
+            self.resume_note.value = (f"<p>This is a stage of {escape(stage[1])} job {job_link(stage[0])}: resume "
+                                      "that job and it continues this stage.</p>")
         elif running and self.polling:
             self.resume_note.value = POLLING_NOTE
         elif stopped:
@@ -322,7 +322,7 @@ def _linked_html(frame: Any) -> str:
     """A table whose cells are already-escaped HTML (links, badges)."""
     if frame is None or len(frame) == 0:
         return '<p class="sds-empty"><i>none</i></p>'
-    return frame.to_html(index=False, escape=False, classes="sds-table", border=0, na_rep="")
+    return frame.to_html(index=False, escape=False, classes="sds-table", border=0, na_rep="", justify="left")
 
 
 def jobs_table(frame: Any) -> str:
