@@ -285,6 +285,17 @@ def platform(monkeypatch, tmp_path):
         yield server
 
 
+def call(provider, method: str, *args):
+    """One provider call from sync code, its connections closed after (as providers.list_models does)."""
+    async def once():
+        try:
+            return await getattr(provider, method)(*args)
+        finally:
+            await provider.aclose()
+
+    return run_sync(once())
+
+
 def test_models_lists_the_loaded_chat_endpoints_by_name(platform, capsys):
     assert cli(["models", "--provider", "caii", "--domain", platform.url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == ["llama-8b", "mixtral"]
@@ -305,14 +316,7 @@ def test_a_job_calls_an_endpoint_by_name_at_its_listed_url_with_its_served_model
     monkeypatch.setenv("CAII_DOMAIN", platform.url)
     provider = get_provider(ModelSpec(provider="caii", model="mixtral"))
     assert provider.model_id == "mixtral"  # what the job records: the endpoint the user picked
-
-    async def ask():
-        try:
-            return await provider.complete(ChatRequest.of("hi"))
-        finally:
-            await provider.aclose()
-
-    assert run_sync(ask()).text == "mixtral answers as mistralai/mixtral"
+    assert call(provider, "complete", ChatRequest.of("hi")).text == "mixtral answers as mistralai/mixtral"
     path, body = platform.requests[-1]
     assert path == "/namespaces/serving-default/endpoints/mixtral/v1/chat/completions"
     assert body["model"] == "mistralai/mixtral"
@@ -322,7 +326,7 @@ def test_an_unknown_endpoint_name_names_the_ones_there_are(platform, monkeypatch
     monkeypatch.setenv("CAII_DOMAIN", platform.url)
     provider = get_provider(ModelSpec(provider="caii", model="gpt-9"))
     with pytest.raises(ProviderError) as info:
-        run_sync(provider.complete(ChatRequest.of("hi")))
+        call(provider, "complete", ChatRequest.of("hi"))
     assert info.value.kind == "bad_request" and "'gpt-9'" in str(info.value) and "llama-8b, mixtral" in str(info.value)
 
 
@@ -344,7 +348,7 @@ def test_a_token_the_platform_refuses_as_expired_says_how_to_refresh_it(platform
     monkeypatch.setenv("SDSTUDIO_CAII_JWT_FILE", str(jwt_file))
     provider = get_provider(ModelSpec(provider="caii", base_url=platform.url))
     with pytest.raises(ProviderError) as info:
-        run_sync(provider.list_models())
+        call(provider, "list_models")
     message = str(info.value)
     assert info.value.kind == "auth" and "\n" not in message and stale not in message
     assert "Jwt is expired" in message and "/tmp/jwt" in message and "generate-workload-auth-token" in message

@@ -200,6 +200,6 @@ class CaiiProvider(OpenAICompatibleProvider):
     def classify(self, status: int, detail: str, headers: Any = None) -> ProviderError:
         error = super().classify(status, detail, headers)
         if status == 401:  # an expired or revoked JWT: say how to get a new one, in the same line
-            return self.error("auth", f"{self.where} refused the Cloudera AI token (401: {detail}); {REFRESH}",
-                              status=status)
+            return self.error("auth", f"{self.where} refused the credentials (401): {detail}; if the Cloudera AI "
+                                      f"token expired, {REFRESH}", status=status)
         return error
