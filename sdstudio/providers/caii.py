@@ -194,7 +194,8 @@ class CaiiProvider(OpenAICompatibleProvider):
         return await super().complete(request)
 
     def endpoint_key(self) -> str:
-        return self.where if self.base_url else f"{self.root}#{self.endpoint_name}"
+        # by name, the same before and after the URL is looked up: metadata.db remembers the dialect under one key
+        return f"{self.root}#{self.endpoint_name}" if self.root else self.where
 
     # -- errors ----------------------------------------------------------------------------------
     def classify(self, status: int, detail: str, headers: Any = None) -> ProviderError:
