@@ -378,8 +378,7 @@ class ReviewPanel(w.VBox):
 class ReviewApp(w.VBox):
     """The reviewers' page (07_review): the desk alone. No judge, model or run controls exist here, so a
     reviewer's link leads to nothing but reviewing. ``?job=ID`` picks the evaluation, ``?reviewer=NAME``
-    fills the name (the page writes it there itself once a name is entered); ``signed_in`` (the proxy's user on
-    Cloudera AI) fixes it."""
+    fills the name (the page writes it there once one is entered); ``signed_in`` (Cloudera AI's user) fixes it."""
 
     def __init__(self, home: str | Path | None = None, job_id: int | None = None, reviewer: str | None = None,
                  store: Store | None = None, signed_in: str | None = None):
