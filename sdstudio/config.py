@@ -110,6 +110,9 @@ class ModelSpec(StrictModel):
         return env_variable_name(value, "api_key_env", "MY_KEY", "key")
 
 
+LOCAL_EXECUTOR = "local"  # the in-process executor (asyncio): the default, and the only one some workflows run on
+
+
 class RunSettings(StrictModel):
     """How the engine runs requests. Not part of a job's identity: changing these resumes the job."""
 
@@ -121,7 +124,7 @@ class RunSettings(StrictModel):
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
     max_failed_ratio: float = Field(0.5, ge=0, le=1)
-    executor: str = "local"  # executors.EXECUTORS: where the work items run (the same records either way)
+    executor: str = LOCAL_EXECUTOR  # executors.EXECUTORS: where the work items run (the same records either way)
     # the spark executor: the master URL when no Spark session is running yet (default local[2]), and how many
     # partitions the items are split into (default: the cluster's task slots; docs/spark.md)
     spark_master: str | None = None

@@ -52,7 +52,9 @@ class ConversationJob(StrictModel):
 
     @model_validator(mode="after")
     def _runs_here(self) -> "ConversationJob":
-        if self.run.executor != "local":
+        from ..config import LOCAL_EXECUTOR
+
+        if self.run.executor != LOCAL_EXECUTOR:
             raise ValueError(f"conversations run on the local executor only (each turn waits for the one before "
                              f"it), not {self.run.executor}; drop --executor")
         return self

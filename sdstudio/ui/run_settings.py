@@ -19,10 +19,10 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..config import RunSettings
+from ..config import LOCAL_EXECUTOR, RunSettings
 
 LABELS = {"description_width": "initial"}  # each label as wide as its text: never cut at 1280 px
-EXECUTORS = [("this process (local)", "local"), ("Apache Spark", "spark")]
+EXECUTORS = [("this process (local)", LOCAL_EXECUTOR), ("Apache Spark", "spark")]
 BATCH = ("batch (cheaper, slower)", "batch")
 # the run settings a backend needs besides the poll interval (executors/batch_bedrock.py reads these three)
 BACKEND_FIELDS: dict[str, tuple[str, ...]] = {
@@ -58,7 +58,7 @@ class RunSettingsBox(w.Accordion):
         self.concurrency = w.BoundedIntText(value=settings.concurrency, min=1, max=4096, description="Concurrency",
                                             tooltip="requests in flight at once, for the whole job", style=LABELS,
                                             layout=w.Layout(width="12em"))
-        self.executor = w.Dropdown(options=EXECUTORS, value="local", description="Run on", style=LABELS,
+        self.executor = w.Dropdown(options=EXECUTORS, value=LOCAL_EXECUTOR, description="Run on", style=LABELS,
                                    layout=w.Layout(width="auto"))
         self.master = w.Text(value=settings.spark_master or "", description="Spark master", style=LABELS,
                              placeholder="the running session, else local[2] (yarn, k8s://…)",
@@ -116,7 +116,7 @@ class RunSettingsBox(w.Accordion):
         self._quiet = True  # a Dropdown given new options picks its first one: put the choice back, unseen
         try:
             self.executor.options = options
-            self.executor.value = was if was in [value for _, value in options] else "local"
+            self.executor.value = was if was in [value for _, value in options] else LOCAL_EXECUTOR
         finally:
             self._quiet = False
         self._show_fields()
