@@ -115,3 +115,17 @@ def test_bedrock_reasoning_content_blocks_are_stored_and_exported(home, tmp_path
     kept = export(home, result.job_id, "sft-messages", tmp_path / "kept", "--with-reasoning")[0]["messages"]
     assert kept[-1] == {"role": "assistant", "content": kept[-1]["content"], "thinking": "weighing the options"}
     assert "thinking" not in json.dumps(export(home, result.job_id, "sft-messages", tmp_path / "plain"))
+
+
+def test_the_export_page_keeps_reasoning_when_its_box_is_ticked(home, thinking_server):
+    from sdstudio.ui import ExportApp
+
+    job = generate(home, thinking_server)
+    app = ExportApp(home=home)
+    app.jobs.value, app.style.value = (job,), "sft-messages"
+    assert app.config().with_reasoning is False
+    app.with_reasoning.value = True
+    app.export()
+    written = [path for path in (home / "exports").rglob("train.jsonl")]
+    rows = [json.loads(line) for line in written[0].read_text().splitlines()]
+    assert len(rows) == 2 and all(row["messages"][-1]["thinking"].startswith("thinking about") for row in rows)

@@ -77,6 +77,8 @@ class ExportApp(w.VBox):
         self.min_score = w.FloatText(value=0, description="Min score", tooltip="0: no score filter")
         self.reviewed_only = w.Checkbox(description="reviewer-accepted only", style=WIDE)
         self.prefer_edits = w.Checkbox(value=True, description="prefer reviewed edits", style=WIDE)
+        self.with_reasoning = w.Checkbox(value=False, description="keep the model's reasoning", style=WIDE,
+                                         tooltip="sft styles and raw: the reasoning a model returned beside its answer")
         self.test_fraction = w.FloatSlider(value=0, min=0, max=0.5, step=0.05, description="test split")
         self.hf_repo = w.Text(placeholder="owner/name (empty: files only)", description="HF repo")
         self.hf_endpoint = w.Text(value=hf_endpoint or os.environ.get("HF_ENDPOINT", ""),
@@ -93,7 +95,7 @@ class ExportApp(w.VBox):
         self.jobs.observe(lambda _: self.follow_job(), "value")
         super().__init__([nav_bar("06_export.ipynb"),
             w.HTML("<h3>What to export</h3>"), self.jobs, w.HBox([self.style, self.format, self.name]),
-            w.HTML("<h3>Filters</h3>"), w.HBox([self.min_score, self.reviewed_only, self.prefer_edits]),
+            w.HTML("<h3>Filters</h3>"), w.HBox([self.min_score, self.reviewed_only, self.prefer_edits, self.with_reasoning]),
             self.test_fraction, w.HTML("<h3>Hugging Face Hub (optional; token from HF_TOKEN)</h3>"),
             w.HBox([self.hf_repo, self.hf_endpoint, self.private]), self.export_button, self.status,
             self.downloads, w.HTML("<h3>Export history</h3>"), self.history])
@@ -158,6 +160,7 @@ class ExportApp(w.VBox):
             "jobs": list(self.jobs.value), "style": self.style.value, "format": self.format.value,
             "name": self.name.value.strip() or None, "min_score": self.min_score.value or None,
             "reviewed_only": self.reviewed_only.value, "prefer_edits": self.prefer_edits.value,
+            "with_reasoning": self.with_reasoning.value,
             "test_fraction": self.test_fraction.value or None, "hf_repo": self.hf_repo.value.strip() or None,
             "hf_endpoint": self.hf_endpoint.value.strip() or None, "private": self.private.value}, "export form")
 
