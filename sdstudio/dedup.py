@@ -7,7 +7,7 @@ budget and skew a fine-tune. Two checks in one pass over the texts, first occurr
   to one space, punctuation and whitespace stripped from both ends), so "What is SQL?" and
   "  what is   sql" are the same item.
 * **Near**: MinHash signatures of each normalised text's set of character 5-grams (:func:`shingle_hashes`),
-  indexed in a MinHash LSH (datasketch) so candidates are found in about constant time per text
+  indexed in a MinHash LSH (datasketch's, computed here) so candidates are found in about constant time per text
   instead of comparing all pairs. LSH is approximate, so every candidate pair is confirmed with the
   real Jaccard similarity of the two shingle sets and kept only at or above the threshold.
 
@@ -116,58 +116,128 @@ def find_duplicates(texts: Sequence[str], threshold: float = 0.85, *, num_perm: 
     similar (then the earliest) is named. Deterministic. ``threshold`` in (0, 1]; 1.0 means exact only.
     A text equal after normalisation to an earlier near duplicate is reported like that one."""
     _check_threshold(threshold)
-    if isinstance(num_perm, bool) or not isinstance(num_perm, int) or num_perm < 2:
-        raise ConfigError(f"num_perm must be an integer of at least 2, got {num_perm!r}")
+    keys = _normalized(texts)
+    return _Seen(threshold, num_perm, seed).add(keys, list(range(len(keys))))
+
+
+def _normalized(texts: Sequence[str]) -> list[str]:
     keys = []
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise ConfigError(f"text #{index} is {type(text).__name__}, not a string")
         keys.append(normalize(text))
-    near_index = _NearIndex(threshold, num_perm, seed) if threshold < 1.0 else None
-    seen: dict[str, tuple[int, str, float]] = {}  # normalised text -> (kept index, kind, similarity)
-    duplicates: list[Duplicate] = []
-    for low in range(0, len(keys), _BLOCK):
-        block = keys[low:low + _BLOCK]
-        block_shingles = shingle_hashes(block) if near_index else []
-        for index, key in enumerate(block, start=low):
-            match = seen.get(key)
-            if match is None:
-                found = near_index.add(index, block_shingles[index - low]) if near_index and key else None
-                if found is None:
-                    seen[key] = (index, "exact", 1.0)
-                    continue
-                match = seen[key] = (found[1], "near", found[0])
-            duplicates.append(Duplicate(index, *match))
-    return duplicates
+    return keys
+
+
+class _Seen:
+    """The texts kept so far, for exact and near matches: ``add`` takes more texts (normalised) at any time
+    and answers exactly as one pass over all of them in order would (a job's rows checked as they arrive)."""
+
+    def __init__(self, threshold: float, num_perm: int = 128, seed: int = 1):
+        if isinstance(num_perm, bool) or not isinstance(num_perm, int) or num_perm < 2:
+            raise ConfigError(f"num_perm must be an integer of at least 2, got {num_perm!r}")
+        self.near_index = _NearIndex(threshold, num_perm, seed) if threshold < 1.0 else None
+        self.seen: dict[str, tuple[Any, str, float]] = {}  # normalised text -> (kept id, kind, similarity)
+
+    def add(self, keys: Sequence[str], ids: Sequence[Any]) -> list[Duplicate]:
+        """Duplicates among ``keys`` (named by ``ids``: Duplicate.index and .of are ids) of these and all
+        earlier texts kept; the others are kept."""
+        duplicates: list[Duplicate] = []
+        near_index, seen = self.near_index, self.seen
+        for low in range(0, len(keys), _BLOCK):
+            block = keys[low:low + _BLOCK]
+            fresh = [key for key in block if key and key not in seen] if near_index else []
+            signatures = near_index.prepare(fresh) if near_index else {}
+            for key, ident in zip(block, ids[low:low + _BLOCK]):
+                match = seen.get(key)
+                if match is None:
+                    found = near_index.add(ident, *signatures[key]) if near_index and key else None
+                    if found is None:
+                        seen[key] = (ident, "exact", 1.0)
+                        continue
+                    match = seen[key] = (found[1], "near", found[0])
+                duplicates.append(Duplicate(ident, *match))
+        return duplicates
+
+
+# MinHash as datasketch 2.0 computes it (scheme "affine32", its default): each shingle hash pre-mixed by the
+# MurmurHash3 finalizer, then a*h + b mod 2**32 per permutation, with a and b drawn as datasketch draws them
+# from the seed. Computed here, vectorised over many texts at once, because importing datasketch costs more
+# than half a second (its aio package, scipy) and its per-text calls cost more than the hashing; the
+# signatures are bit for bit datasketch's (tests/test_dedup.py compares them), so results never change.
+_FMIX = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+_MAX32 = np.uint32(0xFFFFFFFF)
+_GRAMS_PER_PASS = 1 << 14  # shingles x permutations per vectorised pass: bounds its memory (~8 MB)
+
+
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    s1, m1, s2, m2, s3 = _FMIX
+    hv = hv ^ (hv >> s1)
+    hv = hv * m1
+    hv = hv ^ (hv >> s2)
+    hv = hv * m2
+    return hv ^ (hv >> s3)
+
+
+def minhash_signatures(grams: Sequence[np.ndarray], num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """One MinHash signature (``num_perm`` uint32) per text's :func:`shingle_hashes`; an empty one is all
+    0xFFFFFFFF. Equal to datasketch's ``MinHash(num_perm, seed, hashfunc=int).update_batch(grams)``."""
+    a, b = _permutations(num_perm, seed)
+    out = np.full((len(grams), num_perm), _MAX32, dtype=np.uint32)
+    start = 0
+    while start < len(grams):
+        stop, size = start, 0
+        while stop < len(grams) and (size == 0 or size + len(grams[stop]) <= _GRAMS_PER_PASS):
+            size += len(grams[stop])
+            stop += 1
+        chunk = [g for g in grams[start:stop] if len(g)]
+        if chunk:
+            mixed = _fmix32(np.concatenate(chunk).astype(np.uint32, copy=False))[:, None]
+            permuted = mixed * a + b  # wraps mod 2**32
+            offsets = np.cumsum([0] + [len(g) for g in chunk[:-1]])
+            rows = [i for i in range(start, stop) if len(grams[i])]
+            out[rows] = np.minimum.reduceat(permuted, offsets, axis=0)
+        start = stop
+    return out
 
 
 class _NearIndex:
-    """Kept texts' MinHash signatures in an LSH index, plus their shingles to confirm candidates."""
+    """Kept texts' MinHash signatures in an LSH index (one table per band, as datasketch's MinHashLSH keeps
+    them, so the candidates are the same), plus their shingles to confirm candidates."""
 
     def __init__(self, threshold: float, num_perm: int, seed: int):
-        from datasketch import MinHash, MinHashLSH
+        self.threshold, self.num_perm, self.seed = threshold, num_perm, seed
+        bands, rows = lsh_params(threshold, num_perm)
+        self.bands = [(band * rows, (band + 1) * rows) for band in range(bands)]
+        self.tables: list[dict[bytes, list[Any]]] = [{} for _ in self.bands]
+        self.shingles: dict[Any, np.ndarray] = {}
 
-        self.threshold = threshold
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=lsh_params(threshold, num_perm))
-        # One MinHash reused for every text: the index keeps only band hashes, never the object, and
-        # building a MinHash per text would cost more than all the hashing.
-        self.minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
-        self.empty = self.minhash.hashvalues.copy()
-        self.shingles: dict[int, np.ndarray] = {}
+    def prepare(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Normalised text -> (its shingles, its signature), for many texts in one vectorised pass."""
+        grams = shingle_hashes(keys)
+        return dict(zip(keys, zip(grams, minhash_signatures(grams, self.num_perm, self.seed))))
 
-    def add(self, index: int, grams: np.ndarray) -> tuple[float, int] | None:
-        """(similarity, index) of the most similar kept text at or above the threshold (earliest on a
-        tie); or None, and then the text is kept and indexed."""
-        self.minhash.hashvalues = self.empty.copy()
-        self.minhash.update_batch(grams.tolist())
-        best: tuple[float, int] | None = None
-        for candidate in self.lsh.query(self.minhash):
+    def add(self, ident: Any, grams: np.ndarray, signature: np.ndarray) -> tuple[float, Any] | None:
+        """(similarity, id) of the most similar kept text at or above the threshold (earliest on a tie);
+        or None, and then the text is kept and indexed."""
+        bands = [signature[start:end].tobytes() for start, end in self.bands]
+        candidates = {ident for band, table in zip(bands, self.tables) for ident in table.get(band, ())}
+        best: tuple[float, Any] | None = None
+        for candidate in candidates:
             similarity = jaccard(grams, self.shingles[candidate])
             if similarity >= self.threshold and (best is None or (similarity, -candidate) > (best[0], -best[1])):
                 best = (similarity, candidate)
         if best is None:
-            self.lsh.insert(index, self.minhash, check_duplication=False)
-            self.shingles[index] = grams
+            for band, table in zip(bands, self.tables):
+                table.setdefault(band, []).append(ident)
+            self.shingles[ident] = grams
         return best
 
 
@@ -212,24 +282,75 @@ def dedup_records(store: Store, job_kind: str, job_id: int, fields: Sequence[str
     """Mark duplicate ``ok`` records of a job as ``filtered`` (in id order, first wins), with the error
     "duplicate of record #<id> (exact)" or "... (near, similarity 0.91)". Records already filtered or
     failed are left alone, so running it again removes nothing more. Updates the job's counts."""
-    _check_threshold(threshold)
-    if isinstance(fields, str):
-        fields = [fields]  # a lone field name, not its characters
-    store.get_job(job_kind, job_id)  # one-line StoreError for an unknown job or kind
-    rows = [(r["id"], r["output"]) for r in store.records(job_kind, job_id, status="ok")]
-    if fields is not None and rows and not any(
-            isinstance(output, dict) and any(name in output for name in fields) for _, output in rows):
-        # Every text would be empty and all but one record filtered: surely a misspelt field name.
-        present = sorted({name for _, output in rows if isinstance(output, dict) for name in output})
-        raise ConfigError(f"no record of {job_kind} job {job_id} has the dedup field(s) "
-                          f"{', '.join(fields)}; its outputs have: {', '.join(present) or 'no fields'}")
-    duplicates = find_duplicates([record_text(output, fields) for _, output in rows], threshold)
-    if duplicates:
-        updates = []
-        for dup in duplicates:
-            how = "exact" if dup.kind == "exact" else f"near, similarity {dup.similarity:.2f}"
-            updates.append((rows[dup.index][0], f"duplicate of record #{rows[dup.of][0]} ({how})"))
-        store.filter_if_ok(updates)  # only rows still ok: a reviewer or re-run may have changed some meanwhile
-        store.refresh_counts(job_kind, job_id)
-    exact = sum(dup.kind == "exact" for dup in duplicates)
-    return DedupReport(checked=len(rows), exact=exact, near=len(duplicates) - exact)
+    return JobDedup(store, job_kind, job_id, fields, threshold).run()
+
+
+class JobDedup:
+    """``dedup_records`` for a job whose records keep arriving: each ``run`` checks only the ok records added
+    since the last one against everything kept so far, which is exactly what one pass over all of them in id
+    order decides. So a generation job dedups while its requests are in flight (on the engine's writer thread,
+    after each write) and the pass after a round has only the last rows left. When the job's ok rows are not
+    what it has seen plus newer ones (a row turned ok before the last one seen: a grounding check's verdict, a
+    reviewer), it starts over with one pass over all of them, the way ``dedup_records`` always did."""
+
+    def __init__(self, store: Store, job_kind: str, job_id: int, fields: Sequence[str] | None = None,
+                 threshold: float = 0.85):
+        _check_threshold(threshold)
+        if isinstance(fields, str):
+            fields = [fields]  # a lone field name, not its characters
+        self.store, self.job_kind, self.job_id = store, job_kind, job_id
+        self.fields, self.threshold = fields, threshold
+        self._gave_up = False  # a check during the engine failed: the pass after the round does it all
+        self._reset()
+
+    def _reset(self) -> None:
+        self._seen = _Seen(self.threshold)
+        self._last_id = 0  # the highest record id checked
+        self._kept = 0  # records checked and kept: the job's ok rows up to _last_id, while nothing else changed them
+        self._has_field = False
+        self._checked = self._exact = self._near = 0
+
+    def run(self) -> DedupReport:
+        """Check the ok records not checked yet; filter their duplicates; the report counts every run so far."""
+        store = self.store
+        store.get_job(self.job_kind, self.job_id)  # one-line StoreError for an unknown job or kind
+        if self._last_id and store.count_ok_through(self.job_kind, self.job_id, self._last_id) != self._kept:
+            self._reset()
+        rows = store.ok_outputs_after(self.job_kind, self.job_id, self._last_id)
+        fields = self.fields
+        if rows and fields is not None and not self._has_field:
+            self._has_field = any(isinstance(output, dict) and any(name in output for name in fields)
+                                  for _, output in rows)
+            if not self._has_field:
+                # Every text would be empty and all but one record filtered: surely a misspelt field name.
+                present = sorted({name for _, output in rows if isinstance(output, dict) for name in output})
+                raise ConfigError(f"no record of {self.job_kind} job {self.job_id} has the dedup field(s) "
+                                  f"{', '.join(fields)}; its outputs have: {', '.join(present) or 'no fields'}")
+        if rows:
+            keys = [normalize(record_text(output, fields)) for _, output in rows]
+            duplicates = self._seen.add(keys, [rid for rid, _ in rows])
+            if duplicates:
+                updates = []
+                for dup in duplicates:
+                    how = "exact" if dup.kind == "exact" else f"near, similarity {dup.similarity:.2f}"
+                    updates.append((dup.index, f"duplicate of record #{dup.of} ({how})"))
+                store.filter_if_ok(updates)  # only rows still ok: a reviewer or re-run may have changed some meanwhile
+                store.refresh_counts(self.job_kind, self.job_id)
+            exact = sum(dup.kind == "exact" for dup in duplicates)
+            self._checked += len(rows)
+            self._exact += exact
+            self._near += len(duplicates) - exact
+            self._kept += len(rows) - len(duplicates)
+            self._last_id = rows[-1][0]
+        return DedupReport(checked=self._checked, exact=self._exact, near=self._near)
+
+    def after_write(self) -> None:
+        """The engine's hook after each batch of rows is written (on its writer thread). A failure here must not
+        stop the requests: the next ``run`` starts over and meets it where the old pass after the round did."""
+        if self._gave_up:
+            return
+        try:
+            self.run()
+        except Exception:  # noqa: BLE001 - raised again, if still true, by the run after the round
+            self._gave_up = True
+            self._reset()

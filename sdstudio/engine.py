@@ -69,7 +69,7 @@ class Engine:
                  failure_keys: Callable[[WorkItem], list[str]] | None = None,
                  failure_records: Callable[[WorkItem, str, str | None], list[Record]] | None = None,
                  on_failure: Callable[[WorkItem, str, str | None, Completion | None], None] | None = None,
-                 skip_done: bool = True):
+                 skip_done: bool = True, after_write: Callable[[], None] | None = None):
         self.provider, self.store = provider, store
         self.job_kind, self.job_id = job_kind, job_id
         self.settings = settings or RunSettings()
@@ -90,6 +90,7 @@ class Engine:
         # skip keys the job already answered (resume); a caller that feeds items as it goes and tracks what
         # is done itself (pipeline.QueueEngine) turns it off and gets every item it feeds processed
         self.skip_done = skip_done
+        self.after_write = after_write  # run on the writer thread after each batch is written (generation's dedup)
         self._abort: ProviderError | None = None
         self._store_error: BaseException | None = None  # a write that failed: nothing more is sent
         self._answered = 0  # replies received in this run: once one arrives, the endpoint works
@@ -382,6 +383,8 @@ class Engine:
         stamps = [rec for rec in batch if rec.stamp]
         if stamps:
             self.store.apply_stamps(stamps)
+        if self.after_write is not None:
+            self.after_write()
 
     def _report(self, force: bool = False) -> None:
         now = time.monotonic()

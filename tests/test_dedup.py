@@ -9,9 +9,12 @@ import pytest
 from sdstudio.dedup import (
     DedupReport,
     Duplicate,
+    JobDedup,
     dedup_records,
     find_duplicates,
+    minhash_signatures,
     normalize,
+    shingle_hashes,
 )
 from sdstudio.errors import ConfigError, StoreError
 from sdstudio.store import Record
@@ -240,3 +243,46 @@ def test_dedup_records_with_a_field_no_record_has_is_a_config_error(store):
 def test_dedup_records_of_an_unknown_job_is_a_store_error(store):
     with pytest.raises(StoreError, match="no generation job with id 999"):
         dedup_records(store, "generation", 999)
+
+
+# -- the same results, computed faster ----------------------------------------------------------------
+
+def test_minhash_signatures_are_datasketchs_bit_for_bit():
+    datasketch = pytest.importorskip("datasketch")
+    texts = [normalize(t) for t in random_texts(random.Random(3), 200, 12)] + ["abc", "a", LONG]
+    grams = shingle_hashes(texts)
+    for text_grams, signature in zip(grams, minhash_signatures(grams)):
+        reference = datasketch.MinHash(num_perm=128, seed=1, hashfunc=int)
+        reference.update_batch(text_grams.tolist())
+        assert reference.hashvalues.tolist() == signature.tolist()
+
+
+def test_job_dedup_run_as_rows_arrive_decides_what_one_pass_decides(store):
+    rng = random.Random(11)
+    base = random_texts(rng, 60, 25)
+    texts = [rng.choice([t, t.upper(), one_word_changed(t, 3, "zzz"), random_texts(rng, 1, 25)[0]])
+             for t in base for _ in range(3)]
+    once, growing = store.create_job("generation"), store.create_job("generation")
+    add_outputs(store, once, [qa(t) for t in texts])
+    dedup_records(store, "generation", once)
+    dedup = JobDedup(store, "generation", growing)
+    for low in range(0, len(texts), 17):
+        add_outputs(store, growing, [qa(t) for t in texts[low:low + 17]])
+        dedup.run()
+    assert [s for s, _ in statuses(store, growing)] == [s for s, _ in statuses(store, once)]
+    assert "filtered" in [s for s, _ in statuses(store, once)]
+    report = dedup.run()
+    assert report.checked == len(texts) and report.removed == [s for s, _ in statuses(store, once)].count("filtered")
+
+
+def test_job_dedup_starts_over_when_an_earlier_row_turns_ok(store):
+    job = store.create_job("generation")
+    add_outputs(store, job, [qa(LONG)], status="failed")  # waiting for a later step (a grounding check)
+    add_outputs(store, job, [qa("Other question?")])
+    dedup = JobDedup(store, "generation", job)
+    dedup.run()
+    add_outputs(store, job, [qa(LONG)])
+    store.set_record_status([store.records("generation", job, status="failed").__next__()["id"]], "ok")
+    dedup.run()  # the first row, now ok, comes first: the later copy is its duplicate
+    first = next(store.records("generation", job))
+    assert statuses(store, job) == [("ok", None), ("ok", None), ("filtered", f"duplicate of record #{first['id']} (exact)")]

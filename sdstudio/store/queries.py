@@ -28,6 +28,20 @@ class QueriesMixin:
             kept.setdefault(topic, []).append(json.loads(output))
         return kept
 
+    # -- dedup (dedup.JobDedup: a job's ok rows checked as they arrive) --------------------------------
+    def ok_outputs_after(self, job_kind: str, job_id: int, after_id: int) -> list[tuple[int, Any]]:
+        """(id, output) of the job's ok records with an id above ``after_id``, in id order."""
+        rows = self.connection().execute(
+            "SELECT id, output FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' AND id > ? "
+            "ORDER BY id", (job_kind, job_id, after_id)).fetchall()
+        return [(rid, None if output is None else json.loads(output)) for rid, output in rows]
+
+    def count_ok_through(self, job_kind: str, job_id: int, through_id: int) -> int:
+        """How many of the job's records up to id ``through_id`` are ok."""
+        return self.connection().execute(
+            "SELECT COUNT(*) FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' AND id <= ?",
+            (job_kind, job_id, through_id)).fetchone()[0]
+
     def supersede_failed(self, job_kind: str, job_id: int, round_no: int, topics: Iterable[str], *,
                          keep_unchecked: bool = False) -> None:
         """Round ``round_no`` asks these topics again: their failed rows of earlier rounds become filtered

@@ -136,7 +136,7 @@ class GenerationRun:
     # -- the job -----------------------------------------------------------------------------------
     def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
             cancel_event: threading.Event | None = None, wait: bool = False) -> JobResult:
-        from ..dedup import dedup_records
+        from ..dedup import JobDedup
 
         fields = {"model_id": self.model_id, **self.plan.metadata()}
         with JobRunner(self.store, KIND, self.JOB_KIND, self.config, resume=resume, fields=fields,
@@ -146,6 +146,13 @@ class GenerationRun:
             if job.resumed:  # what an earlier run left half done first: its replies are paid for
                 self.finish_items(job, retry_failed=True)
             refused: set[str] = set()  # topics the server refused outright: asking again cannot help
+            dedup = options = None
+            if self.config.dedup_threshold is not None:
+                dedup = JobDedup(self.store, KIND, job.job_id, threshold=self.config.dedup_threshold,
+                                 fields=[self.plan.summary_field] if self.plan.summary_field else None)
+                # the local engine dedups each batch of rows as it is written, while requests are in flight; the
+                # pass after the round then has only the last rows left
+                options = {"after_write": dedup.after_write} if self.config.run.executor == "local" else None
             for round_no in range(self.config.max_rounds + 1):
                 if job.cancelled:
                     break
@@ -155,16 +162,15 @@ class GenerationRun:
                 if round_no:
                     self.supersede_failures(job.job_id, round_no, {w.topic for w in work})
                 result = job.execute(self.provider, work, self.handle, settings=self.config.run, price=price,
-                                     output_retries=1, failure_keys=self.failure_keys)
+                                     output_retries=1, failure_keys=self.failure_keys, **(options or {}))
                 refused |= {w.topic for w in work if w.key in result.permanent}
                 if job.cancelled:
                     break
                 self.finish_items(job)
                 if job.cancelled:
                     break
-                if self.config.dedup_threshold is not None:
-                    fields = [self.plan.summary_field] if self.plan.summary_field else None
-                    dedup_records(self.store, KIND, job.job_id, fields=fields, threshold=self.config.dedup_threshold)
+                if dedup is not None:
+                    dedup.run()
             return job.finish()
 
 
