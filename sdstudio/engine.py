@@ -96,11 +96,6 @@ class Engine:
         self._answered = 0  # replies received in this run: once one arrives, the endpoint works
         ceiling = getattr(provider, "max_concurrency", None) or self.settings.concurrency
         self.limit = AdaptiveLimit(min(self.settings.concurrency, ceiling))
-        negotiation = provider.negotiation() if hasattr(provider, "negotiation") else None
-        if negotiation is not None and negotiation.probing:
-            self.limit.start_small(1)  # the dialect is found one request at a time: the others wait here, unsent
-        elif not getattr(provider, "proven", False):
-            self.limit.start_small(FIRST_REQUESTS)
         self._refusals: list[str] = []  # reasons of the run's first failed requests while none has succeeded
         self._permanent: set[str] = set()
         self._workers: list[asyncio.Task] = []
@@ -132,6 +127,7 @@ class Engine:
         """Run ``items``: an iterable, or an async iterator that yields items while the run goes on (so
         requests that depend on earlier replies can be fed in); it ends when the source is exhausted."""
         handler = handler or default_handler
+        self._start_small()
         self._flush_lock = asyncio.Lock()
         self._started = time.monotonic()
         if total is None and hasattr(items, "__len__"):
@@ -162,6 +158,17 @@ class Engine:
                          permanent=set(self._permanent), answered=self._answered, models=set(self._models))
 
     # -- internals -------------------------------------------------------------------------------
+    def _start_small(self) -> None:
+        """Decided when the run starts, not when the engine is built: the job runner tells the provider what
+        earlier jobs learnt of its endpoint (its dialect, that it answers) between the two, and an endpoint known
+        to answer starts at full width instead of costing every job a slow first wave."""
+        provider = self.provider
+        negotiation = provider.negotiation() if hasattr(provider, "negotiation") else None
+        if negotiation is not None and negotiation.probing:
+            self.limit.start_small(1)  # the dialect is found one request at a time: the others wait here, unsent
+        elif not getattr(provider, "proven", False):
+            self.limit.start_small(FIRST_REQUESTS)
+
     def _cancelled(self) -> bool:
         return self.cancel_event is not None and self.cancel_event.is_set()
 
