@@ -66,6 +66,8 @@ def reason(value: Any, schema: dict, validator: Any) -> str | None:
     wanted = schema.get("type") if isinstance(schema, dict) else None
     if wanted in ("object", ["object"]) and not isinstance(value, dict):
         return f"expected a JSON object, got {kind_of(value)}"
+    if validator.is_valid(value):  # most items are: best_match (which ranks every error) only for the others
+        return None
     error = jsonschema_module().exceptions.best_match(validator.iter_errors(value))
     if error is None:
         return None
