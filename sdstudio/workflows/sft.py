@@ -137,6 +137,8 @@ class GenerationRun:
     def run(self, *, resume: int | None = None, on_progress: Callable[[Progress], None] | None = None,
             cancel_event: threading.Event | None = None, wait: bool = False) -> JobResult:
         from ..dedup import JobDedup
+        from ..engine import Engine
+        from ..executors import executor_class
 
         fields = {"model_id": self.model_id, **self.plan.metadata()}
         with JobRunner(self.store, KIND, self.JOB_KIND, self.config, resume=resume, fields=fields,
@@ -152,7 +154,8 @@ class GenerationRun:
                                  fields=[self.plan.summary_field] if self.plan.summary_field else None)
                 # the local engine dedups each batch of rows as it is written, while requests are in flight; the
                 # pass after the round then has only the last rows left
-                options = {"after_write": dedup.after_write} if self.config.run.executor == "local" else None
+                in_process = executor_class(self.config.run.executor) is Engine
+                options = {"after_write": dedup.after_write} if in_process else None
             for round_no in range(self.config.max_rounds + 1):
                 if job.cancelled:
                     break
