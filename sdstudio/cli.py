@@ -31,12 +31,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {mask_urls(message)} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand; with ``command`` (the one about to run), those registered before it and itself only:
+    a subcommand's flags may import what its choices come from (evolve's methods load every config), and
+    `sdstudio generate` should not wait for the others'."""
     parser = Parser(prog="sdstudio", description="Synthetic Data Studio: generate, judge and "
                     "export synthetic datasets for LLM fine-tuning")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (*registry.commands(), *UTILITY_COMMANDS):  # one subcommand per registered workflow
         importlib.import_module(module).register(sub)
+        if command is not None and command in sub.choices:
+            break
     return parser
 
 
@@ -45,7 +50,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
     if getattr(args, "home", None):
         os.environ["SDSTUDIO_HOME"] = args.home  # one home for everything this process opens
     signal.signal(signal.SIGTERM, _interrupt)  # a stopped Cloudera AI Job cancels cleanly, like Ctrl-C

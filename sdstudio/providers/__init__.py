@@ -8,11 +8,27 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..config import ModelSpec
 from ..errors import ConfigError
-from ..pricing import Price
-from .base import ChatRequest, CheckResult, Completion, Provider, ProviderError, Usage, run_sync
+
+if TYPE_CHECKING:
+    from ..config import ModelSpec
+    from ..pricing import Price
+    from .base import ChatRequest, CheckResult, Completion, Provider, ProviderError, Usage, run_sync
+
+# base.py's names, imported on first use: it loads every pydantic config, and `sdstudio generate --help` (which
+# lists the provider names) must not pay for that
+_FROM_BASE = ("ChatRequest", "CheckResult", "Completion", "Provider", "ProviderError", "Usage", "run_sync")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_BASE:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 REGISTRY: dict[str, str] = {
     "openai": "sdstudio.providers.openai_compat:OpenAIProvider",
@@ -101,6 +117,8 @@ def list_models(spec: ModelSpec) -> list[str]:
             return await provider.list_models()
         finally:
             await provider.aclose()
+
+    from .base import run_sync
 
     return run_sync(listing())
 
