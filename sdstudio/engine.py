@@ -46,6 +46,8 @@ from .work import (
     default_handler,
     estimate_tokens,
     request_key,
+    stamp_failed,
+    stamp_ok,
 )
 
 FLUSH_ROWS, FLUSH_SECONDS = 50, 1.0
@@ -99,6 +101,8 @@ class Engine:
         self._refusals: list[str] = []  # reasons of the run's first failed requests while none has succeeded
         self._permanent: set[str] = set()
         self._workers: list[asyncio.Task] = []
+        self._handling: set[asyncio.Task] = set()  # replies waiting for their handler (see _process)
+        self._crash: BaseException | None = None  # a handler's unexpected error: the run stops and raises it
         self._models: set[str] = set()
         self.rpm = RateLimiter(self.settings.rpm) if self.settings.rpm else None
         self.tpm = TokenBucket(self.settings.tpm) if self.settings.tpm else None
@@ -144,6 +148,10 @@ class Engine:
         watcher = asyncio.create_task(self._watch(workers))
         try:
             await asyncio.gather(*workers)
+            while self._handling:
+                await asyncio.gather(*self._handling, return_exceptions=True)
+            if self._crash is not None:
+                raise self._crash
         finally:
             watcher.cancel()
             await self._flush(force=True)
@@ -175,7 +183,7 @@ class Engine:
     def _stop(self, exc: ProviderError) -> None:
         """Nothing more can succeed: the other workers stop now, before requests waiting for a slot are sent."""
         self._abort = exc
-        for worker in self._workers:
+        for worker in [*self._workers, *self._handling]:
             if worker is not asyncio.current_task():
                 worker.cancel()
 
@@ -196,15 +204,15 @@ class Engine:
             await asyncio.sleep(min(FLUSH_SECONDS, 0.2))
             await self._flush()
             self._report()
-            if self._abort is not None or self._store_error is not None:
-                for worker in workers:  # nothing more can succeed: in-flight requests are not worth waiting for
-                    worker.cancel()
+            if self._abort is not None or self._store_error is not None or self._crash is not None:
+                for worker in [*workers, *self._handling]:  # nothing more can succeed: in-flight requests are not
+                    worker.cancel()                          # worth waiting for
                 return
             if self._cancelled():
                 deadline = time.monotonic() + self.grace_s
-                while time.monotonic() < deadline and not all(w.done() for w in workers):
+                while time.monotonic() < deadline and not all(w.done() for w in [*workers, *self._handling]):
                     await asyncio.sleep(0.05)
-                for worker in workers:
+                for worker in [*workers, *self._handling]:
                     worker.cancel()
                 return
 
@@ -223,7 +231,7 @@ class Engine:
 
     async def _take(self, item: WorkItem, handler: Handler, done_keys: set[str] | None) -> bool:
         """Process one item unless it is done already; False when the run must stop sending."""
-        if self._cancelled() or self._abort is not None or self._store_error is not None:
+        if self._cancelled() or self._abort is not None or self._store_error is not None or self._crash is not None:
             return False
         if done_keys is not None:
             if item.key in done_keys:
@@ -239,30 +247,19 @@ class Engine:
         await self._process(item, handler)
         return True
 
-    async def _process(self, item: WorkItem, handler: Handler) -> None:
-        request, attempt, output_attempt = item.request, 0, 0
-        raw: str | None = None
+    async def _process(self, item: WorkItem, handler: Handler, attempt: int = 0, output_attempt: int = 0,
+                       raw: str | None = None) -> None:
+        """Send the item (retrying what may succeed); its reply goes to ``_handle`` on a task of its own, so this
+        worker sends its next request before the reply is parsed: a wave of replies arriving together gets all
+        its next requests out first, and the parsing and validation wait until they are sent."""
+        request = item.request
         while True:
             attempt += 1
             try:
                 completion = await self._send(request, item)
-                raw = completion.text
-                try:
-                    records = handler(item, completion)
-                except InvalidOutput as exc:
-                    if output_attempt < self.output_retries and not self._cancelled():
-                        output_attempt += 1
-                        self.progress.retries += 1
-                        continue
-                    self._fail(item, str(exc), raw, completion)
-                    return
-                self._account(completion)
-                for rec in records:
-                    rec.job_kind, rec.job_id = self.job_kind, self.job_id
-                    rec.request_key = rec.request_key or item.key
-                    rec.latency_ms = rec.latency_ms if rec.latency_ms is not None else completion.latency_ms
-                    rec.reasoning = rec.reasoning or completion.reasoning  # each item of the reply keeps it
-                self._add(records, ok=True)
+                task = asyncio.ensure_future(self._handle(item, handler, completion, attempt, output_attempt))
+                self._handling.add(task)
+                task.add_done_callback(self._handling.discard)
                 return
             except Cancelled:
                 return  # never sent: no row, so Resume sends it
@@ -287,6 +284,28 @@ class Engine:
                 else:
                     delay = self._backoff(attempt)
                 await asyncio.sleep(delay)
+
+    async def _handle(self, item: WorkItem, handler: Handler, completion: Completion, attempt: int,
+                      output_attempt: int) -> None:
+        """A reply into records; an unusable one asked again while ``output_retries`` allow, else failed."""
+        raw = completion.text
+        try:
+            try:
+                records = handler(item, completion)
+            except InvalidOutput as exc:
+                if output_attempt < self.output_retries and not self._cancelled():
+                    self.progress.retries += 1
+                    await self._process(item, handler, attempt, output_attempt + 1, raw)
+                    return
+                self._fail(item, str(exc), raw, completion)
+                return
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug in a handler: stop sending, raise it from the run
+            self._crash = exc
+            return
+        self._account(completion)
+        self._add(stamp_ok(records, self.job_kind, self.job_id, item, completion), ok=True)
 
     async def _send(self, request: ChatRequest, item: WorkItem) -> Completion:
         """One attempt: wait for a slot and the rate limits, then call with a timeout (``Cancelled`` instead when
@@ -335,7 +354,6 @@ class Engine:
         if completion is not None:
             self._account(completion)
         self._failures[item.key] = reason
-        usage = completion.usage if completion else None
         if self.failure_records is not None:
             records = self.failure_records(item, reason, raw)
         else:
@@ -343,13 +361,7 @@ class Engine:
             records = [Record(job_kind=self.job_kind, job_id=self.job_id, item_key=key, request_key=item.key,
                               status="failed", topic=item.topic, input=item.input, provenance=item.provenance,
                               error=reason, raw_text=raw if index == 0 else None) for index, key in enumerate(keys)]
-        for index, rec in enumerate(records):  # the failed attempt's tokens are paid once, on the first record
-            rec.job_kind, rec.job_id = self.job_kind, self.job_id
-            rec.request_key = rec.request_key or item.key
-            rec.tokens_in = usage.input_tokens if usage and index == 0 else 0
-            rec.tokens_out = usage.output_tokens if usage and index == 0 else 0
-            rec.latency_ms = completion.latency_ms if completion else None
-        self._add(records, ok=False)
+        self._add(stamp_failed(records, self.job_kind, self.job_id, item, completion), ok=False)
         if self.on_failure is not None:
             self.on_failure(item, reason, raw, completion)
 

@@ -120,3 +120,27 @@ def default_handler(item: WorkItem, completion: Completion) -> list[Record]:
     return [Record(job_kind="", job_id=0, item_key=item.key, status="ok", topic=item.topic, input=item.input,
                    provenance=item.provenance, output=output, raw_text=completion.text,
                    tokens_in=completion.usage.input_tokens, tokens_out=completion.usage.output_tokens)]
+
+
+def stamp_ok(records: list[Record], job_kind: str, job_id: int, item: WorkItem, completion: Completion) -> list[Record]:
+    """A handler's records, made the job's: its kind and id, the request's key, the reply's latency and reasoning
+    (each item of the reply keeps it) where the handler left them unset."""
+    for rec in records:
+        rec.job_kind, rec.job_id = job_kind, job_id
+        rec.request_key = rec.request_key or item.key
+        rec.latency_ms = rec.latency_ms if rec.latency_ms is not None else completion.latency_ms
+        rec.reasoning = rec.reasoning or completion.reasoning
+    return records
+
+
+def stamp_failed(records: list[Record], job_kind: str, job_id: int, item: WorkItem,
+                 completion: Completion | None) -> list[Record]:
+    """A failed item's records, made the job's; the failed attempt's tokens are paid once, on the first record."""
+    usage = completion.usage if completion else None
+    for index, rec in enumerate(records):
+        rec.job_kind, rec.job_id = job_kind, job_id
+        rec.request_key = rec.request_key or item.key
+        rec.tokens_in = usage.input_tokens if usage and index == 0 else 0
+        rec.tokens_out = usage.output_tokens if usage and index == 0 else 0
+        rec.latency_ms = completion.latency_ms if completion else None
+    return records
