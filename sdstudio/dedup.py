@@ -326,6 +326,8 @@ class JobDedup:
         self.store, self.job_kind, self.job_id = store, job_kind, job_id
         self.fields, self.threshold = fields, threshold
         self._gave_up = False  # a check during the engine failed: the pass after the round does it all
+        self._job_known = False
+        self._counts_stale = False
         self._reset()
 
     def _reset(self) -> None:
@@ -335,11 +337,15 @@ class JobDedup:
         self._has_field = False
         self._checked = self._exact = self._near = 0
 
-    def run(self) -> DedupReport:
-        """Check the ok records not checked yet; filter their duplicates; the report counts every run so far."""
+    def run(self, *, recheck: bool = True) -> DedupReport:
+        """Check the ok records not checked yet; filter their duplicates; the report counts every run so far.
+        ``recheck``: first make sure the rows checked before are as they were (a count over the job's rows: the
+        engine's hook leaves it to the run after the round, or a 100k-row job would count 100k rows per write)."""
         store = self.store
-        store.get_job(self.job_kind, self.job_id)  # one-line StoreError for an unknown job or kind
-        if self._last_id and store.count_ok_through(self.job_kind, self.job_id, self._last_id) != self._kept:
+        if not self._job_known:  # once: a job's row holds its config (a 100k-topic job's is megabytes)
+            store.get_job(self.job_kind, self.job_id)  # one-line StoreError for an unknown job or kind
+            self._job_known = True
+        if recheck and self._last_id and store.count_ok_through(self.job_kind, self.job_id, self._last_id) != self._kept:
             self._reset()
         rows = store.ok_outputs_after(self.job_kind, self.job_id, self._last_id)
         fields = self.fields
@@ -360,13 +366,16 @@ class JobDedup:
                     how = "exact" if dup.kind == "exact" else f"near, similarity {dup.similarity:.2f}"
                     updates.append((dup.index, f"duplicate of record #{dup.of} ({how})"))
                 store.filter_if_ok(updates)  # only rows still ok: a reviewer or re-run may have changed some meanwhile
-                store.refresh_counts(self.job_kind, self.job_id)
+                self._counts_stale = True
             exact = sum(dup.kind == "exact" for dup in duplicates)
             self._checked += len(rows)
             self._exact += exact
             self._near += len(duplicates) - exact
             self._kept += len(rows) - len(duplicates)
             self._last_id = rows[-1][0]
+        if recheck and self._counts_stale:  # the job's counts: once per round, not per write (a count of all rows)
+            store.refresh_counts(self.job_kind, self.job_id)
+            self._counts_stale = False
         return DedupReport(checked=self._checked, exact=self._exact, near=self._near)
 
     def after_write(self) -> None:
@@ -375,7 +384,7 @@ class JobDedup:
         if self._gave_up:
             return
         try:
-            self.run()
+            self.run(recheck=False)
         except Exception:  # noqa: BLE001 - raised again, if still true, by the run after the round
             self._gave_up = True
             self._reset()
