@@ -19,7 +19,6 @@ Decisions:
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from ..runner import JobRunner
 from ..store import Record, Store
 from .conversations_plan import ASSISTANT, USER, Chat, ConversationPlan, preview, role_of
 from .jobs import JobResult
-from .pipeline import MergedProgress, Outcome, QueueEngine, RecordSink
+from .pipeline import MergedProgress, Outcome, QueueEngine, RecordSink, drive
 
 KIND = "generation"
 JOB_KIND = "conversations"
@@ -169,39 +168,8 @@ class ConversationRun:
                                          on_progress=merged.part(endpoint), output_retries=1,
                                          cancel_event=cancel_event)
                    for endpoint, provider in self.providers.items()}
-        serving = [asyncio.create_task(engine.serve(self.handle)) for engine in engines.values()]
-        ticker = asyncio.create_task(sink.tick())
-        queue = iter(states)
-        slots = sum(engine.limit.maximum for engine in engines.values())
-
-        def stopped() -> bool:
-            return cancel_event is not None and cancel_event.is_set()
-
-        async def chats_worker() -> None:
-            for state in queue:
-                if stopped():
-                    return
-                await self._advance(state, engines, sink, merged)
-
-        try:
-            await asyncio.gather(*(chats_worker() for _ in range(max(1, slots * ACTIVE_CHATS_PER_SLOT))))
-        except (asyncio.CancelledError, Exception):  # Ctrl-C or a failed write: stop sending at once
-            for task in serving:
-                task.cancel()
-            raise
-        finally:
-            for engine in engines.values():
-                engine.close()
-            try:
-                results = await asyncio.gather(*serving, return_exceptions=True)
-                errors = [r for r in results if isinstance(r, Exception)]
-                if errors:
-                    raise errors[0]
-            finally:
-                ticker.cancel()
-                await sink.flush()
-                sink.close()
-        return stopped()
+        return await drive(engines, self.handle, sink, states,
+                           lambda state: self._advance(state, engines, sink, merged), per_slot=ACTIVE_CHATS_PER_SLOT, cancel_event=cancel_event)
 
     async def _advance(self, state: ChatState, engines: dict[str, QueueEngine], sink: RecordSink,
                        merged: MergedProgress) -> None:

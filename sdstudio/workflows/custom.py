@@ -22,7 +22,6 @@ Decisions:
 """
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ from .custom_plan import (
 )
 from ..runner import JobRunner
 from .jobs import JobResult
-from .pipeline import MergedProgress, Outcome, QueueEngine, RecordSink
+from .pipeline import MergedProgress, Outcome, QueueEngine, RecordSink, drive
 
 KIND = "generation"
 STALE = "stale: the input row changed or is no longer selected"
@@ -231,39 +230,8 @@ class WorkflowRun:
             engines[endpoint] = QueueEngine(provider, self.store, KIND, job_id, settings or self.config.run,
                                             price=self.prices[endpoint], on_progress=merged.part(endpoint),
                                             output_retries=1, cancel_event=cancel_event)
-        serving = [asyncio.create_task(engine.serve(self.handle)) for engine in engines.values()]
-        ticker = asyncio.create_task(sink.tick())
-        queue = iter(states)
-        slots = sum(engine.limit.maximum for engine in engines.values())
-
-        def stopped() -> bool:
-            return cancel_event is not None and cancel_event.is_set()
-
-        async def rows_worker() -> None:
-            for state in queue:
-                if stopped():
-                    return
-                await self._advance(state, engines, sink, merged)
-
-        try:
-            await asyncio.gather(*(rows_worker() for _ in range(max(1, slots * ACTIVE_ROWS_PER_SLOT))))
-        except (asyncio.CancelledError, Exception):  # Ctrl-C or a failed write: stop sending at once
-            for task in serving:
-                task.cancel()
-            raise
-        finally:
-            for engine in engines.values():
-                engine.close()
-            try:
-                results = await asyncio.gather(*serving, return_exceptions=True)
-                errors = [r for r in results if isinstance(r, Exception)]
-                if errors:
-                    raise errors[0]
-            finally:
-                ticker.cancel()
-                await sink.flush()
-                sink.close()
-        return stopped()
+        return await drive(engines, self.handle, sink, states,
+                           lambda state: self._advance(state, engines, sink, merged), per_slot=ACTIVE_ROWS_PER_SLOT, cancel_event=cancel_event)
 
     async def _advance(self, state: RowState, engines: dict[str, QueueEngine], sink: RecordSink,
                        merged: MergedProgress) -> None:

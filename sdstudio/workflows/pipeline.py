@@ -20,8 +20,9 @@ import asyncio
 import functools
 import itertools
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -194,6 +195,50 @@ class RecordSink:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+
+
+async def drive(engines: dict[str, QueueEngine], handler: Callable[[WorkItem, Completion], Any], sink: RecordSink,
+                states: Iterable[Any], advance: Callable[[Any], Awaitable[None]], *, per_slot: int,
+                cancel_event: threading.Event | None) -> bool:
+    """Serve every engine with ``handler`` and take each of ``states`` through ``advance`` on ``per_slot``
+    workers per request slot (enough to keep every engine busy); returns whether the run was cancelled.
+
+    Shared by the row-chain workflows (custom rows, conversations) so that the teardown is one: a failed
+    write or Ctrl-C cancels the engines at once; otherwise they are closed and drained, the first engine
+    error is raised, and the sink writes what it holds whichever way the run ended."""
+    serving = [asyncio.create_task(engine.serve(handler)) for engine in engines.values()]
+    ticker = asyncio.create_task(sink.tick())
+    queue = iter(states)
+    slots = sum(engine.limit.maximum for engine in engines.values())
+
+    def stopped() -> bool:
+        return cancel_event is not None and cancel_event.is_set()
+
+    async def worker() -> None:
+        for state in queue:
+            if stopped():
+                return
+            await advance(state)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, slots * per_slot))))
+    except (asyncio.CancelledError, Exception):  # Ctrl-C or a failed write: stop sending at once
+        for task in serving:
+            task.cancel()
+        raise
+    finally:
+        for engine in engines.values():
+            engine.close()
+        try:
+            results = await asyncio.gather(*serving, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
+        finally:
+            ticker.cancel()
+            await sink.flush()
+            sink.close()
+    return stopped()
 
 
 class MergedProgress:
