@@ -15,24 +15,25 @@ by the run's token (``spark_session.provider_secrets``). docs/spark.md explains 
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import queue
 import threading
 import time
-import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..engine import Engine, Handler, RunAborted, RunResult, WorkItem, default_handler
 from ..errors import SdstudioError
 from ..store import Record
 from .spark_collector import Collector
-from .spark_session import collector_host, provider_secrets, redaction_gaps, spark_session
+from .spark_session import collector_host, provider_secrets, spark_session, warn_redaction_gaps
 from .spark_worker import EXIT_HOOK_ENV, PartitionPlan, pack, partition_function
 
 SHIPPED_OPTIONS = ("output_retries", "failure_keys", "failure_records", "grace_s")
+FLUSH_ROWS, FLUSH_SECONDS = 50, 1.0  # the driver writes what arrived every so many records or seconds
 
 
 class SparkJobFailed(SdstudioError):
@@ -88,33 +89,15 @@ class SparkExecutor(Engine):
         slots = max(1, sc.defaultParallelism)  # partitions that run at once (the cluster's task slots)
         partitions = max(1, min(self.settings.partitions or slots, len(self._items)))
         env, base_url = provider_secrets(self.provider)
-        gaps = redaction_gaps(spark, sorted(env))
-        if gaps:
-            warnings.warn(f"spark.executorEnv.{gaps[0]} is shown in the Spark UI (spark.redaction.regex does not match "
-                          "it): remove it, sdstudio sends credentials to the executors itself", stacklevel=2)
+        warn_redaction_gaps(spark, sorted(env))
         with Collector(collector_host(spark), {"env": env, "base_url": base_url}) as collector:
             plan = self._plan(collector, handler, min(partitions, slots))
             rows = [(key, json.dumps(item.to_json(), ensure_ascii=False)) for key, item in self._items.items()]
             group = f"sdstudio-job-{self.job_id}-{collector.token[:8]}"
-            outcome: dict[str, Any] = {}
-
-            def spark_job() -> None:
-                try:
-                    sc.setJobGroup(group, f"sdstudio job {self.job_id}: {len(rows)} requests", interruptOnCancel=True)
-                    outcome["summary"] = (sc.parallelize(rows, partitions)
-                                          .mapPartitionsWithIndex(partition_function(plan)).collect())
-                except BaseException as exc:  # noqa: BLE001 - handed to the driver loop
-                    outcome["error"] = exc
-
-            thread = threading.Thread(target=spark_job, name=f"sdstudio-spark-{self.job_id}", daemon=True)
-            thread.start()
-            try:
-                self._drive(collector, thread, lambda: sc.cancelJobGroup(group))
-            except BaseException:  # Ctrl-C, a failing callback: the Spark job must not run on without its driver
-                sc.cancelJobGroup(group)
-                raise
-            if "error" in outcome and not self._stopped():
-                raise SparkJobFailed(f"the Spark job failed: {spark_error_line(outcome['error'])}")
+            run_spark_job(sc, rows, partitions, partition_function(plan), group=group,
+                          description=f"sdstudio job {self.job_id}: {len(rows)} requests",
+                          thread_name=f"sdstudio-spark-{self.job_id}", drive=functools.partial(self._drive, collector),
+                          stopped=self._stopped)
 
     def _plan(self, collector: Collector, handler: Handler, running: int) -> PartitionPlan:
         """What every partition gets; its share of the limits is of the partitions that run at once (``running``:
@@ -136,24 +119,8 @@ class SparkExecutor(Engine):
     def _drive(self, collector: Collector, thread: threading.Thread, cancel: Any) -> None:
         """Until the Spark job ends and every connection is read: take outcomes, write them in batches, report
         progress; stop the Spark job on cancel, on a provider that cannot work, or on a failed write."""
-        cancelled = False
-        last_flush = time.monotonic()
-        while True:
-            finished = not thread.is_alive() and collector.idle()
-            try:
-                conn_id, message = collector.events.get(timeout=0.1)
-                self._take(conn_id, message)
-            except queue.Empty:
-                if finished:
-                    break
-            if len(self._pending) >= 50 or time.monotonic() - last_flush >= 1.0:
-                self._flush_pending()
-                last_flush = time.monotonic()
-            self._report()
-            if self._stopped() and not cancelled:
-                cancelled = True
-                collector.accepting = False
-                cancel()
+        pump(collector, thread, cancel, take=self._take, backlog=lambda: len(self._pending), flush=self._flush_pending,
+             report=self._report, stopped=self._stopped)
         self._flush_pending()
         self._merge_negotiation()
 
@@ -212,6 +179,59 @@ class SparkExecutor(Engine):
             negotiation.index, negotiation.confirmed = int(best["index"]), True
             if best.get("rejected"):
                 negotiation.rejected = [tuple(r) for r in best["rejected"]]
+
+
+def run_spark_job(sc: Any, rows: list[tuple[str, str]], partitions: int, function: Any, *, group: str, description: str,
+                  thread_name: str, drive: Callable[[threading.Thread, Callable[[], None]], None],
+                  stopped: Callable[[], bool]) -> None:
+    """Run ``function`` over ``rows`` in ``partitions`` as Spark job group ``group``, on a thread of its own, while
+    ``drive(thread, cancel)`` takes the outcomes here. Ctrl-C or a failing callback cancels the Spark job (it must
+    not run on without its driver); a Spark failure is raised unless the run was stopped on purpose. Shared by the
+    executor (requests) and ``spark_rows`` (workflow rows)."""
+    outcome: dict[str, Any] = {}
+
+    def spark_job() -> None:
+        try:
+            sc.setJobGroup(group, description, interruptOnCancel=True)
+            outcome["summary"] = sc.parallelize(rows, partitions).mapPartitionsWithIndex(function).collect()
+        except BaseException as exc:  # noqa: BLE001 - handed to the driver loop
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=spark_job, name=thread_name, daemon=True)
+    thread.start()
+    try:
+        drive(thread, lambda: sc.cancelJobGroup(group))
+    except BaseException:  # Ctrl-C, a failing callback: the Spark job must not run on without its driver
+        sc.cancelJobGroup(group)
+        raise
+    if "error" in outcome and not stopped():
+        raise SparkJobFailed(f"the Spark job failed: {spark_error_line(outcome['error'])}")
+
+
+def pump(collector: Collector, thread: threading.Thread, cancel: Callable[[], None], *,
+         take: Callable[[int, dict[str, Any]], None], backlog: Callable[[], int], flush: Callable[[], None],
+         report: Callable[[], None], stopped: Callable[[], bool]) -> None:
+    """Until the Spark job ends and every connection is read: ``take`` each message, ``flush`` every
+    ``FLUSH_ROWS`` records waiting (``backlog()``) or ``FLUSH_SECONDS``, ``report`` progress; once ``stopped()``
+    (cancel, a provider that cannot work, a failed write) refuse new connections and ``cancel`` the Spark job."""
+    cancelling = False
+    last_flush = time.monotonic()
+    while True:
+        finished = not thread.is_alive() and collector.idle()
+        try:
+            conn_id, message = collector.events.get(timeout=0.1)
+            take(conn_id, message)
+        except queue.Empty:
+            if finished:
+                break
+        if backlog() >= FLUSH_ROWS or time.monotonic() - last_flush >= FLUSH_SECONDS:
+            flush()
+            last_flush = time.monotonic()
+        report()
+        if stopped() and not cancelling:
+            cancelling = True
+            collector.accepting = False
+            cancel()
 
 
 def partition_share(settings: Any, running: int) -> Any:

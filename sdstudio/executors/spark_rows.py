@@ -19,24 +19,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import os
-import queue
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Progress, RunAborted
 from ..store import Record
-from .spark import SparkJobFailed, partition_share, spark_error_line
+from .spark import partition_share, pump, run_spark_job
 from .spark_collector import Collector
-from .spark_session import collector_host, provider_secrets, redaction_gaps, spark_session
+from .spark_session import collector_host, provider_secrets, spark_session, warn_redaction_gaps
 from .spark_worker import EXIT_HOOK_ENV, PING_INTERVAL_S, Link, pack, secret_environment, unpack
 
-FLUSH_ROWS, FLUSH_SECONDS, REPORT_SECONDS = 50, 1.0, 0.2
+REPORT_SECONDS = 0.2
 COUNTED = ("done", "ok", "failed", "in_flight", "retries", "attempts", "tokens_in", "tokens_out", "cost_usd")
 
 
@@ -133,10 +132,7 @@ class RowsDriver:
             env.update(values)
             if base_url:
                 base_urls[endpoint] = base_url
-        gaps = redaction_gaps(spark, sorted(env))
-        if gaps:
-            warnings.warn(f"spark.executorEnv.{gaps[0]} is shown in the Spark UI (spark.redaction.regex does not match "
-                          "it): remove it, sdstudio sends credentials to the executors itself", stacklevel=2)
+        warn_redaction_gaps(spark, sorted(env))
         with Collector(collector_host(spark), {"env": env, "base_urls": base_urls}) as collector:
             plan = RowsPlan(address=collector.address(), code=pack(shippable(run)), job_id=run.job_id,
                             settings=partition_share(settings, min(partitions, slots)).model_dump(mode="json"),
@@ -145,45 +141,14 @@ class RowsDriver:
             rows = [(state.row.key, json.dumps(dataclasses.asdict(state), ensure_ascii=False, default=str))
                     for state in todo]
             group = f"sdstudio-workflow-{run.job_id}-{collector.token[:8]}"
-            outcome: dict[str, Any] = {}
-
-            def spark_job() -> None:
-                try:
-                    sc.setJobGroup(group, f"sdstudio workflow {run.job_id}: {len(rows)} rows", interruptOnCancel=True)
-                    outcome["summary"] = (sc.parallelize(rows, partitions)
-                                          .mapPartitionsWithIndex(rows_partition_function(plan)).collect())
-                except BaseException as exc:  # noqa: BLE001 - handed to the driver loop
-                    outcome["error"] = exc
-
-            thread = threading.Thread(target=spark_job, name=f"sdstudio-spark-workflow-{run.job_id}", daemon=True)
-            thread.start()
-            try:
-                self._drive(collector, thread, lambda: sc.cancelJobGroup(group))
-            except BaseException:  # Ctrl-C, a failing callback: the Spark job must not run on without its driver
-                sc.cancelJobGroup(group)
-                raise
-            if "error" in outcome and not self._stopped():
-                raise SparkJobFailed(f"the Spark job failed: {spark_error_line(outcome['error'])}")
+            run_spark_job(sc, rows, partitions, rows_partition_function(plan), group=group,
+                          description=f"sdstudio workflow {run.job_id}: {len(rows)} rows",
+                          thread_name=f"sdstudio-spark-workflow-{run.job_id}",
+                          drive=functools.partial(self._drive, collector), stopped=self._stopped)
 
     def _drive(self, collector: Collector, thread: threading.Thread, cancel: Any) -> None:
-        cancelling = False
-        last_flush = time.monotonic()
-        while True:
-            finished = not thread.is_alive() and collector.idle()
-            try:
-                conn_id, message = collector.events.get(timeout=0.1)
-                self._take(conn_id, message)
-            except queue.Empty:
-                if finished:
-                    break
-            if len(self.pending) >= FLUSH_ROWS or time.monotonic() - last_flush >= FLUSH_SECONDS:
-                self._flush()
-                last_flush = time.monotonic()
-            self._report()
-            if self._stopped() and not cancelling:
-                cancelling = True
-                collector.accepting = False
-                cancel()
+        pump(collector, thread, cancel, take=self._take, backlog=lambda: len(self.pending), flush=self._flush,
+             report=self._report, stopped=self._stopped)
 
     def _take(self, conn_id: int, message: dict[str, Any]) -> None:
         if "counters" in message:

@@ -77,6 +77,14 @@ def redaction_gaps(spark: Any, names: list[str]) -> list[str]:
             and not re.search(pattern, f"spark.executorEnv.{name}", re.IGNORECASE)]
 
 
+def warn_redaction_gaps(spark: Any, names: list[str]) -> None:
+    """Warn (at the run's caller) about the first of ``redaction_gaps``: the user should remove it from the conf."""
+    gaps = redaction_gaps(spark, names)
+    if gaps:
+        warnings.warn(f"spark.executorEnv.{gaps[0]} is shown in the Spark UI (spark.redaction.regex does not match "
+                      "it): remove it, sdstudio sends credentials to the executors itself", stacklevel=3)
+
+
 # -- secrets, sent over the collector connection only ----------------------------------------------------
 
 def provider_secrets(provider: Any) -> tuple[dict[str, str], str | None]:
