@@ -127,22 +127,15 @@ class ConversationsApp(ShownJob, w.VBox):
 
     def show(self, result: Any) -> None:
         self._shown = self._starting
-        self.job_id = result.job_id
-        self.results_table.show(0)
-        self.outcomes.show(kept=result.ok)
-        self.preview_box.selected_index = None
+        self.show_job(result, self.preview_box)
 
     @property
     def results(self):
         """The shown job's ok conversations as a DataFrame (topic, messages, conversation, row id)."""
-        records = list(self.store.records("generation", self.job_id, "ok")) if self.job_id is not None else []
-        return conversation_rows(records)
+        return conversation_rows(self.ok_records())
 
     def _fetch(self, offset: int, limit: int):
-        if self.job_id is None:
-            return None, 0
-        records, total = self.store.records_page("generation", self.job_id, "ok", offset, limit)
-        return conversation_rows(records), total
+        return self.ok_page(offset, limit, conversation_rows)
 
     def autorun(self, topics: list[str], turns: int = 1, timeout: float = 600) -> Any:
         """Headless run on small settings (what nbval executes with SDSTUDIO_AUTORUN=1)."""

@@ -185,17 +185,13 @@ class DocumentsApp(ShownJob, w.VBox):
         """RunControls' on_result: kept rows, failed and filtered ones, and why when none was kept; the chunks
         and the prompt fold so the outcome sits under Run."""
         self._shown, self._columns = self._starting or (None, ())
-        self.job_id = result.job_id
-        self.results_table.show(0)
-        self.outcomes.show(kept=result.ok)
-        for box in self.folded:
-            box.selected_index = None
+        self.show_job(result, *self.folded)
 
     @property
     def results(self):
         """The shown job's ok rows as a pandas DataFrame, each with its source (file, pages, chunk) and, when
         the job checked grounding, the judge's verdict and evidence."""
-        records = list(self.store.records("generation", self.job_id, "ok")) if self.job_id is not None else []
+        records = self.ok_records()
         frame = ok_frame(records)
         frame.insert(1, "source", [_source(r["provenance"]) for r in records])
         if any(_verdict(r["provenance"]) for r in records):

@@ -119,6 +119,7 @@ class ShownJob:
 
     job_id: int | None
     _shown: dict[str, Any] | None = None
+    store: Store
     results_table: PagedTable
     outcomes: OutcomeTabs
 
@@ -142,6 +143,26 @@ class ShownJob:
         self.job_id, self._shown = None, None
         self.results_table.show(0)
         self.outcomes.clear()
+
+    def show_job(self, result: Any, *folded: w.Accordion) -> None:
+        """Show the run's kept rows, its failed and filtered ones, and why when none was kept; the ``folded``
+        boxes (prompt preview, chunks) close so the outcome sits under Run."""
+        self.job_id = result.job_id
+        self.results_table.show(0)
+        self.outcomes.show(kept=result.ok)
+        for box in folded:
+            box.selected_index = None
+
+    def ok_records(self) -> list[dict[str, Any]]:
+        """The shown job's ok records (none before a run is shown)."""
+        return list(self.store.records("generation", self.job_id, "ok")) if self.job_id is not None else []
+
+    def ok_page(self, offset: int, limit: int, frame: Any) -> tuple[Any, int]:
+        """One page of the shown job's ok records as ``frame(records)`` and the total, for its ``PagedTable``."""
+        if self.job_id is None:
+            return None, 0
+        records, total = self.store.records_page("generation", self.job_id, "ok", offset, limit)
+        return frame(records), total
 
 
 class GenerateApp(ShownJob, w.VBox):
@@ -349,22 +370,15 @@ class GenerateApp(ShownJob, w.VBox):
         """RunControls' on_result: the run's kept rows, its failed and filtered ones, and why when none was kept;
         the prompt preview folds so the outcome sits under Run."""
         self._shown, self._columns = self._starting or (None, ())
-        self.job_id = result.job_id
-        self.results_table.show(0)
-        self.outcomes.show(kept=result.ok)
-        self.preview_box.selected_index = None
+        self.show_job(result, self.preview_box)
 
     @property
     def results(self):
         """The shown job's ok rows as a pandas DataFrame (topic, the item's fields, record_id)."""
-        records = list(self.store.records("generation", self.job_id, "ok")) if self.job_id is not None else []
-        return ok_frame(records)
+        return ok_frame(self.ok_records())
 
     def _fetch(self, offset: int, limit: int):
-        if self.job_id is None:
-            return None, 0
-        records, total = self.store.records_page("generation", self.job_id, "ok", offset, limit)
-        return flatten(records, self._columns), total
+        return self.ok_page(offset, limit, lambda records: flatten(records, self._columns))
 
     def autorun(self, topics: list[str], per_topic: int = 1, timeout: float = 600) -> Any:
         """Headless run on small settings (what nbval executes with SDSTUDIO_AUTORUN=1)."""
