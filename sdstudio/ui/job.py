@@ -20,6 +20,7 @@ from .batches import BatchesSection, resumes_on_open
 from .diversity import section_html as diversity_section
 from .components import PagedTable, RunControls, escape, message
 from .nav import JOB_NOTEBOOK, job_link, link, nav_bar, next_steps
+from .timeline import job_ids
 
 STATUS_COLOURS = {"done": "#1a7f37", "running": "#0969da", "queued": "#57606a", "interrupted": "#9a6700",
                   "failed": "#cf222e", "cancelled": "#9a6700"}
@@ -266,7 +267,7 @@ class JobApp(w.VBox):
         evaluation_ids = set(evaluations["id"]) | set(children[children["kind"] == "evaluation"]["id"])
         stages = children[~children["id"].isin(evaluation_ids)]
         exports = self.store.jobs("export")
-        exports = _where(exports, "source_job_ids", lambda s: int(self.job_id) in _ids(s))
+        exports = _where(exports, "source_job_ids", lambda s: int(self.job_id) in job_ids(s))
         parts = []
         if len(stages):
             parts.append(f"<h3>Stage jobs</h3>{self._jobs_table(stages)}")
@@ -304,18 +305,6 @@ class JobApp(w.VBox):
             "tokens": (page["tokens_in"].fillna(0) + page["tokens_out"].fillna(0)).astype(int)})
         shown = shown.astype(object).where(shown.notna(), "")
         return shown, len(frame)
-
-
-def _ids(value: Any) -> list[int]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return []
-    try:
-        return [int(v) for v in value or []]
-    except (TypeError, ValueError):
-        return []
 
 
 def _linked_html(frame: Any) -> str:

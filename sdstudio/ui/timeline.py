@@ -14,7 +14,8 @@ from .nav import job_link
 MAX_EVENTS = 200  # a job exported or reviewed many times keeps a page that loads
 
 
-def _ids(value: Any) -> list[int]:
+def job_ids(value: Any) -> list[int]:
+    """The job ids a row lists (an export's ``source_job_ids``: JSON text or a list); none when unreadable."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -62,7 +63,7 @@ def timeline_events(store: Any, job: dict[str, Any]) -> list[tuple[str, str]]:
         events += _job_events(ev, f"evaluation {job_link(ev_id)}")
     exports = store.jobs("export")
     for row in exports.to_dict("records"):
-        if job_id in _ids(row.get("source_job_ids")):
+        if job_id in job_ids(row.get("source_job_ids")):
             rows = f"{int(row['row_count'])} rows, " if _present(row.get("row_count")) else ""
             events.append((str(row.get("created_at")), f"export {job_link(int(row['id']))}: {escape(rows)}"
                            f"{escape(row.get('style'))} {escape(row.get('format'))} ({escape(row.get('status'))})"))
