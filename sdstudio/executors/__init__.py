@@ -9,6 +9,7 @@ executor = one module + one line in ``EXECUTORS``.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -38,4 +39,22 @@ def executor_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "executor_class"]
+def admit(engine: Engine, items: list[WorkItem], into: dict[str, WorkItem]) -> None:
+    """Start ``engine``'s run over ``items`` for an executor that ships them elsewhere (Spark, a batch API): the
+    clock and total set, an unknown price noted, and every key not yet ok (with ``skip_done``) and not repeated put
+    ``into`` the run; the rest count done and cached, so nothing done is ever shipped."""
+    engine._started = time.monotonic()
+    engine.progress.total = len(items)
+    if not engine.price.known:
+        engine.progress.note = "no price known for this model: cost shown as 0"
+    seen = set(engine.store.done_request_keys(engine.job_kind, engine.job_id)) if engine.skip_done else set()
+    for item in items:
+        if item.key in seen:  # done in an earlier run, or the same key twice: never shipped
+            engine.progress.done += 1
+            engine.progress.cached += 1
+        else:
+            seen.add(item.key)
+            into[item.key] = item
+
+
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "admit", "executor_class"]

@@ -37,6 +37,7 @@ from ..pricing import batch_price
 from ..providers.base import Completion, ProviderError
 from ..stopping import aborted
 from ..store import Record, utcnow
+from . import admit
 from .batch_backend import FINAL_STATES, BatchBackend, BatchState, backend_for, check_batchable  # noqa: F401
 from .batch_jobs import awaiting_results, cancel_job_batches, job_batches  # noqa: F401 - re-exported
 
@@ -66,19 +67,7 @@ class BatchExecutor(Engine):
     # -- the seam ----------------------------------------------------------------------------------
     def execute(self, items: Iterable[WorkItem], handler: Handler | None = None) -> RunResult:
         self._handler = handler or default_handler
-        items = list(items)
-        self._started = time.monotonic()
-        self.progress.total = len(items)
-        if not self.price.known:
-            self.progress.note = "no price known for this model: cost shown as 0"
-        seen = set(self.store.done_request_keys(self.job_kind, self.job_id)) if self.skip_done else set()
-        for item in items:
-            if item.key in seen:
-                self.progress.done += 1
-                self.progress.cached += 1
-            else:
-                seen.add(item.key)
-                self._items[item.key] = item
+        admit(self, list(items), self._items)
         self._report(force=True)
         try:
             if self._items:

@@ -28,6 +28,7 @@ from typing import Any
 from ..engine import Engine, Handler, RunAborted, RunResult, WorkItem, default_handler
 from ..errors import SdstudioError
 from ..store import Record
+from . import admit
 from .spark_collector import Collector
 from .spark_session import collector_host, provider_secrets, spark_session, warn_redaction_gaps
 from .spark_worker import EXIT_HOOK_ENV, PartitionPlan, pack, partition_function
@@ -55,19 +56,7 @@ class SparkExecutor(Engine):
     # -- the seam ----------------------------------------------------------------------------------
     def execute(self, items: Iterable[WorkItem], handler: Handler | None = None) -> RunResult:
         handler = handler or default_handler
-        items = list(items)
-        self._started = time.monotonic()
-        self.progress.total = len(items)
-        if not self.price.known:
-            self.progress.note = "no price known for this model: cost shown as 0"
-        seen = set(self.store.done_request_keys(self.job_kind, self.job_id)) if self.skip_done else set()
-        for item in items:
-            if item.key in seen:  # done in an earlier run, or the same key twice: never shipped
-                self.progress.done += 1
-                self.progress.cached += 1
-            else:
-                seen.add(item.key)
-                self._items[item.key] = item
+        admit(self, list(items), self._items)
         self._report(force=True)
         try:
             if self._items:
