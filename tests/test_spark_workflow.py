@@ -127,9 +127,10 @@ def test_a_python_worker_killed_mid_partition_resumes_its_rows_without_asking_a_
     assert marker.exists()
     assert (result.ok, result.failed) == (8, 0)
     assert len(sent) == 8 * 3
-    # a step whose record reached the driver is never asked again; only requests in flight when the worker died
-    # (at most the partition's one request slot) are
-    assert sum(count - 1 for count in sent.values()) <= 1
+    # a step whose record reached the driver is never asked again; only those the dead worker had not streamed
+    # are: the request in its one slot, and a reply that had arrived while the engine (which parses a reply after
+    # its worker has sent the next request) had not yet handed it on
+    assert sum(count - 1 for count in sent.values()) <= 2
     assert Counter(r[2] for r in workflow_records(home)) == Counter({"ok": 8})
 
 

@@ -8,6 +8,7 @@ connection, so they never pass through Spark's conf, environment page, event log
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import io
 import json
@@ -155,6 +156,8 @@ class StreamingEngine(Engine):
     async def _process(self, item: WorkItem, handler: Any) -> None:
         self._started_items += 1
         if self._exit_at and self._started_items == int(self._exit_at) and not os.path.exists(self._exit_marker):
+            while self._handling:  # the replies already here are streamed first: the test kills between items
+                await asyncio.gather(*self._handling, return_exceptions=True)
             open(self._exit_marker, "w").close()
             os._exit(3)  # the test's lost executor: the Python worker dies mid-partition
         token = _ITEM.set(item)
