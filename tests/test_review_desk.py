@@ -10,7 +10,7 @@ from sdstudio.config import ExportJob
 from sdstudio.export import export_dataset
 from sdstudio.store import Store
 from sdstudio.ui.review import ReviewApp
-from tests.test_browser import ARTIFACTS, page, seed_judged_job, voila  # noqa: F401 (fixtures)
+from tests.test_browser import ARTIFACTS, seed_judged_job, voila  # noqa: F401 (fixtures; page is conftest.py's)
 
 
 def desk(home: Path) -> ReviewApp:
