@@ -25,3 +25,27 @@ def wait_for_http(url: str, timeout: float = 60.0) -> None:
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+
+def privileged(*command: str, check: bool = True) -> None:
+    """Run a mount command as root: directly when root, else through passwordless sudo (as `make test` installs its
+    system packages). A full disk or a read-only home is a real kernel error this way, not a mock; without root the
+    test fails naming what it needs, since a skipped test would pass a machine where the failure path never ran."""
+    import os
+    import subprocess
+
+    import pytest
+
+    done = subprocess.run(list(command) if os.geteuid() == 0 else ["sudo", "-n", *command], capture_output=True)
+    if check and done.returncode != 0:
+        pytest.fail(f"`{' '.join(command)}` needs root or passwordless sudo: {done.stderr.decode().strip()}",
+                    pytrace=False)
+
+
+def mount_tmpfs(folder, size: str) -> None:
+    privileged("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder))
+
+
+def unmount(folder) -> None:
+    privileged("umount", "-l", str(folder), check=False)

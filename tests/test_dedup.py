@@ -248,7 +248,8 @@ def test_dedup_records_of_an_unknown_job_is_a_store_error(store):
 # -- the same results, computed faster ----------------------------------------------------------------
 
 def test_minhash_signatures_are_datasketchs_bit_for_bit():
-    datasketch = pytest.importorskip("datasketch")
+    import datasketch  # the dev extra installs it: the reference, not a dependency of the package
+
     texts = [normalize(t) for t in random_texts(random.Random(3), 200, 12)] + ["abc", "a", LONG]
     grams = shingle_hashes(texts)
     for text_grams, signature in zip(grams, minhash_signatures(grams)):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import mount_tmpfs, privileged, unmount
 from tests.reliability.db import query
 
 from sdstudio.errors import StoreError
@@ -138,13 +139,11 @@ def tiny_tmpfs(tmp_path):
     """A 2 MB tmpfs (root can mount one; CI runs as root)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    mount_tmpfs(mount, "2m")
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        unmount(mount)
 
 
 @pytest.mark.slow
@@ -266,13 +265,11 @@ def read_only_mount(tmp_path):
     """A tmpfs holding a home with one finished job, then remounted read-only (CI runs as root)."""
     mount = tmp_path / "ro"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    mount_tmpfs(mount, "8m")
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        unmount(mount)
 
 
 @pytest.mark.parametrize("which", ["existing", "new"])
@@ -283,7 +280,7 @@ def test_a_read_only_home_is_one_line_and_exit_2(openai_server, read_only_mount,
     first = subprocess.run([sys.executable, "-m", "sdstudio.cli", *args, "--home", str(home)], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
-    subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
+    privileged("mount", "-o", "remount,ro", str(read_only_mount))
     target = home if which == "existing" else read_only_mount / "other"
     before = len(openai_server.requests)
     out = subprocess.run([sys.executable, "-m", "sdstudio.cli", *args, "--topics", "Tries", "--home", str(target)],

@@ -13,6 +13,7 @@ import pytest
 
 from sdstudio.cli import main
 from sdstudio.store import Store
+from tests.helpers import mount_tmpfs, privileged, unmount
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ class Freezable:
 
     def freeze(self) -> None:
         if AS_ROOT:
-            subprocess.run(["mount", "-o", "remount,ro", str(self.folder)], check=True)
+            privileged("mount", "-o", "remount,ro", str(self.folder))
         else:
             for path in sorted(self.folder.rglob("*"), reverse=True) + [self.folder]:
                 path.chmod(path.stat().st_mode & ~0o222)
@@ -63,16 +64,14 @@ def place(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     if AS_ROOT:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(folder)], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mount_tmpfs(folder, "32m")
     freezable = Freezable(folder)
     try:
         yield freezable
     finally:
         freezable.thaw()
         if AS_ROOT:
-            subprocess.run(["umount", "-l", str(folder)], check=False)
+            unmount(folder)
 
 
 def model(server) -> list[str]:
@@ -187,15 +186,14 @@ def test_a_wal_that_cannot_be_read_is_refused_not_read_stale(place, capsys):
     assert code == 2 and len(lines) == 1 and "metadata.db-wal holds changes not yet written" in lines[0], err
 
 
-@pytest.mark.skipif(not AS_ROOT, reason="needs a read-only bind mount of a folder another path still writes")
 def test_an_immutable_reader_reads_through_the_wal_once_a_writer_appears(place, tmp_path):
     writable = place.folder / "home"
     Store.open(writable).create_job("generation", status="done")
     view = tmp_path / "view"
     view.mkdir()
-    subprocess.run(["mount", "--bind", str(writable), str(view)], check=True)
+    privileged("mount", "--bind", str(writable), str(view))
     try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+        privileged("mount", "-o", "remount,bind,ro", str(view))
         reader = Store.open(view)
         assert reader.read_only and len(reader.jobs()) == 1
         writer = Store.open(writable)
@@ -206,17 +204,27 @@ def test_an_immutable_reader_reads_through_the_wal_once_a_writer_appears(place, 
         writer.close()
         reader.close()
     finally:
-        subprocess.run(["umount", "-l", str(view)], check=False)
+        unmount(view)
 
 
-@pytest.mark.skipif(AS_ROOT, reason="root writes a file whatever its mode")
 def test_a_metadata_db_without_write_permission_reads_and_refuses_writes(tmp_path, capsys, openai_server):
+    """A metadata.db the user may read but not write. Root writes whatever the mode, so as root the commands run
+    without root's capabilities (util-linux's setpriv): the permission check is the kernel's either way."""
     home = tmp_path / "home"
     Store.open(home).create_job("generation", status="done", use_case="mine")
     (home / "metadata.db").chmod(0o444)
-    code, out, err = run(capsys, "jobs", "--home", str(home), "--json")
+
+    def sdstudio(*args: str) -> tuple[int, str, str]:
+        if not AS_ROOT:
+            return run(capsys, *args)
+        done = subprocess.run(["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--",
+                               sys.executable, "-m", "sdstudio.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, err = sdstudio("jobs", "--home", str(home), "--json")
     assert code == 0 and [j["what"] for j in json.loads(out)] == ["sft:mine"], err
-    code, out, err = run(capsys, "generate", *model(openai_server), "--topics", "Graphs", "--home", str(home))
+    code, out, err = sdstudio("generate", *model(openai_server), "--topics", "Graphs", "--home", str(home))
     assert code == 2 and "is read-only (no write permission on metadata.db)" in err, err
 
 
