@@ -150,7 +150,7 @@ def test_the_results_table_never_shows_none_nan_or_na(openai_server, home):
 
 def test_an_upload_replaces_the_sample_documents(openai_server, home, guide):
     app = documents_app(openai_server, home, [guide])
-    assert "guide.md" in app.chunks.value and "Section 0." in app.preview.value
+    assert "guide.md" in app.chunks.value and "chunks" in app.chunks.value and "Section 0." in app.preview.value
     app.upload.value = upload("extra.txt", b"Extra notes. The valve must be closed before any maintenance.")
     assert app.paths.value == "" and "replaces the sample" in app.source_note.value
     assert "extra.txt" in app.chunks.value and "guide.md" not in app.chunks.value
