@@ -365,15 +365,20 @@ class Engine:
         if self.on_failure is not None:
             self.on_failure(item, reason, raw, completion)
 
-    def _add(self, records: list[Record], ok: bool) -> None:
-        for rec in records:  # each record carries what it cost, so a job's cost is the sum of its records
+    def _tally(self, records: list[Record], ok: bool) -> None:
+        """Price an item's records (each carries what it cost, so a job's cost is the sum of its records) and count
+        the item done: every executor's sink (SQLite here, the driver for Spark, the batch poller) does this first."""
+        for rec in records:
             rec.cost_usd = self.price.cost(rec.tokens_in, rec.tokens_out) if (rec.tokens_in or rec.tokens_out) else 0.0
-        self._buffer.extend(records)
         self.progress.done += 1
         if ok:
             self.progress.ok += 1
         else:
             self.progress.failed += 1
+
+    def _add(self, records: list[Record], ok: bool) -> None:
+        self._tally(records, ok)
+        self._buffer.extend(records)
         self._report()
         if len(self._buffer) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             # written on the writer thread while this worker moves on to its next request

@@ -49,3 +49,23 @@ def mount_tmpfs(folder, size: str) -> None:
 
 def unmount(folder) -> None:
     privileged("umount", "-l", str(folder), check=False)
+
+
+def fake_spec(server):
+    """The ModelSpec of the loopback fake OpenAI-compatible server."""
+    from sdstudio.config import ModelSpec
+
+    return ModelSpec(provider="openai_compatible", model="fake-model", base_url=server.url)
+
+
+def cli(*argv: str) -> int:
+    """``sdstudio.cli.main`` in-process, with the SIGTERM handler a run installs put back afterwards."""
+    import signal
+
+    from sdstudio.cli import main
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        return main(list(argv))
+    finally:
+        signal.signal(signal.SIGTERM, previous)

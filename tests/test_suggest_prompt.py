@@ -3,18 +3,18 @@ saved in the home's templates/ (never over an existing one), and a generation jo
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 import yaml
 
-from sdstudio.cli import main
-from sdstudio.config import GenerationJob, ModelSpec
+from sdstudio.config import GenerationJob
 from sdstudio.errors import ConfigError
 from sdstudio.suggest_prompt import column_statistics, read_examples, suggest_use_case
 from sdstudio.usecases import load_use_case
 from sdstudio.workflows.sft import GenerationRun
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.helpers import cli
+from tests.helpers import fake_spec as spec
 
 DRAFT = {"description": "Customer support tickets labelled with intent and priority.",
          "instruction": "Write a customer support ticket about the topic below and label it:",
@@ -36,18 +36,6 @@ def tickets(tmp_path):
 def server():
     with FakeOpenAIServer(reply=lambda body: json.dumps(DRAFT), flavor="lenient") as fake:
         yield fake
-
-
-def spec(server) -> ModelSpec:
-    return ModelSpec(provider="openai_compatible", model="fake-model", base_url=server.url)
-
-
-def cli(*argv: str) -> int:
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        return main(list(argv))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def test_the_statistics_give_types_lengths_ranges_and_categories(tickets, home):

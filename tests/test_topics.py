@@ -3,16 +3,15 @@ shortfall asked again, rows of the user's file in the prompt, and a topics file 
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 
-from sdstudio.cli import main
 from sdstudio.commands.generate import read_topics
-from sdstudio.config import ModelSpec
 from sdstudio.errors import SdstudioError
 from sdstudio.topics import suggest_topics
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.helpers import cli
+from tests.helpers import fake_spec as spec
 
 FIRST = {"categories": [
     {"category": "Querying", "topics": ["Window functions for ranking rows", "Window functions for ranking row",
@@ -36,18 +35,6 @@ def scripted():
 
     with FakeOpenAIServer(reply=reply, flavor="lenient") as server:
         yield server
-
-
-def spec(server) -> ModelSpec:
-    return ModelSpec(provider="openai_compatible", model="fake-model", base_url=server.url)
-
-
-def cli(*argv: str) -> int:
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        return main(list(argv))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def test_near_duplicates_and_shipped_topics_are_removed_and_the_shortfall_is_asked_again(scripted, home):

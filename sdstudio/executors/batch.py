@@ -326,14 +326,8 @@ class BatchExecutor(Engine):
 
     # -- writing (no event loop here: the engine's buffer, flushed on this thread) ------------------
     def _add(self, records: list[Record], ok: bool) -> None:
-        for rec in records:
-            rec.cost_usd = self.price.cost(rec.tokens_in, rec.tokens_out) if (rec.tokens_in or rec.tokens_out) else 0.0
+        self._tally(records, ok)
         self._buffer.extend(records)
-        self.progress.done += 1
-        if ok:
-            self.progress.ok += 1
-        else:
-            self.progress.failed += 1
         self._report()
         if len(self._buffer) >= FLUSH_ROWS:
             self._flush_now()

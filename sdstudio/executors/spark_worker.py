@@ -168,13 +168,7 @@ class StreamingEngine(Engine):
 
     def _add(self, records: list, ok: bool) -> None:
         item = _ITEM.get()
-        for rec in records:  # each record carries what it cost, as Engine._add does
-            rec.cost_usd = self.price.cost(rec.tokens_in, rec.tokens_out) if (rec.tokens_in or rec.tokens_out) else 0.0
-        self.progress.done += 1
-        if ok:
-            self.progress.ok += 1
-        else:
-            self.progress.failed += 1
+        self._tally(records, ok)
         self.link.send({"outcome": {"key": item.key, "ok": ok, "records": [rec.to_json() for rec in records],
                                     "failure": self._failures.get(item.key), "permanent": item.key in self._permanent},
                         "counters": self.counters()})
