@@ -376,7 +376,26 @@ class JobDedup:
         if recheck and self._counts_stale:  # the job's counts: once per round, not per write (a count of all rows)
             store.refresh_counts(self.job_kind, self.job_id)
             self._counts_stale = False
+        if recheck:
+            store.set_dedup_mark(self.job_id, self._mark())
         return DedupReport(checked=self._checked, exact=self._exact, near=self._near)
+
+    def _mark(self) -> dict[str, Any]:
+        return {"through": self._last_id, "kept": self._kept, "fields": list(self.fields or []) or None,
+                "threshold": self.threshold}
+
+    def settled(self) -> bool:
+        """Is there provably nothing to check? True for a fresh ``JobDedup`` (a new process) over a job whose last
+        complete pass, with these fields and threshold, saw exactly the ok rows the job has now: a re-run of a
+        finished job then does not hash all its rows again to find no duplicate."""
+        if self._last_id:  # this process checked rows already: its run() is what knows
+            return False
+        mark, mine = self.store.dedup_mark(self.job_id), self._mark()
+        if mark is None or (mark.get("fields"), mark.get("threshold")) != (mine["fields"], mine["threshold"]):
+            return False
+        through = int(mark["through"])
+        return (self.store.count_ok_through(self.job_kind, self.job_id, through) == mark["kept"]
+                and not self.store.ok_after(self.job_kind, self.job_id, through))
 
     def after_write(self) -> None:
         """The engine's hook after each batch of rows is written (on its writer thread). A failure here must not

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .providers.base import ChatRequest, Completion
 from .store import Record
@@ -22,6 +22,16 @@ def request_key(provider: str, model: str | None, request: ChatRequest, salt: st
     """Stable identity of a request: same provider, model, parameters, messages and schema -> same key."""
     payload = json.dumps({"p": provider, "m": model, "params": request.parameters.model_dump(mode="json"),
                           "msgs": request.messages, "schema": request.json_schema, "salt": salt},
+                         sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def recipe_key(provider: str, model: str | None, recipe: str, variables: Any, salt: str = "") -> str:
+    """Stable identity of a request known before its prompt is rendered: the same provider, model and recipe (a
+    digest of everything every prompt of the job is made of: template, examples, parameters, schema...) and the
+    same call's variables give the same request, because rendering is a pure function of the two. A 100k-item
+    job finds its finished items by this key without rendering one prompt (``DeferredWorkItem``)."""
+    payload = json.dumps({"p": provider, "m": model, "recipe": recipe, "vars": variables, "salt": salt},
                          sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
@@ -52,6 +62,52 @@ class WorkItem:
                                  data.get("json_schema"))
         return cls(key=data["key"], request=request, topic=data.get("topic"), input=data.get("input"),
                    provenance=data.get("provenance"), meta=data.get("meta"))
+
+
+class DeferredWorkItem(WorkItem):
+    """A work item whose request is built when it is first needed (when the engine sends it), not when it is
+    planned: a 100k-item job keeps no 100k rendered prompts in memory, its first request goes out at once, and
+    a re-run finds its finished items by key (``recipe_key``) without rendering any. Otherwise a ``WorkItem``."""
+
+    def __init__(self, key: str, request: ChatRequest | None = None, topic: str | None = None, input: Any = None,
+                 provenance: Any = None, meta: Any = None, *, build: Callable[[], ChatRequest] | None = None):
+        if (request is None) == (build is None):
+            raise TypeError("DeferredWorkItem takes a request or a build function, not both or neither")
+        for name, value in (("key", key), ("topic", topic), ("input", input), ("provenance", provenance),
+                            ("meta", meta), ("_build", build)):
+            object.__setattr__(self, name, value)
+        if request is not None:  # dataclasses.replace() passes the built request back in
+            object.__setattr__(self, "request", request)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes not set yet: ``request`` until it is first built
+        if name != "request" or "_build" not in self.__dict__:
+            raise AttributeError(name)
+        request = self._build()
+        object.__setattr__(self, "request", request)  # built once; the item lives while it is in flight
+        return request
+
+
+T = TypeVar("T")
+
+
+class PlannedItems(Sequence[WorkItem], Generic[T]):
+    """A run's items made as the engine takes them, from small plans (a topic and its call's place): its length is
+    known up front (progress totals) while no more items than are in flight exist at once."""
+
+    def __init__(self, plans: Sequence[T], make: Callable[[T], WorkItem]):
+        self.plans, self.make = plans, make
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __iter__(self) -> Iterator[WorkItem]:
+        return map(self.make, self.plans)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self.make(plan) for plan in self.plans[index]]
+        return self.make(self.plans[index])
 
 
 class InvalidOutput(Exception):

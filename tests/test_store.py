@@ -31,7 +31,7 @@ EXPECTED_COLUMNS = {
     "jobs": {
         "id", "kind", "parent_id", "created_at", "started_at", "finished_at", "status", "requested", "ok",
         "failed", "filtered", "tokens_in", "tokens_out", "cost_usd", "config", "config_hash", "error",
-        "lease_owner", "lease_heartbeat", "requests", "attempts", "notes", "output_uri"},
+        "lease_owner", "lease_heartbeat", "requests", "attempts", "notes", "output_uri", "dedup_mark"},
     "endpoints": {"provider", "endpoint", "model", "structured_output", "answered_at"},
     "generation_jobs": {
         "job_id", "technique", "use_case", "model_id", "prompt_template", "topics", "examples", "num_per_topic",

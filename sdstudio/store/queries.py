@@ -16,17 +16,34 @@ class QueriesMixin:
     """The query half of ``Store`` (connections and transactions come from the store itself)."""
 
     # -- generation rounds (sft, documents) --------------------------------------------------------
-    def kept_outputs_by_topic(self, job_kind: str, job_id: int, before_round: int) -> dict[str, list[Any]]:
-        """Outputs already kept (ok) from rounds before ``before_round``, per topic in item-key order: the
-        next round asks only for each topic's shortfall and shows the model what it must not repeat."""
+    def kept_by_topic(self, job_kind: str, job_id: int, before_round: int, *, short_of: int,
+                      held: bool = False) -> tuple[dict[str, int], dict[str, list[Any]]]:
+        """How many items each topic kept (ok) in rounds before ``before_round``, and the kept outputs of the topics
+        that have some but fewer than ``short_of``, in item-key order: the next round asks only for each topic's
+        shortfall and shows the model what it must not repeat. Counted first, so a finished 100k-item job learns
+        it has nothing to ask without reading one output. ``held``: items still waiting for their grounding check
+        count as kept (a check that failed makes its item retryable, not a reason to generate a new one)."""
+        kept = f"(status = 'ok' OR ({self._UNCHECKED}))" if held else "status = 'ok'"
+        where = (f"job_kind = ? AND job_id = ? AND {kept} AND CAST(json_extract(input, '$.round') AS INTEGER) < ?")
+        args = (job_kind, job_id, before_round)
+        conn = self.connection()
+        counts = dict(conn.execute(f"SELECT topic, COUNT(*) FROM records WHERE {where} GROUP BY topic", args).fetchall())
+        short = {topic for topic, count in counts.items() if count < short_of}
+        outputs: dict[str, list[Any]] = {}
+        if short:
+            for topic, output in conn.execute(f"SELECT topic, output FROM records WHERE {where} ORDER BY item_key", args):
+                if topic in short:
+                    outputs.setdefault(topic, []).append(json.loads(output))
+        return counts, outputs
+
+    def present_request_keys(self, job_kind: str, job_id: int, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` have a record in the job, whatever its status."""
+        keys = list(keys)
+        marks = ", ".join("?" * len(keys))
         rows = self.connection().execute(
-            "SELECT topic, output FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' "
-            "AND CAST(json_extract(input, '$.round') AS INTEGER) < ? ORDER BY item_key",
-            (job_kind, job_id, before_round)).fetchall()
-        kept: dict[str, list[Any]] = {}
-        for topic, output in rows:
-            kept.setdefault(topic, []).append(json.loads(output))
-        return kept
+            f"SELECT DISTINCT request_key FROM records WHERE job_kind = ? AND job_id = ? AND request_key IN ({marks})",
+            (job_kind, job_id, *keys)).fetchall()
+        return {row[0] for row in rows}
 
     # -- dedup (dedup.JobDedup: a job's ok rows checked as they arrive) --------------------------------
     def ok_outputs_after(self, job_kind: str, job_id: int, after_id: int) -> list[tuple[int, Any]]:
@@ -41,6 +58,21 @@ class QueriesMixin:
         return self.connection().execute(
             "SELECT COUNT(*) FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' AND id <= ?",
             (job_kind, job_id, through_id)).fetchone()[0]
+
+    def ok_after(self, job_kind: str, job_id: int, after_id: int) -> bool:
+        """Has the job an ok record with an id above ``after_id``?"""
+        return self.connection().execute(
+            "SELECT 1 FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' AND id > ? LIMIT 1",
+            (job_kind, job_id, after_id)).fetchone() is not None
+
+    def dedup_mark(self, job_id: int) -> dict[str, Any] | None:
+        """Where the job's last complete dedup pass ended (``set_dedup_mark``), None before its first."""
+        row = self.connection().execute("SELECT dedup_mark FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def set_dedup_mark(self, job_id: int, mark: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE jobs SET dedup_mark = ? WHERE id = ?", (json.dumps(mark, sort_keys=True), job_id))
 
     def supersede_failed(self, job_kind: str, job_id: int, round_no: int, topics: Iterable[str], *,
                          keep_unchecked: bool = False) -> None:
@@ -104,19 +136,6 @@ class QueriesMixin:
             f"SELECT DISTINCT request_key FROM records WHERE job_kind = ? AND job_id = ? AND {self._UNCHECKED} "
             "AND request_key IS NOT NULL", (job_kind, job_id)).fetchall()
         return {row[0] for row in rows}
-
-    def held_outputs_by_topic(self, job_kind: str, job_id: int, before_round: int) -> dict[str, list[Any]]:
-        """Like ``kept_outputs_by_topic``, with the items still waiting for their check counted as held: a
-        check that failed makes its item failed and retryable, not a reason to generate a new one."""
-        rows = self.connection().execute(
-            "SELECT topic, output FROM records WHERE job_kind = ? AND job_id = ? "
-            f"AND (status = 'ok' OR ({self._UNCHECKED})) "
-            "AND CAST(json_extract(input, '$.round') AS INTEGER) < ? ORDER BY item_key",
-            (job_kind, job_id, before_round)).fetchall()
-        held: dict[str, list[Any]] = {}
-        for topic, output in rows:
-            held.setdefault(topic, []).append(json.loads(output))
-        return held
 
     # -- stale rows (evaluate, custom workflows) ----------------------------------------------------
     def record_states(self, job_kind: str, job_id: int) -> list[dict[str, Any]]:

@@ -336,7 +336,18 @@ def _m008_record_reasoning(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE records ADD COLUMN reasoning TEXT")
 
 
+# --------------------------------------------------------------------------------------------------
+# 009: dedup mark. A generation job dedups its rows as they arrive, but a new process knows nothing of what an
+# earlier one checked: re-running a finished 100k-item job hashed every row again to find nothing. The job's row
+# keeps where its last complete pass ended (the last record id checked, the ok rows it kept, its fields and
+# threshold): while the job's ok rows are still exactly those, there is nothing to check (dedup.JobDedup.settled).
+
+def _m009_dedup_mark(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE jobs ADD COLUMN dedup_mark TEXT")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_one_job_table, _m003_export_files,
                                                          _m004_requests_and_attempts, _m005_notes_and_endpoints,
-                                                         _m006_output_uri, _m007_batches, _m008_record_reasoning]
+                                                         _m006_output_uri, _m007_batches, _m008_record_reasoning,
+                                                         _m009_dedup_mark]
 SCHEMA_VERSION = len(MIGRATIONS)

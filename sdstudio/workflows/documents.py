@@ -175,18 +175,21 @@ class DocumentRun(GenerationRun):
         """Each chunk's calls for this round; a call whose items wait for (or failed) their check is not
         sent again: its reply was paid, and the check is what is retried."""
         work: list[WorkItem] = []
+        held = self.store.unchecked_request_keys(KIND, job_id) if self.grounding else set()
         for count, topics in self.groups.items():
             view = copy.copy(self)  # GenerationRun asks num_per_topic of every topic: one view per count
             view.plan = replace(self.plan, topics=topics)
             view.config = self.generation.model_copy(update={"num_per_topic": count})
-            work.extend(GenerationRun.round_items(view, round_no, job_id))
-        held = self.store.unchecked_request_keys(KIND, job_id) if self.grounding else set()
-        return [replace(item, provenance=self.provenance[item.topic]) for item in work if item.key not in held]
+            work.extend(item for item in GenerationRun.round_items(view, round_no, job_id) if item.key not in held)
+        return work
 
-    def _kept_by_topic(self, job_id: int, before_round: int) -> dict[str, list[Any]]:
-        if self.grounding is None:
-            return super()._kept_by_topic(job_id, before_round)
-        return self.store.held_outputs_by_topic(KIND, job_id, before_round)
+    def item_provenance(self, topic: str, drawn: dict[str, str] | None) -> Any:
+        return self.provenance[topic]  # the chunk's file, pages and text span
+
+    def _kept_by_topic(self, job_id: int, before_round: int, needed: int) -> tuple[dict[str, int], dict[str, list[Any]]]:
+        # an item waiting for its check counts as held: a check that failed makes it retryable, not a reason to
+        # generate a new one
+        return self.store.kept_by_topic(KIND, job_id, before_round, short_of=needed, held=self.grounding is not None)
 
     def supersede_failures(self, job_id: int, round_no: int, topics: set[str]) -> None:
         self.store.supersede_failed(KIND, job_id, round_no, topics, keep_unchecked=self.grounding is not None)

@@ -6,6 +6,7 @@ single request is sent or a row written.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -123,6 +124,20 @@ class GenerationPlan:
                 attributes: dict[str, str] | None = None) -> ChatRequest:
         return ChatRequest.of(self.prompt(topic, count, avoid, attributes), self.config.model.parameters,
                               self.reply_schema(count))
+
+    @cached_property
+    def recipe(self) -> str:
+        """A digest of everything every request of this job is made of besides its call's own variables (topic,
+        count, avoid list, attributes): the two together fix the request, so its key is known without rendering
+        its prompt (``work.recipe_key``). Editing the use case's template or examples changes it, as it changes
+        the prompts."""
+        payload = {"template": self.template, "inputs": self.inputs, "examples": self.examples,
+                   "instruction": self.instruction, "requirements": self.requirements, "keys": self.keys,
+                   "schema": self.item_schema, "list_key": LIST_KEY,
+                   "parameters": self.config.model.parameters.model_dump(mode="json"),
+                   "attributes_shown": self._template_shows_attributes if self.sampler else None}
+        text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     # -- what identifies an item -------------------------------------------------------------------
     @property

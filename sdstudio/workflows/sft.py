@@ -15,14 +15,16 @@ never re-sends an earlier round's request (filtered rows count as answered).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..config import GenerationJob
 from ..diagnostics import explain
 from ..engine import InvalidOutput, Progress, WorkItem, request_key
+from ..work import DeferredWorkItem, PlannedItems, recipe_key
 from ..parsing import parse_items
 from ..pricing import price_for
 from ..providers import Completion, get_provider, required_model_id
@@ -33,6 +35,16 @@ from .jobs import Estimate, JobResult
 from .plan import LIST_KEY, GenerationPlan
 
 KIND = "generation"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request of a round before its prompt exists: enough for its key, and to render it when it is sent."""
+
+    topic: str
+    part: int
+    count: int
+    avoid: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,32 +68,62 @@ class GenerationRun:
         self.store = store or Store.open(home)
         self.provider = provider or get_provider(config.model)
         self.model_id = required_model_id(self.provider, config.model)
+        self.keys_from_prompts = False  # a job begun before recipe keys (see _keyed_by_prompt)
 
     # -- requests ----------------------------------------------------------------------------------
-    def round_items(self, round_no: int, job_id: int) -> list[WorkItem]:
-        """The calls of one round. Round 0 is fixed by the config; round r > 0 is fixed by the ok rows
-        of rounds before r (the shortfall per topic, and the avoid list in item-key order)."""
+    def round_items(self, round_no: int, job_id: int) -> Sequence[WorkItem]:
+        """The calls of one round, made as they are sent (a call's prompt is rendered then, not here). Round 0 is
+        fixed by the config; round r > 0 is fixed by the ok rows of rounds before r (the shortfall per topic, and
+        the avoid list in item-key order)."""
         needed = self.config.num_per_topic
-        kept = self._kept_by_topic(job_id, before_round=round_no) if round_no else {}
-        work = []
-        for topic in self.plan.topics:
-            have = kept.get(topic, [])
-            shortfall = needed - len(have)
-            if shortfall <= 0:
-                continue
-            avoid = [self.plan.summarise(v) for v in have][-self.config.avoid_limit:] if self.config.avoid_limit else []
-            for part, count in enumerate(self.plan.calls(shortfall)):
-                drawn = self.plan.draw(topic, round_no, part)  # None without attributes
-                request = self.plan.request(topic, count, avoid, drawn)
-                key = request_key(self.config.model.provider, self.model_id, request,
-                                  salt=f"gen|{topic}|{round_no}|{part}")
-                work.append(WorkItem(key=key, request=request, topic=topic,  # input is all the handler needs
-                                     input={"topic": topic, "round": round_no, "part": part, "count": count},
-                                     provenance={"attributes": drawn} if drawn else None))
-        return work
+        if round_no == 0:
+            calls = [Call(topic, part, count) for topic in self.plan.topics
+                     for part, count in enumerate(self.plan.calls(needed))]
+        else:
+            held, kept = self._kept_by_topic(job_id, round_no, needed)
+            limit = self.config.avoid_limit
+            calls = []
+            for topic in self.plan.topics:
+                shortfall = needed - held.get(topic, 0)
+                if shortfall <= 0:
+                    continue
+                avoid = tuple(self.plan.summarise(v) for v in kept.get(topic, [])[-limit:]) if limit else ()
+                calls.extend(Call(topic, part, count, avoid) for part, count in enumerate(self.plan.calls(shortfall)))
+        return PlannedItems(calls, partial(self._item, round_no))
 
-    def _kept_by_topic(self, job_id: int, before_round: int) -> dict[str, list[Any]]:
-        return self.store.kept_outputs_by_topic(KIND, job_id, before_round)
+    def _item(self, round_no: int, call: Call) -> WorkItem:
+        """One call's work item: its key from the job's recipe and the call's variables, its prompt rendered when
+        the engine first asks for it (a finished item is found by its key and never rendered)."""
+        drawn = self.plan.draw(call.topic, round_no, call.part)  # None without attributes
+        salt = f"gen|{call.topic}|{round_no}|{call.part}"
+        build = partial(self.plan.request, call.topic, call.count, list(call.avoid), drawn)
+        fields = {"topic": call.topic,  # input is all the handler needs
+                  "input": {"topic": call.topic, "round": round_no, "part": call.part, "count": call.count},
+                  "provenance": self.item_provenance(call.topic, drawn)}
+        provider = self.config.model.provider
+        if self.keys_from_prompts:
+            request = build()
+            return WorkItem(key=request_key(provider, self.model_id, request, salt=salt), request=request, **fields)
+        key = recipe_key(provider, self.model_id, self.plan.recipe, [call.count, list(call.avoid), drawn], salt)
+        return DeferredWorkItem(key, build=build, **fields)
+
+    def item_provenance(self, topic: str, drawn: dict[str, str] | None) -> Any:
+        """What a call's records carry as provenance: its attributes' draw, if any."""
+        return {"attributes": drawn} if drawn else None
+
+    def _kept_by_topic(self, job_id: int, before_round: int, needed: int) -> tuple[dict[str, int], dict[str, list[Any]]]:
+        return self.store.kept_by_topic(KIND, job_id, before_round, short_of=needed)
+
+    def _keyed_by_prompt(self, job_id: int) -> bool:
+        """Was this job begun by an sdstudio that keyed each request by its rendered prompt (before requests were
+        keyed by the job's recipe)? Then it keeps being keyed so, or its finished requests would be sent again.
+        Its first calls tell: rows under their prompt keys and none under their recipe keys."""
+        first = list(self.round_items(0, job_id)[:8])
+        if self.store.present_request_keys(KIND, job_id, [item.key for item in first]):
+            return False  # keyed by recipe: found without rendering a prompt
+        prompt_keys = [request_key(self.config.model.provider, self.model_id, item.request,
+                                   salt=f"gen|{item.topic}|0|{item.input['part']}") for item in first]
+        return bool(self.store.present_request_keys(KIND, job_id, prompt_keys))
 
     # -- replies -----------------------------------------------------------------------------------
     def handle(self, item: WorkItem, completion: Completion) -> list[Record]:
@@ -145,6 +187,8 @@ class GenerationRun:
                        on_progress=on_progress, cancel_event=cancel_event, wait=wait) as job:
             price = price_for(self.model_id, Path(self.store.path).parent)
             job.note_price(price, self.model_id)
+            if job.resumed:
+                self.keys_from_prompts = self._keyed_by_prompt(job.job_id)
             if job.resumed:  # what an earlier run left half done first: its replies are paid for
                 self.finish_items(job, retry_failed=True)
             refused: set[str] = set()  # topics the server refused outright: asking again cannot help
@@ -159,20 +203,23 @@ class GenerationRun:
             for round_no in range(self.config.max_rounds + 1):
                 if job.cancelled:
                     break
-                work = [w for w in self.round_items(round_no, job.job_id) if w.topic not in refused]
+                work = self.round_items(round_no, job.job_id)
+                if refused:
+                    work = [w for w in work if w.topic not in refused]
                 if not work:
                     break
                 if round_no:
                     self.supersede_failures(job.job_id, round_no, {w.topic for w in work})
                 result = job.execute(self.provider, work, self.handle, settings=self.config.run, price=price,
                                      output_retries=1, failure_keys=self.failure_keys, **(options or {}))
-                refused |= {w.topic for w in work if w.key in result.permanent}
+                if result.permanent:
+                    refused |= {w.topic for w in work if w.key in result.permanent}
                 if job.cancelled:
                     break
                 self.finish_items(job)
                 if job.cancelled:
                     break
-                if dedup is not None:
+                if dedup is not None and not dedup.settled():
                     dedup.run()
             return job.finish()
 
