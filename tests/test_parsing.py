@@ -6,7 +6,7 @@ import json
 import json_repair
 import pytest
 
-from sdstudio import parsing
+from sdstudio import parsing, validation
 from sdstudio.errors import ConfigError, SdstudioError
 from sdstudio.parsing import ParsedItem, ParseError, ParseResult, extract_json, parse_items, validate_item
 
@@ -272,9 +272,13 @@ def test_equal_schemas_share_one_compiled_validator(monkeypatch):
     monkeypatch.setattr(validators, "validator_for", counting)
     schema = {"title": "cache-test", **QA}
     reordered = dict(reversed(list(schema.items())))
-    for candidate in (schema, reordered, json.loads(json.dumps(schema))):
+    candidates = (schema, reordered, json.loads(json.dumps(schema)))
+    for candidate in candidates:
         assert validate_item(AB, candidate) is None
+        # an invalid item goes to jsonschema (the fast predicate never says "invalid"): built once for all three
+        assert validate_item({"q": "a"}, candidate) == "'a' is a required property"
     assert len(calls) == 1
+    assert len({id(validation.compiled(candidate)) for candidate in candidates}) == 1
 
 
 def test_invalid_schema_is_a_one_line_config_error():
