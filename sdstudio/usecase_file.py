@@ -100,12 +100,11 @@ class UseCaseFile(StrictFile):
         export and the review desk read its keys from ``properties``)."""
         if not schema:
             return schema
-        from .parsing import jsonschema_module
+        from .validation import check_schema, jsonschema_module
 
-        validators, schema_error = jsonschema_module().validators, jsonschema_module().exceptions.SchemaError
         try:
-            validators.validator_for(schema, default=validators.Draft202012Validator).check_schema(schema)
-        except schema_error as exc:
+            check_schema(schema)  # jsonschema is imported only for a schema outside the fast predicate's subset
+        except jsonschema_module().exceptions.SchemaError as exc:
             where = ".".join(str(p) for p in exc.path)
             raise ValueError(f"not a valid JSON schema{f' at {where}' if where else ''}: "
                              f"{' '.join(exc.message.split())[:160]}") from None

@@ -202,3 +202,16 @@ def test_a_changed_schema_dict_is_compiled_again():
     schema["properties"]["q"]["minLength"] = 3
     assert compiled(schema) is not first
     assert validation.validate_item({"q": "x"}, schema) == reference({"q": "x"}, schema) is not None
+
+
+def test_a_use_case_file_with_a_bad_schema_still_gets_jsonschemas_reason():
+    from sdstudio.errors import ConfigError
+    from sdstudio.usecase_file import parse
+
+    with pytest.raises(ConfigError, match=r"not a valid JSON schema at properties\.q\.minLength: -1 is less than the "
+                                          r"minimum of 0$"):
+        parse({"output_schema": {"type": "object", "properties": {"q": {"minLength": -1}}}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"not a valid JSON schema at type: 'objekt' is not valid under any"):
+        parse({"output_schema": {"type": "objekt"}}, "x.yaml")
+    good = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    assert parse({"output_schema": good}, "x.yaml").output_schema == good
