@@ -233,6 +233,18 @@ def batch_estimate(shown: Any, config: Any) -> float | None:
     return shown.est_cost_usd * ratio
 
 
+def _after_run(job: Any, result: Any) -> str | None:
+    """``spark_output.after_run``; that module (and spark_io, ~15 ms of imports) is loaded only for a job that may
+    write Parquet: one with ``run.output_uri`` set or a location kept from an earlier run."""
+    store, run = getattr(job, "store", None), getattr(getattr(job, "config", None), "run", None)
+    if store is not None and result is not None and getattr(run, "output_uri", None) is None \
+            and store.output_uri(result.job_id) is None:
+        return None
+    from ..spark_output import after_run
+
+    return after_run(job, result)
+
+
 def run_with_progress(job: Any, args: argparse.Namespace, max_failed_ratio: float) -> int:
     """Run a workflow object (``.run(resume=, on_progress=)``) under a tqdm bar on stderr; report it."""
     store = getattr(job, "store", None)
@@ -243,9 +255,7 @@ def run_with_progress(job: Any, args: argparse.Namespace, max_failed_ratio: floa
         result = job.run(resume=args.resume, on_progress=bar, wait=args.wait)
     finally:
         bar.close()
-    from ..spark_output import after_run
-
-    location = after_run(job, result)  # --output-uri: the ok records as Parquet too (spark_output.py)
+    location = _after_run(job, result)  # --output-uri: the ok records as Parquet too (spark_output.py)
     if location is not None and not args.json:
         print(f"sdstudio: job {result.job_id}'s ok records written to {location}", file=sys.stderr)
     return report(result, args, max_failed_ratio)
