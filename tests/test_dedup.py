@@ -6,17 +6,18 @@ import re
 
 import pytest
 
+import sdstudio.dedup as dedup_module
+import sdstudio.minhash as minhash
 from sdstudio.dedup import (
     DedupReport,
     Duplicate,
     JobDedup,
     dedup_records,
     find_duplicates,
-    minhash_signatures,
     normalize,
-    shingle_hashes,
 )
 from sdstudio.errors import ConfigError, StoreError
+from sdstudio.minhash import minhash_signatures, shingle_hashes
 from sdstudio.store import Record
 
 LONG = ("The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden "
@@ -151,6 +152,19 @@ def test_planted_duplicates_among_5000_texts_are_found_exactly():
             expected.add((len(texts) - 1, original, "near"))
     found = {(d.index, d.of, d.kind) for d in find_duplicates(texts)}
     assert found == expected
+
+
+def test_planted_duplicates_are_found_exactly_across_merges_of_the_lsh_index(monkeypatch):
+    """Small blocks and frequent merges of the recent band keys into the sorted arrays decide what one block does."""
+    rng = random.Random(7)
+    texts = random_texts(rng, 900, 30)
+    for original in rng.sample(range(900), 120):
+        texts.append(one_word_changed(texts[original], rng.randrange(1, 29), "planted"))
+    whole = [(d.index, d.of, d.kind, d.similarity) for d in find_duplicates(texts)]
+    monkeypatch.setattr(dedup_module, "_BLOCK", 25)
+    monkeypatch.setattr(minhash, "_MERGE_AT", 40)
+    merged = [(d.index, d.of, d.kind, d.similarity) for d in find_duplicates(texts)]
+    assert merged == whole and len(whole) == 120
 
 
 # -- records in the store ---------------------------------------------------------------------------

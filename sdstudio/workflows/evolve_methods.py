@@ -21,7 +21,8 @@ from __future__ import annotations
 import random
 import re
 
-from ..dedup import jaccard, normalize, shingle_hashes
+from ..dedup import normalize
+from ..minhash import jaccard, shingle_hashes
 
 DEPTH = {
     "constraints": "Please add one more constraint or requirement to #Given Prompt#.",

@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..dedup import jaccard, normalize, shingle_hashes
+from ..dedup import normalize
+from ..minhash import jaccard, shingle_hashes
 
 # the fixed phrases that start a row's reason (see ``balance``)
 NO_CANDIDATES, TOO_FEW_JUDGED, IDENTICAL, NEAR_IDENTICAL, SMALL_MARGIN = (
