@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
@@ -274,13 +274,37 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 # Each workflow's job config lives in its own module under ``sdstudio/configs/``; re-exported here so every
-# ``from sdstudio.config import GenerationJob`` keeps working. Imported last: those modules build on the base above.
-from .configs.alignment import ALIGNMENT_USE_CASE, AlignmentJob
-from .configs.documents import DEFAULT_PER_CHUNK, DocumentJob
-from .configs.evaluation import EvaluationJob, JudgeExample, check_scale
-from .configs.export import ExportJob
-from .configs.generation import GenerationJob
-from .configs.workflow import ParameterOverrides, StepModel, WorkflowJob, WorkflowStep
+# ``from sdstudio.config import GenerationJob`` keeps working. Loaded on first use (PEP 562), not with this module:
+# building a family's pydantic models costs a few ms each, and `sdstudio generate` needs only its own.
+if TYPE_CHECKING:  # what they are, for type checkers and linters
+    from .configs.alignment import ALIGNMENT_USE_CASE, AlignmentJob
+    from .configs.documents import DEFAULT_PER_CHUNK, DocumentJob
+    from .configs.evaluation import EvaluationJob, JudgeExample, check_scale
+    from .configs.export import ExportJob
+    from .configs.generation import GenerationJob
+    from .configs.workflow import ParameterOverrides, StepModel, WorkflowJob, WorkflowStep
+
+_REEXPORTS = {
+    "ALIGNMENT_USE_CASE": "alignment", "AlignmentJob": "alignment", "DEFAULT_PER_CHUNK": "documents",
+    "DocumentJob": "documents", "EvaluationJob": "evaluation", "JudgeExample": "evaluation", "check_scale": "evaluation",
+    "ExportJob": "export", "GenerationJob": "generation", "ParameterOverrides": "workflow", "StepModel": "workflow",
+    "WorkflowJob": "workflow", "WorkflowStep": "workflow",
+}
+
+
+def __getattr__(name: str) -> Any:
+    family = _REEXPORTS.get(name)
+    if family is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".configs.{family}", __package__), name)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_REEXPORTS})
 
 __all__ = [
     "ALIGNMENT_USE_CASE", "DEFAULT_PER_CHUNK", "AlignmentJob", "DocumentJob", "EvaluationJob", "ExportJob",
