@@ -224,6 +224,7 @@ class FakeOpenAIServer(LoopbackServer):
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/_arrivals", self._arrivals)
         return app
 
     # -- handlers ------------------------------------------------------------------------------
@@ -249,6 +250,13 @@ class FakeOpenAIServer(LoopbackServer):
             return denied
         return web.json_response({"object": "list", "data": [
             {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]})
+
+    async def _arrivals(self, request: web.Request) -> web.Response:
+        """How many chat requests arrived, and when the one numbered ``from`` did (``time.monotonic()``, the
+        system-wide clock on Linux): benchmarks/generate.py times a run's start-up before its first request."""
+        start = int(request.query.get("from", 0))
+        first = self.arrivals[start] if start < len(self.arrivals) else None
+        return web.json_response({"count": len(self.arrivals), "first": first})
 
     def _pick_fault(self) -> str | None:
         if self.script:
