@@ -30,7 +30,6 @@ from typing import Any
 
 
 from .errors import ConfigError
-from .minhash import NearIndex
 from .store import Store
 
 _BLOCK = 4096  # texts hashed per vectorised pass: bounds memory on big jobs
@@ -102,13 +101,18 @@ class _Seen:
     def __init__(self, threshold: float, num_perm: int = 128, seed: int = 1):
         if isinstance(num_perm, bool) or not isinstance(num_perm, int) or num_perm < 2:
             raise ConfigError(f"num_perm must be an integer of at least 2, got {num_perm!r}")
-        self.near_index = NearIndex(threshold, num_perm, seed) if threshold < 1.0 else None
+        self.threshold, self.num_perm, self.seed = threshold, num_perm, seed
+        self.near_index: Any = None  # built with the first texts: numpy is not imported before a job's first reply
         self.seen: dict[str, tuple[Any, str, float]] = {}  # normalised text -> (kept id, kind, similarity)
 
     def add(self, keys: Sequence[str], ids: Sequence[Any]) -> list[Duplicate]:
         """Duplicates among ``keys`` (named by ``ids``: Duplicate.index and .of are ids) of these and all
         earlier texts kept; the others are kept."""
         duplicates: list[Duplicate] = []
+        if self.near_index is None and self.threshold < 1.0:
+            from .minhash import NearIndex
+
+            self.near_index = NearIndex(self.threshold, self.num_perm, self.seed)
         near_index, seen = self.near_index, self.seen
         for low in range(0, len(keys), _BLOCK):
             block = keys[low:low + _BLOCK]
