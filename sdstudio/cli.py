@@ -75,5 +75,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
+def entry() -> None:
+    """The ``sdstudio`` console script: ``main``, then out at once. A finished command has committed everything;
+    its stores are checkpointed and closed here and the exit handlers run, but the interpreter's teardown of every
+    module and object (50-120 ms after a 1280-request job: a fifth of the time a user waits beyond the requests) is
+    skipped. ``main`` itself stays an ordinary function for callers in the same process (tests, notebooks)."""
+    code = main()
+    import atexit
+
+    from .store.core import close_all
+
+    close_all()
+    atexit._run_exitfuncs()  # the providers' and libraries' own exit handlers (llama.cpp models, thread pools)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(int(code or 0))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -247,6 +247,11 @@ class JobDedup:
         return (self.store.count_ok_through(self.job_kind, self.job_id, through) == mark["kept"]
                 and not self.store.ok_after(self.job_kind, self.job_id, through))
 
+    def warm_up(self) -> None:
+        """Load what checking the first rows will need (numpy, the MinHash index), ahead of them: the engine runs
+        this on its writer thread while the first requests await their replies."""
+        self._seen.add([], [])
+
     def after_write(self) -> None:
         """The engine's hook after each batch of rows is written (on its writer thread). A failure here must not
         stop the requests: the next ``run`` starts over and meets it where the old pass after the round did."""

@@ -167,3 +167,20 @@ def test_every_shipped_generation_example_runs(openai_server, tmp_path, example)
                    home=tmp_path, env={**os.environ, "SDSTUDIO_DEBUG": ""})
     summary = json.loads(out.stdout)
     assert summary["status"] == "done" and summary["ok"] > 0 and summary["failed"] == 0
+
+
+def test_the_console_script_leaves_its_output_whole_and_metadata_db_closed(openai_server, tmp_path):
+    """``sdstudio`` skips the interpreter's teardown (cli.entry): its output is still flushed, its exit code kept,
+    and metadata.db checkpointed and closed as a normal exit leaves it (no WAL holding rows)."""
+    args = [sys.executable, "-m", "sdstudio.cli", "generate", *fake(openai_server), "--topics", "Heaps", "Tries",
+            "--per-topic", "1", "--home", str(tmp_path), "--json"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["ok"] == 2
+    wal = tmp_path / "metadata.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    with sqlite3.connect(f"file:{tmp_path / 'metadata.db'}?mode=ro", uri=True) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM records WHERE status = 'ok'").fetchone()[0] == 2
+    bad = subprocess.run(args[:4] + ["--use-case", "no-such-use-case", "--home", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no-such-use-case" in bad.stderr

@@ -14,6 +14,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -56,6 +57,15 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
 
 # what only the process that opened metadata.db may hold: never shipped to another process (Spark)
 DATABASE_HANDLES = (sqlite3.Connection, sqlite3.Cursor)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection ``close_all`` can find. sqlite3's statement cache holds its connection in a reference cycle, so
+    a dropped connection stays open until a garbage collection: a process leaving without one would leave its
+    last writes in metadata.db-wal instead of the database."""
+
+
+_CONNECTIONS: "weakref.WeakSet[_Connection]" = weakref.WeakSet()
 
 
 def utcnow() -> str:
@@ -197,7 +207,9 @@ class Store(JobsMixin, QueriesMixin, ReviewsMixin, EndpointsMixin, BatchesMixin)
                 return self._empty.connect()
             conn, self._local.immutable = readonly.connect(self.path, self.read_only, BUSY_TIMEOUT_S)
             return conn
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False,
+                               factory=_Connection)
+        _CONNECTIONS.add(conn)
         conn.row_factory = sqlite3.Row
         _enable_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -435,3 +447,14 @@ def _decode_record(row: dict[str, Any]) -> dict[str, Any]:
     for name in _JSON_RECORD_FIELDS:
         row[name] = _loads(row[name])
     return row
+
+
+def close_all() -> None:
+    """Close every writable connection this process still has, on any thread (the last one to close writes the WAL
+    into metadata.db and removes it): for a process that leaves without the interpreter's teardown (``cli.entry``),
+    so the home is left as a normal exit leaves it."""
+    for conn in list(_CONNECTIONS):
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - every write is committed already: nothing is lost
+            pass

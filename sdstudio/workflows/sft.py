@@ -199,7 +199,7 @@ class GenerationRun:
                 # the local engine dedups each batch of rows as it is written, while requests are in flight; the
                 # pass after the round then has only the last rows left
                 in_process = executor_class(self.config.run.executor) is Engine
-                options = {"after_write": dedup.after_write} if in_process else None
+                options = {"after_write": dedup.after_write, "warm_up": dedup.warm_up} if in_process else None
             for round_no in range(self.config.max_rounds + 1):
                 if job.cancelled:
                     break
