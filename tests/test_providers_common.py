@@ -202,3 +202,17 @@ def test_no_provider_name_is_hard_coded_outside_the_providers_package():
     unexpected = {key: n for key, n in found.items() if n > NAME_EXCEPTIONS.get(key, 0)}
     assert not unexpected, ("provider names belong to sdstudio/providers/ (use DEFAULT_PROVIDER, describe(), "
                             f"statuses(), provider_names()): {unexpected}")
+
+
+def test_prefetch_imports_a_providers_client_on_a_thread_and_ignores_unknown_names():
+    script = ("import sys, threading\n"
+              "from sdstudio.providers import prefetch\n"
+              "prefetch('no-such-provider')\n"
+              "assert 'aiohttp' not in sys.modules\n"
+              "prefetch('openai_compatible')\n"
+              "for t in threading.enumerate():\n"
+              "    if t.name == 'sdstudio-import-aiohttp': t.join(60)\n"
+              "print('aiohttp' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr

@@ -49,6 +49,29 @@ def provider_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
+def prefetch(name: str) -> None:
+    """Start importing provider ``name``'s client libraries (``client_modules``) on a background thread, so they
+    load while the caller plans its job (much of it reading files and CA certificates with the GIL released)
+    rather than before the first request. Whoever imports one first waits for the other: Python's per-module
+    import locks make it one import either way."""
+    import sys
+    import threading
+
+    try:
+        wanted = [m for m in provider_class(name).client_modules if m not in sys.modules]
+    except Exception:  # noqa: BLE001 - an unknown provider is reported where it is built, with its own message
+        return
+    for module in wanted:
+        threading.Thread(target=_import_quietly, args=(module,), name=f"sdstudio-import-{module}", daemon=True).start()
+
+
+def _import_quietly(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - the import where the module is used raises it, in context
+        pass
+
+
 def get_provider(spec: ModelSpec) -> Provider:
     """Build the provider a ModelSpec names. Raises ConfigError for missing settings or credentials."""
     return provider_class(spec.provider)(spec)

@@ -52,6 +52,8 @@ class OpenAICompatibleProvider(BaseProvider):
     def status(cls) -> str:
         return "any base URL (set it in a notebook)"
 
+    client_modules: ClassVar[tuple[str, ...]] = ("aiohttp",)
+
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         self.url = EndpointUrl(url="", shown="")  # set by endpoint(): where, and the URL's own credentials
