@@ -127,7 +127,10 @@ def test_ctrl_c_marks_the_job_cancelled_and_exits_130(openai_server, tmp_path):
     openai_server.latency = 0.2
     args = [sys.executable, "-m", "sdstudio.cli", "generate", *fake(openai_server), "--topics",
             *[f"T{i}" for i in range(40)], "--per-topic", "1", "--concurrency", "2", "--home", str(tmp_path)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a Ctrl-C handler as in a terminal, even when this test runs where SIGINT is ignored (a background job of a
+    # shell without job control): a child inherits "ignored", and Python then installs no handler of its own
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while len(openai_server.answered) < 3:
         assert proc.poll() is None
         time.sleep(0.02)

@@ -27,7 +27,7 @@ from ..engine import InvalidOutput, Progress, WorkItem, request_key
 from ..work import DeferredWorkItem, PlannedItems, recipe_key
 from ..parsing import parse_items
 from ..pricing import price_for
-from ..providers import Completion, get_provider, prefetch, required_model_id
+from ..providers import Completion, get_provider, load_clients, prefetch, required_model_id
 from ..sqlcheck import check_sql
 from ..store import Record, Store
 from ..runner import JobRunner
@@ -62,7 +62,8 @@ class GenerationRun:
 
     def __init__(self, config: GenerationJob, *, home: str | Path | None = None, store: Store | None = None,
                  provider: Any = None):
-        prefetch(config.model.provider)  # the provider's HTTP client loads while the plan is built
+        prefetch(config.model.provider)  # the provider's HTTP client loads while the plan is built (a no-op
+        # import when the CLI started it already)
         self.config = config
         self.home = home
         self.plan = GenerationPlan.build(config, home)
@@ -183,6 +184,7 @@ class GenerationRun:
         from ..engine import Engine
         from ..executors import executor_class
 
+        load_clients(self.provider)  # before the job's clock starts: its first request waits for no import
         fields = {"model_id": self.model_id, **self.plan.metadata()}
         with JobRunner(self.store, KIND, self.JOB_KIND, self.config, resume=resume, fields=fields,
                        on_progress=on_progress, cancel_event=cancel_event, wait=wait) as job:
