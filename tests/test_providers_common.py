@@ -204,14 +204,14 @@ def test_no_provider_name_is_hard_coded_outside_the_providers_package():
                             f"statuses(), provider_names()): {unexpected}")
 
 
-def test_prefetch_imports_a_providers_client_on_a_thread_and_ignores_unknown_names():
-    script = ("import sys, threading\n"
-              "from sdstudio.providers import prefetch\n"
-              "prefetch('no-such-provider')\n"
-              "prefetch('openai_compatible')\n"
-              "for t in threading.enumerate():\n"
-              "    if t.name.startswith('sdstudio-prefetch-'): t.join(60)\n"
-              "print('aiohttp' in sys.modules, 'sdstudio.providers.openai_compat' in sys.modules)\n")
+def test_a_providers_client_loads_on_first_use_or_before_a_job_not_when_it_is_built():
+    script = ("import sys\n"
+              "from sdstudio.config import ModelSpec\n"
+              "from sdstudio.providers import get_provider, load_clients\n"
+              "provider = get_provider(ModelSpec(provider='openai_compatible', model='m', base_url='http://127.0.0.1:9/v1'))\n"
+              "built = 'aiohttp' in sys.modules\n"
+              "load_clients(provider)\n"
+              "print(built, 'aiohttp' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "True True", done.stderr
+    assert done.returncode == 0 and done.stdout.strip() == "False True", done.stderr

@@ -52,10 +52,6 @@ def job_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "provider", None) and not args.dry_run:
-        from ..providers import prefetch
-
-        prefetch(args.provider)  # its HTTP client loads on a thread while the workflow's modules do
     from ..workflows.sft import GenerationRun, preview
 
     config = job_config(args)

@@ -49,27 +49,10 @@ def provider_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def prefetch(name: str) -> None:
-    """Start importing provider ``name`` and its client libraries (``client_modules``: aiohttp costs ~140 ms) on a
-    background thread, at once: they load while the caller imports and plans its job, and ``load_clients`` before
-    the job starts finishes whatever is left, so the job's first request does not wait for an import. Python's
-    per-module import locks make it one import whoever gets there first."""
-    import threading
-
-    threading.Thread(target=_import_quietly, args=(name,), name=f"sdstudio-prefetch-{name}", daemon=True).start()
-
-
-def _import_quietly(name: str) -> None:
-    try:
-        for module in provider_class(name).client_modules:
-            importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - the import where it is used raises it, in context (an unknown provider too)
-        pass
-
-
 def load_clients(provider: Any) -> None:
-    """Import the provider's client libraries now (waiting for a ``prefetch`` still at it): before a job starts,
-    so its first request does not pay for them."""
+    """Import the provider's client libraries (``client_modules``: aiohttp costs ~140 ms) now, before a job starts:
+    providers import them on first use so that previews and ``--help`` never pay for them, but a job's first
+    request should not wait for an import either."""
     for module in getattr(provider, "client_modules", ()):
         importlib.import_module(module)
 

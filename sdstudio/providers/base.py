@@ -130,9 +130,7 @@ class BaseProvider:
     key_env: ClassVar[str | None] = None
     # other variables its credentials may come from (an executor on another machine needs them too: Spark)
     secret_env: ClassVar[tuple[str, ...]] = ()
-    # the libraries its requests need, imported on a background thread as soon as a job names this provider
-    # (providers.prefetch): aiohttp costs ~100 ms, which then overlaps planning the job instead of delaying its
-    # first request
+    # the libraries its requests need, imported on first use, and by providers.load_clients before a job starts
     client_modules: ClassVar[tuple[str, ...]] = ()
     needs_key: ClassVar[bool] = False
     # count_tokens(text) is the model's own tokenizer, not an estimate

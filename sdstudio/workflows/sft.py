@@ -27,7 +27,7 @@ from ..engine import InvalidOutput, Progress, WorkItem, request_key
 from ..work import DeferredWorkItem, PlannedItems, recipe_key
 from ..parsing import parse_items
 from ..pricing import price_for
-from ..providers import Completion, get_provider, load_clients, prefetch, required_model_id
+from ..providers import Completion, get_provider, load_clients, required_model_id
 from ..sqlcheck import check_sql
 from ..store import Record, Store
 from ..runner import JobRunner
@@ -62,8 +62,6 @@ class GenerationRun:
 
     def __init__(self, config: GenerationJob, *, home: str | Path | None = None, store: Store | None = None,
                  provider: Any = None):
-        prefetch(config.model.provider)  # the provider's HTTP client loads while the plan is built (a no-op
-        # import when the CLI started it already)
         self.config = config
         self.home = home
         self.plan = GenerationPlan.build(config, home)
