@@ -33,6 +33,7 @@ from .limits import AdaptiveLimit, RateLimiter, TokenBucket
 from .loops import fast_loop_factory, run_coroutine
 from .pricing import Price
 from .providers.base import ChatRequest, Completion, Provider, ProviderError
+from .record_sink import FLUSH_ROWS, FLUSH_SECONDS, MAX_BUFFERED_ROWS, RecordSink  # noqa: F401 - also imported from here
 from .stopping import CANCEL_GRACE_S, Cancelled, RunAborted, aborted, is_fatal
 from .store import Record, Store
 
@@ -50,10 +51,6 @@ from .work import (
     stamp_ok,
 )
 
-FLUSH_ROWS, FLUSH_SECONDS = 50, 1.0
-# rows waiting for the writer before workers stop sending and wait for it: a writer that falls behind (a slow
-# or failing disk) must not let paid replies pile up in memory, where a failed write would lose them all
-MAX_BUFFERED_ROWS = 2 * FLUSH_ROWS
 PROGRESS_INTERVAL_S = 0.1
 # after the first wave of requests is in flight, how long before the warm-up starts: the wave's last connections
 # and writes finish first, then the import runs while its replies are awaited (see Engine.warm_up)
@@ -64,8 +61,8 @@ WARM_UP_DELAY_S = 0.05
 FIRST_REQUESTS = 8
 
 
-class Engine:
-    """One run of work items against one provider, writing into one job's records."""
+class Engine(RecordSink):
+    """One run of work items against one provider, writing into one job's records (record_sink.py)."""
 
     def __init__(self, provider: Provider, store: Store, job_kind: str, job_id: int,
                  settings: RunSettings | None = None, *, price: Price | None = None,
@@ -384,51 +381,6 @@ class Engine:
         self._add(stamp_failed(records, self.job_kind, self.job_id, item, completion), ok=False)
         if self.on_failure is not None:
             self.on_failure(item, reason, raw, completion)
-
-    def _tally(self, records: list[Record], ok: bool) -> None:
-        """Price an item's records (each carries what it cost, so a job's cost is the sum of its records) and count
-        the item done: every executor's sink (SQLite here, the driver for Spark, the batch poller) does this first."""
-        for rec in records:
-            rec.cost_usd = self.price.cost(rec.tokens_in, rec.tokens_out) if (rec.tokens_in or rec.tokens_out) else 0.0
-        self.progress.done += 1
-        if ok:
-            self.progress.ok += 1
-        else:
-            self.progress.failed += 1
-
-    def _add(self, records: list[Record], ok: bool) -> None:
-        self._tally(records, ok)
-        self._buffer.extend(records)
-        self._report()
-        if len(self._buffer) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            # written on the writer thread while this worker moves on to its next request
-            self._pending_flush = asyncio.ensure_future(self._flush())
-
-    async def _flush(self, force: bool = False) -> None:
-        if not self._buffer or self._flush_lock is None:
-            return
-        if self._flush_lock.locked() and not force:
-            return  # a flush is under way; these rows go with the next one
-        async with self._flush_lock:
-            batch, self._buffer = self._buffer, []
-            self._last_flush = time.monotonic()
-            if batch and self._store_error is None:
-                try:
-                    await asyncio.get_running_loop().run_in_executor(self._writer, self._write, batch)
-                except Exception as exc:  # noqa: BLE001 - full disk, replaced database...: stop sending at once
-                    self._store_error = exc
-
-    def _write(self, batch: list[Record]) -> None:
-        """Rows first, then stamps (a later step's outcome merged into its item's row: the store applies a
-        stamp only to a row that is still failed, so a step never overwrites an item that is done)."""
-        rows = [rec for rec in batch if not rec.stamp]
-        if rows:
-            self.store.add_records(rows, replace_failed_requests=True)
-        stamps = [rec for rec in batch if rec.stamp]
-        if stamps:
-            self.store.apply_stamps(stamps)
-        if self.after_write is not None:
-            self.after_write()
 
     def _report(self, force: bool = False) -> None:
         now = time.monotonic()

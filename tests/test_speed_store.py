@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import pytest
 
 from sdstudio.store import Record, Store
-from sdstudio.store.core import _JSON_RECORD_FIELDS, _dumps, _row_fields
+from sdstudio.store.records import _JSON_RECORD_FIELDS, _dumps, _row_fields
 
 
 @dataclass
