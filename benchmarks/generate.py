@@ -148,6 +148,53 @@ def small_case(per_call: int, repeat: int) -> None:
           f"{summary['requests_sent']} requests")
 
 
+BARE_LOOP = """
+import asyncio, json, sys, time
+import aiohttp, uvloop
+from sdstudio.config import GenerationJob
+from sdstudio.workflows.plan import GenerationPlan
+url, n, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+topics = [f"Topic {i:06d}: an algorithm or data structure worth a question" for i in range(n)]
+plan = GenerationPlan.build(GenerationJob(use_case="code_generation", topics=topics, num_per_topic=1, batch_size=1))
+schema = {"type": "json_schema", "json_schema": {"name": "reply", "strict": True, "schema": plan.reply_schema(1)}}
+bodies = [{"model": "fake-model", "messages": [{"role": "user", "content": plan.prompt(t, 1)}], "max_tokens": 2048,
+           "response_format": schema} for t in topics]
+async def main():
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    queue = iter(bodies)
+    async def worker():
+        for body in queue:
+            async with session.post(url + "/chat/completions", json=body) as reply:
+                json.loads(await reply.read())
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    print(time.perf_counter() - started, time.process_time() - cpu)
+    await session.close()
+uvloop.run(main())
+"""
+
+
+def bare_loop(repeat: int) -> None:
+    """The floor on this machine at this moment: a bare aiohttp loop sending the same prompts to the same server
+    (its own process; prompts rendered before the clock starts). The machine's speed varies between runs (a
+    shared host): compare sdstudio's figures with this line of the same run."""
+    n, concurrency = 1280, 64
+    server, url = start_server(0.2)
+    try:
+        runs = []
+        for _ in range(repeat):
+            out = subprocess.run([sys.executable, "-c", BARE_LOOP, url, str(n), str(concurrency)], cwd=ROOT,
+                                 capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            runs.append(tuple(float(x) for x in out.stdout.split()))
+    finally:
+        server.terminate()
+        server.wait()
+    wall, cpu = min(runs)
+    print(f"\n== floor: a bare aiohttp loop, the same {n} requests (concurrency {concurrency}, 0.2 s; best of {repeat})")
+    print(f"requests' wall        {wall:7.2f} s   efficiency {math.ceil(n / concurrency) * 0.2 / wall:.3f}")
+    print(f"client CPU            {cpu:7.2f} s   {cpu / n * 1000:.3f} ms per request (sending only: no start-up)")
+
+
 def startup() -> None:
     """``sdstudio generate --help``: the imports a command pays before doing anything."""
     times = []
@@ -202,6 +249,7 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=100_000, help="items of the memory scenario")
     args = parser.parse_args()
     startup()
+    bare_loop(args.repeat)
     small_case(1, args.repeat)
     if args.quick:
         return
