@@ -355,7 +355,13 @@ class Engine(RecordSink):
             except Exception:  # noqa: BLE001 - only a head start: the real use meets any error where it belongs
                 pass
 
-        asyncio.get_running_loop().call_later(WARM_UP_DELAY_S, self._writer.submit, run)
+        def submit() -> None:
+            try:
+                self._writer.submit(run)
+            except RuntimeError:  # the run ended first (its writer is shut down): nothing left to warm up for
+                pass
+
+        asyncio.get_running_loop().call_later(WARM_UP_DELAY_S, submit)
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^attempt))."""
