@@ -247,3 +247,28 @@ def test_failure_records_let_a_later_step_fail_its_item_row_instead_of_adding_on
     rows = list(store.records("generation", job))
     assert len(rows) == 1 and rows[0]["error"].startswith("check failed: openai_compatible: prompt too long")
     assert rows[0]["output"] == {"q": 1}
+
+
+def test_the_warm_up_runs_once_on_the_writer_thread_while_the_first_wave_awaits_its_replies(openai_server, store):
+    import threading
+
+    openai_server.latency = 0.3
+    seen = []
+    provider = provider_for(openai_server)
+    provider.proven = True  # a known endpoint: the first wave goes out at full width
+    job = store.create_job("generation")
+    engine = Engine(provider, store, "generation", job, RunSettings(**FAST, concurrency=4),
+                    warm_up=lambda: seen.append((threading.current_thread().name, len(openai_server.answered))))
+    result = engine.run(items(12))
+    assert result.progress.ok == 12
+    assert len(seen) == 1 and seen[0][0].startswith("sdstudio-writer") and seen[0][1] == 0  # before any reply
+
+
+def test_a_warm_up_that_fails_costs_the_run_nothing(openai_server, store):
+    def broken() -> None:
+        raise ImportError("no such module")
+
+    job = store.create_job("generation")
+    engine = Engine(provider_for(openai_server), store, "generation", job, RunSettings(**FAST, concurrency=2),
+                    warm_up=broken)
+    assert engine.run(items(6)).progress.ok == 6
