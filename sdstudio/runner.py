@@ -154,7 +154,7 @@ class JobRunner:
                 if not self.wait or self._cancel_requested():
                     raise
                 time.sleep(1.0)
-        row = self.store.get_job(None, self.job_id)  # what earlier runs sent: this run's counts add to them
+        row = self.store.job_figures(self.job_id)  # what earlier runs sent: this run's counts add to them
         self._sent_before = (int(row.get("requests") or 0), int(row.get("attempts") or 0))
         threading.Thread(target=self._heartbeat, name=f"sdstudio-lease-{self.job_id}", daemon=True).start()
         self._context_token = _CURRENT_JOB.set(self.job_id)
@@ -274,7 +274,7 @@ class JobRunner:
         status = "failed" if error else "cancelled" if self.cancelled else "done"
         self.store.release_job(self.job_id, self._owner, status=status, finished_at=utcnow(), error=error,
                                notes=self.notes or None)
-        row = self.store.get_job(None, self.job_id)
+        row = self.store.job_figures(self.job_id)
         self.result = JobResult(kind=self.kind, job_id=self.job_id, status=status, ok=counts["ok"],
                                 failed=counts["failed"], filtered=counts["filtered"], tokens_in=int(row["tokens_in"]),
                                 tokens_out=int(row["tokens_out"]), cost_usd=float(row["cost_usd"] or 0.0),

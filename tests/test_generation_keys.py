@@ -113,3 +113,21 @@ def test_round_planning_reads_outputs_only_for_topics_short_of_items(store):
     counts, outputs = store.kept_by_topic("generation", job, 1, short_of=2)
     assert counts == {"full": 2, "short": 1} and outputs == {"short": [{"question": "short 0"}]}
     assert store.kept_by_topic("generation", job, 1, short_of=1) == ({"full": 2, "short": 1}, {})
+
+
+def test_round_zero_calls_are_every_topic_with_the_same_counts_in_order():
+    from sdstudio.workflows.sft import Call, EveryTopic
+
+    calls = EveryTopic(["a", "b", "c"], [5, 5, 2])
+    listed = [Call(topic, part, count) for topic in "abc" for part, count in enumerate([5, 5, 2])]
+    assert len(calls) == 9 and list(calls) == listed
+    assert [calls[i] for i in range(9)] == listed and calls[-1] == listed[-1] and calls[2:5] == listed[2:5]
+
+
+def test_topics_with_items_counts_only_topics_holding_enough_ok_rows(store):
+    job = store.create_job("generation", config={}, config_hash="z")
+    rows = [("a", "ok"), ("a", "ok"), ("b", "ok"), ("b", "failed"), ("c", "filtered")]
+    store.add_records([Record(job_kind="generation", job_id=job, item_key=f"k{i}", status=status, topic=topic,
+                              input={"round": 0}, output={"q": i}) for i, (topic, status) in enumerate(rows)])
+    assert store.topics_with_items("generation", job, 1) == 2
+    assert store.topics_with_items("generation", job, 2) == 1

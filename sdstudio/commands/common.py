@@ -152,9 +152,9 @@ class ProgressBar:
         if enabled:
             from tqdm import tqdm
 
-            # miniters=1: the engine calls at most every 0.1 s, so every call may redraw; tqdm's default skips
-            # calls by the rate it has seen, and a job whose rate dips then shows a bar frozen for seconds
-            self.bar = tqdm(total=0, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5, miniters=1)
+            # redrawn up to 4 times a second; miniters=1: the engine calls at most every 0.1 s, so any call may redraw
+            # (tqdm's default skips calls by the rate it has seen: a job whose rate dips shows a bar frozen for seconds)
+            self.bar = tqdm(total=0, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.25, miniters=1)
 
     def __call__(self, progress: Any) -> None:
         if self.bar is None:

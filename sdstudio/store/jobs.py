@@ -177,6 +177,15 @@ class JobsMixin:
         self.update_job(None, job_id, **counts, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost)
         return counts
 
+    def job_figures(self, job_id: int) -> dict[str, Any]:
+        """A job's sends and totals alone (requests, attempts, tokens, cost): what a run reads at its start and end,
+        without decoding its config (a 100k-topic job's is megabytes of JSON)."""
+        row = self.connection().execute(
+            "SELECT requests, attempts, tokens_in, tokens_out, cost_usd FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no job with id {job_id}; `sdstudio jobs` lists them")
+        return dict(row)
+
     def note_sends(self, job_id: int, requests: int, attempts: int) -> None:
         """Store how many requests a job has sent and how many calls (attempts, retries included) the
         provider got, over all its runs. Never lowers them: the lease's heartbeat and the run's close both

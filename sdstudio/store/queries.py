@@ -36,6 +36,12 @@ class QueriesMixin:
                     outputs.setdefault(topic, []).append(json.loads(output))
         return counts, outputs
 
+    def topics_with_items(self, job_kind: str, job_id: int, at_least: int) -> int:
+        """How many of the job's topics have at least ``at_least`` ok items, whatever round made them."""
+        return self.connection().execute(
+            "SELECT COUNT(*) FROM (SELECT topic FROM records WHERE job_kind = ? AND job_id = ? AND status = 'ok' "
+            "GROUP BY topic HAVING COUNT(*) >= ?)", (job_kind, job_id, at_least)).fetchone()[0]
+
     def present_request_keys(self, job_kind: str, job_id: int, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` have a record in the job, whatever its status."""
         keys = list(keys)

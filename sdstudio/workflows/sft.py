@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,27 @@ class Call:
     part: int
     count: int
     avoid: tuple[str, ...] = ()
+
+
+class EveryTopic(Sequence[Call]):
+    """Round 0's calls, every topic with the same counts, made as they are taken instead of listed: a 100k-topic
+    job plans its first round at once and holds no 100k calls."""
+
+    def __init__(self, topics: list[str], counts: list[int]):
+        self.topics, self.counts = topics, counts
+
+    def __len__(self) -> int:
+        return len(self.topics) * len(self.counts)
+
+    def __iter__(self):
+        counts = list(enumerate(self.counts))
+        return (Call(topic, part, count) for topic in self.topics for part, count in counts)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return list(islice(self, *index.indices(len(self))))
+        topic, part = divmod(range(len(self))[index], len(self.counts))
+        return Call(self.topics[topic], part, self.counts[part])
 
 
 @dataclass(frozen=True)
@@ -77,8 +99,7 @@ class GenerationRun:
         the avoid list in item-key order)."""
         needed = self.config.num_per_topic
         if round_no == 0:
-            calls = [Call(topic, part, count) for topic in self.plan.topics
-                     for part, count in enumerate(self.plan.calls(needed))]
+            calls: Sequence[Call] = EveryTopic(self.plan.topics, self.plan.calls(needed))
         else:
             held, kept = self._kept_by_topic(job_id, round_no, needed)
             limit = self.config.avoid_limit
@@ -113,6 +134,13 @@ class GenerationRun:
 
     def _kept_by_topic(self, job_id: int, before_round: int, needed: int) -> tuple[dict[str, int], dict[str, list[Any]]]:
         return self.store.kept_by_topic(KIND, job_id, before_round, short_of=needed)
+
+    def _nothing_short(self, job_id: int) -> bool:
+        """Has every topic its items (ok, of any round)? Then a later round has nothing to ask: a finished 100k-item
+        job learns it from one count instead of reading its rows per topic. (A topic never holds more than it asked
+        for: a reply's extra items are dropped and a round asks only a shortfall.)"""
+        wanted = self.config.num_per_topic
+        return self.store.topics_with_items(KIND, job_id, wanted) >= len(self.plan.topics)
 
     def _keyed_by_prompt(self, job_id: int) -> bool:
         """Was this job begun by an sdstudio that keyed each request by its rendered prompt (before requests were
@@ -202,7 +230,7 @@ class GenerationRun:
                 in_process = executor_class(self.config.run.executor) is Engine
                 options = {"after_write": dedup.after_write, "warm_up": dedup.warm_up} if in_process else None
             for round_no in range(self.config.max_rounds + 1):
-                if job.cancelled:
+                if job.cancelled or (round_no and self._nothing_short(job.job_id)):
                     break
                 work = self.round_items(round_no, job.job_id)
                 if refused:
