@@ -79,9 +79,9 @@ def entry() -> None:
     """The ``sdstudio`` console script: ``main``, then out at once. A finished command has committed everything;
     its stores are checkpointed and closed here and the exit handlers run, but the interpreter's teardown of every
     module and object (50-120 ms after a 1280-request job: a fifth of the time a user waits beyond the requests) is
-    skipped. Its start-up runs with the garbage collector paused (startup.py). ``main`` itself stays an ordinary
+    skipped. Its start-up runs with the garbage collector paused (collector.py). ``main`` itself stays an ordinary
     function for callers in the same process (tests, notebooks)."""
-    from .startup import pause_collector
+    from .collector import pause_collector
 
     pause_collector()
     code = main()

@@ -11,12 +11,12 @@ from typing import Any
 def run_coroutine(make: Callable[[], Any]) -> Any:
     """Run ``make()``'s coroutine to the end on a fresh event loop. Called where a loop already runs (a
     notebook cell), it runs on a worker thread with its own loop instead of failing."""
-    from .startup import resume_collector
+    from .collector import fewer_collections, resume_collector
 
-    resume_collector()  # a run is no start-up any more (startup.py)
+    resume_collector()  # a run is no start-up any more (collector.py)
 
     def blocking() -> Any:
-        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+        with fewer_collections(), asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
             return runner.run(make())
 
     try:

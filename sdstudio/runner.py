@@ -133,11 +133,11 @@ class JobRunner:
     # -- open ------------------------------------------------------------------------------------------
     def __enter__(self) -> "JobRunner":
         from .errors import JobBusy
-        from .startup import resume_collector
+        from .collector import resume_collector
         from .store import lease
         from .workflows.jobs import config_hash
 
-        resume_collector()  # the command's start-up is over (startup.py)
+        resume_collector()  # the command's start-up is over (collector.py)
 
         self.started = time.monotonic()
         self._owner = lease.this_owner()

@@ -1,4 +1,4 @@
-"""The sdstudio command's start-up runs with the garbage collector paused, and gets it back (startup.py)."""
+"""When the garbage collector runs: paused for the command's start-up, fewer young collections during runs."""
 from __future__ import annotations
 
 import gc
@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sdstudio import startup
+from sdstudio import collector
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,15 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_paused_collector_resumes_once_and_leaves_a_callers_own_disable_alone():
     assert gc.isenabled()
     try:
-        startup.pause_collector()
+        collector.pause_collector()
         assert not gc.isenabled()
-        startup.resume_collector()
+        collector.resume_collector()
         assert gc.isenabled()
-        startup.resume_collector()  # nothing paused: nothing to do
+        collector.resume_collector()  # nothing paused: nothing to do
         assert gc.isenabled()
         gc.disable()  # the caller's choice
-        startup.pause_collector()
-        startup.resume_collector()
+        collector.pause_collector()
+        collector.resume_collector()
         assert not gc.isenabled()
     finally:
         gc.enable()
@@ -31,9 +31,9 @@ def test_paused_collector_resumes_once_and_leaves_a_callers_own_disable_alone():
 
 def test_a_job_resumes_the_collector_the_command_paused(openai_server, tmp_path):
     script = ("import gc, sys\n"
-              "from sdstudio import startup\n"
+              "from sdstudio import collector\n"
               "from sdstudio.cli import main\n"
-              "startup.pause_collector()\n"
+              "collector.pause_collector()\n"
               "assert not gc.isenabled()\n"
               "code = main(sys.argv[1:])\n"
               "print(code, gc.isenabled(), gc.get_freeze_count() > 0)\n")
@@ -46,11 +46,21 @@ def test_a_job_resumes_the_collector_the_command_paused(openai_server, tmp_path)
 
 def test_a_command_that_starts_no_job_gets_the_collector_back_at_the_latest_after_a_while():
     script = ("import gc, time\n"
-              "from sdstudio import startup\n"
-              "startup.LATEST_S = 0.2\n"
-              "startup.pause_collector()\n"
+              "from sdstudio import collector\n"
+              "collector.LATEST_S = 0.2\n"
+              "collector.pause_collector()\n"
               "paused = not gc.isenabled()\n"
               "time.sleep(1.0)\n"
               "print(paused, gc.isenabled())\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "True True", done.stderr
+
+
+def test_runs_collect_the_young_generation_less_often_and_the_last_run_restores_the_setting():
+    before = gc.get_threshold()
+    with collector.fewer_collections():
+        assert gc.get_threshold() == (collector.RUN_THRESHOLD, *before[1:])
+        with collector.fewer_collections():  # a second run at the same time (another thread)
+            pass
+        assert gc.get_threshold()[0] == collector.RUN_THRESHOLD
+    assert gc.get_threshold() == before
