@@ -25,12 +25,12 @@ from typing import Any
 from ..config import GenerationJob
 from ..diagnostics import explain
 from ..engine import InvalidOutput, Progress, WorkItem, request_key
-from ..work import DeferredWorkItem, PlannedItems, recipe_key
 from ..parsing import parse_items
 from ..pricing import price_for
 from ..providers import Completion, get_provider, load_clients, required_model_id
 from ..sqlcheck import check_sql
 from ..store import Record, Store
+from ..work import DeferredWorkItem, PlannedItems, recipe_key
 from ..runner import JobRunner
 from .jobs import Estimate, JobResult
 from .plan import LIST_KEY, GenerationPlan
@@ -218,8 +218,7 @@ class GenerationRun:
             job.note_price(price, self.model_id)
             if job.resumed:
                 self.keys_from_prompts = self._keyed_by_prompt(job.job_id)
-            if job.resumed:  # what an earlier run left half done first: its replies are paid for
-                self.finish_items(job, retry_failed=True)
+                self.finish_items(job, retry_failed=True)  # what an earlier run left half done: its replies are paid
             refused: set[str] = set()  # topics the server refused outright: asking again cannot help
             dedup = options = None
             if self.config.dedup_threshold is not None:
