@@ -131,6 +131,17 @@ def _kind(value: Any) -> str:
     return "text"
 
 
+def column_values(frame, column: Any) -> tuple[list[Any], list[Any], str]:
+    """A column as prompts see it: (every value, the non-empty ones, its type: text, integer, number, boolean,
+    list, object, mixed or empty; integers mixed with decimals are numbers)."""
+    values = [plain(v) for v in frame[column].tolist()]
+    present = [v for v in values if v not in (None, "")]
+    kinds = {_kind(v) for v in present}
+    kind = "empty" if not kinds else kinds.pop() if len(kinds) == 1 else \
+        "number" if kinds <= {"integer", "number"} else "mixed"
+    return values, present, kind
+
+
 def column_types(frame) -> Any:
     """One line per column: its type as a prompt sees it (text, integer, number, boolean, list, object,
     empty), how many rows have a value, and an example value."""
@@ -138,11 +149,7 @@ def column_types(frame) -> Any:
 
     lines = []
     for column in frame.columns:
-        values = [plain(v) for v in frame[column].tolist()]
-        present = [v for v in values if v not in (None, "")]
-        kinds = {_kind(v) for v in present}
-        kind = "empty" if not kinds else kinds.pop() if len(kinds) == 1 else \
-            "number" if kinds <= {"integer", "number"} else "mixed"
+        values, present, kind = column_values(frame, column)
         example = next(iter(present), None)
         example = json.dumps(example, ensure_ascii=False) if isinstance(example, (list, dict)) else example
         lines.append({"column": column, "type": kind, "non_empty": len(present), "rows": len(values),

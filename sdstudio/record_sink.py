@@ -54,6 +54,15 @@ class RecordSink:
                 except Exception as exc:  # noqa: BLE001 - full disk, replaced database...: stop sending at once
                     self._store_error = exc
 
+    def _write_now(self, batch: list[Record]) -> None:
+        """Write ``batch`` on this thread, for a sink that runs off the event loop (the Spark driver, the batch
+        poller); a failed write stops the run at once, as ``_flush`` does."""
+        if batch and self._store_error is None:
+            try:
+                self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - full disk, replaced database...: stop the run at once
+                self._store_error = exc
+
     def _write(self, batch: list[Record]) -> None:
         """Rows first, then stamps (a later step's outcome merged into its item's row: the store applies a
         stamp only to a row that is still failed, so a step never overwrites an item that is done)."""

@@ -62,15 +62,11 @@ class Draft:
 
 def column_statistics(frame: Any) -> list[dict[str, Any]]:
     """Per column: its type, how many rows have a value, text lengths (chars), number ranges, categories."""
-    from .datasets import _kind, plain
+    from .datasets import column_values
 
     stats = []
     for column in frame.columns:
-        values = [plain(v) for v in frame[column].tolist()]
-        present = [v for v in values if v not in (None, "")]
-        kinds = {_kind(v) for v in present}
-        kind = "empty" if not kinds else kinds.pop() if len(kinds) == 1 else \
-            "number" if kinds <= {"integer", "number"} else "mixed"
+        values, present, kind = column_values(frame, column)
         entry: dict[str, Any] = {"column": str(column), "type": kind, "non_empty": len(present), "rows": len(values)}
         if kind in ("integer", "number"):
             numbers = [float(v) for v in present]

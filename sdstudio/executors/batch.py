@@ -334,11 +334,7 @@ class BatchExecutor(Engine):
 
     def _flush_now(self) -> None:
         batch, self._buffer = self._buffer, []
-        if batch and self._store_error is None:
-            try:
-                self._write(batch)
-            except Exception as exc:  # noqa: BLE001 - full disk, replaced database...: stop the run at once
-                self._store_error = exc
+        self._write_now(batch)
 
 
 def joined(base: Progress, sub: Progress) -> Progress:

@@ -148,11 +148,7 @@ class SparkExecutor(Engine):
 
     def _flush_pending(self) -> None:
         batch, self._pending = self._pending, []
-        if batch and self._store_error is None:
-            try:
-                self._write(batch)
-            except Exception as exc:  # noqa: BLE001 - full disk, replaced database...: stop the run at once
-                self._store_error = exc
+        self._write_now(batch)
 
     def _merge_negotiation(self) -> None:
         """The driver's provider learns what the partitions found (the runner notes and remembers it)."""

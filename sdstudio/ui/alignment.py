@@ -132,9 +132,7 @@ class AlignmentApp(w.VBox):
         self.job_id = result.job_id
         self.table.show(0)
         self.balance_chart.value = self._balance_html(result.balance) if result.balance else ""
-        self.outcomes.show(kept=result.ok)
-        if not result.ok:  # no pair and no row kept: not a success, whatever the job's status says
-            self.controls.progress.bar.bar_style = "warning"
+        self.outcomes.show(kept=result.ok)  # the bar's colour is the run's outcome already (outcome_kind)
 
     def clear_results(self) -> None:
         """A changed form (method, prompts, candidates, judge, model): the last run's pairs and dropped rows

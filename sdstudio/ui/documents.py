@@ -155,21 +155,10 @@ class DocumentsApp(ShownJob, w.VBox):
 
     def save_config(self) -> Path | None:
         """The page's job (its examples included) as YAML: ``sdstudio documents --config`` runs the same job."""
-        try:
-            text = self.config().to_yaml()
-        except SdstudioError as exc:
-            self.controls.error(str(exc))
-            return None
-        path = Path(self.config_path.value).expanduser()
-        if not path.is_absolute():
-            path = Path(self.store.path).parent / path
-        try:
-            path.write_text(text)
-        except OSError as exc:  # a read-only home, a folder that does not exist
-            self.controls.error(f"cannot save {path}: {exc.strerror or exc}")
-            return None
-        self.controls.status.value = message("ok", f"saved {path} — run it with: sdstudio documents --config {path}")
-        return path
+        from .save_config import save_job_yaml
+
+        return save_job_yaml(self.controls, lambda: self.config().to_yaml(), self.config_path.value,
+                             Path(self.store.path).parent, "documents")
 
     def run(self):
         from ..workflows.documents import DocumentRun

@@ -339,21 +339,10 @@ class GenerateApp(ShownJob, w.VBox):
         self.preview.value = preview_html("", shown.prompt)
 
     def save_config(self) -> Path | None:
-        try:
-            text = self.config().to_yaml()
-        except SdstudioError as exc:
-            self.controls.status.value = message("error", str(exc))
-            return None
-        path = Path(self.config_path.value).expanduser()
-        if not path.is_absolute():
-            path = Path(self.store.path).parent / path
-        try:
-            path.write_text(text)
-        except OSError as exc:  # a read-only home, a folder that does not exist
-            self.controls.status.value = message("error", f"cannot save {path}: {exc.strerror or exc}")
-            return None
-        self.controls.status.value = message("ok", f"saved {path} — run it with: sdstudio generate --config {path}")
-        return path
+        from .save_config import save_job_yaml
+
+        return save_job_yaml(self.controls, lambda: self.config().to_yaml(), self.config_path.value,
+                             Path(self.store.path).parent, "generate")
 
     # -- running ------------------------------------------------------------------------------------
     def run(self):

@@ -202,9 +202,7 @@ class WorkflowApp(w.VBox):
     def show(self, result: Any) -> None:
         self.job_id = result.job_id
         self.results_table.show(0)
-        self.outcomes.show(kept=result.ok)
-        if not result.ok:  # a run that kept nothing is no success, whatever its status says
-            self.controls.progress.bar.bar_style = "warning"
+        self.outcomes.show(kept=result.ok)  # the bar's colour is the run's outcome already (outcome_kind)
 
     def clear_results(self) -> None:
         """A changed form: the last run's rows no longer describe it, so they leave the page (``results`` too)."""
