@@ -187,3 +187,15 @@ def test_the_console_script_leaves_its_output_whole_and_metadata_db_closed(opena
     bad = subprocess.run(args[:4] + ["--use-case", "no-such-use-case", "--home", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no-such-use-case" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["generate", "documents", "workflow", "align", "evolve", "conversations"])
+def test_resuming_a_job_with_another_kinds_command_is_one_line_naming_both_kinds(command, store, home, capsys):
+    from tests.helpers import cli
+
+    job = store.create_job("generation", kind="evaluation-like", status="done",
+                           config={"kind": "export"}, config_hash="other")
+    code = cli(command, "--resume", str(job), "--home", str(home))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"generation job {job} is of kind export, not " in err[0] and f"`sdstudio {command}` cannot" in err[0]

@@ -52,13 +52,7 @@ def config_data(args: argparse.Namespace) -> dict[str, Any]:
     from ..spark_io import input_flag, start_for
 
     input_flag(args)
-    data = load_job_data(args, "alignment")
-    if args.resume is not None and not args.config:
-        from ..store import Store
-
-        data = Store.open(args.home).get_job("generation", args.resume)["config"] or {}
-        if data.get("kind") != "alignment":
-            raise ConfigError(f"generation job {args.resume} is not an alignment job; `sdstudio jobs` lists them")
+    data = load_job_data(args, "alignment", "generation")
     topics = read_topics(args.topics_file) if args.topics_file else args.topics
     chosen = {"source_job": args.job, "input_file": args.input, "topics": topics}
     picked = next((key for key, value in chosen.items() if value is not None), None)

@@ -88,8 +88,18 @@ def apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str,
     return data
 
 
-def load_job_data(args: argparse.Namespace, kind: str) -> dict[str, Any]:
-    """The config file's contents as a dict (empty without --config), checked to be of ``kind``."""
+def load_job_data(args: argparse.Namespace, kind: str, family: str | None = None) -> dict[str, Any]:
+    """The config file's contents as a dict (empty without --config), checked to be of ``kind``; with ``family``,
+    ``--resume JOB_ID`` and no --config, the resumed job's own config, checked alike (the command then applies its
+    flags over either)."""
+    if family is not None and getattr(args, "resume", None) is not None and not args.config:
+        from ..store import Store
+
+        data = Store.open(args.home).get_job(family, args.resume)["config"] or {}
+        if data.get("kind", kind) != kind:
+            raise ConfigError(f"{family} job {args.resume} is of kind {data['kind']}, not {kind}: `sdstudio "
+                              f"{args.command}` cannot resume it; `sdstudio jobs` lists them")
+        return data
     if not args.config:
         return {"kind": kind}
     from ..config import load_config

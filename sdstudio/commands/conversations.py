@@ -33,14 +33,7 @@ def job_config(args: argparse.Namespace):
     """The ConversationJob these flags (and ``--config``, or the resumed job's config) describe."""
     from ..configs.conversations import ConversationJob
 
-    data = load_job_data(args, "conversations")
-    if args.resume is not None and not args.config:
-        from ..store import Store
-
-        data = Store.open(args.home).get_job("generation", args.resume)["config"]
-        if data.get("kind") != "conversations":
-            raise ConfigError(f"generation job {args.resume} is not a conversations job; resume it with "
-                              f"`sdstudio {data.get('kind', 'generate')}`")
+    data = load_job_data(args, "conversations", "generation")
     if args.topics_file:
         from .generate import read_topics
 

@@ -37,16 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def job_config(args: argparse.Namespace):
     """The DocumentJob these flags (and ``--config``, or the resumed job's config) describe."""
     from ..config import DocumentJob
-    from ..workflows.documents import TECHNIQUE
 
-    data = load_job_data(args, "documents")
-    if args.resume is not None and not args.config:
-        from ..store import Store
-
-        job = Store.open(args.home).get_job("generation", args.resume)
-        if job.get("technique") != TECHNIQUE:
-            raise ConfigError(f"job {args.resume} is not a documents job; `sdstudio jobs` lists them")
-        data = job["config"]
+    data = load_job_data(args, "documents", "generation")
     if args.files:
         data["files"] = args.files
         data.pop("file_hashes", None)  # another set of files: a new job

@@ -40,11 +40,7 @@ def job_config(args: argparse.Namespace):
     from ..spark_io import input_flag, start_for
 
     input_flag(args)
-    data = load_job_data(args, "evaluation")
-    if args.resume is not None and not args.config:
-        from ..store import Store
-
-        data = Store.open(args.home).get_job("evaluation", args.resume)["config"]
+    data = load_job_data(args, "evaluation", "evaluation")
     if args.job is not None:
         data["source_job"] = args.job
         data.pop("input_file", None)

@@ -30,13 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_data(args: argparse.Namespace) -> dict[str, Any]:
-    data = load_job_data(args, "evolve")
-    if args.resume is not None and not args.config:
-        from ..store import Store
-
-        data = Store.open(args.home).get_job("generation", args.resume)["config"] or {}
-        if data.get("kind") != "evolve":
-            raise ConfigError(f"generation job {args.resume} is not an evolve job; `sdstudio jobs` lists them")
+    data = load_job_data(args, "evolve", "generation")
     for flag, key in (("job", "source_job"), ("rounds", "rounds"), ("methods", "methods"),
                       ("prompt_col", "prompt_column"), ("limit", "limit"), ("seed", "seed"),
                       ("copy_threshold", "copy_threshold"), ("system_prompt", "system_prompt")):

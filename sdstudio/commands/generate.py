@@ -33,11 +33,7 @@ def job_config(args: argparse.Namespace):
     """The GenerationJob these flags (and ``--config``, or the resumed job's config) describe."""
     from ..config import GenerationJob
 
-    data = load_job_data(args, "generation")
-    if args.resume is not None and not args.config:
-        from ..store import Store
-
-        data = Store.open(args.home).get_job("generation", args.resume)["config"]
+    data = load_job_data(args, "generation", "generation")
     if args.topics_file:
         data["topics"] = read_topics(args.topics_file)
     if args.attribute:  # flags add to (or replace by name) the config's attributes

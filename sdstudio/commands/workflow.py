@@ -59,13 +59,7 @@ def job_config(args: argparse.Namespace):
     from ..spark_io import input_flag, start_for
 
     input_flag(args)
-    data = load_job_data(args, "workflow")
-    if args.resume is not None and not args.config:
-        from ..store import Store
-
-        data = Store.open(args.home).get_job("generation", args.resume)["config"]
-        if data.get("kind") != "workflow":
-            raise ConfigError(f"generation job {args.resume} is not a workflow; resume it with `sdstudio generate`")
+    data = load_job_data(args, "workflow", "generation")
     add_presets(data, args.preset or [], parse_options(args.options), args.home)
     for flag, key in (("input", "input_file"), ("columns", "columns"), ("limit", "limit"), ("seed", "seed"),
                       ("variations", "variations")):
