@@ -70,6 +70,18 @@ def normalize(text: str) -> str:
     return text[start:end]
 
 
+def similarity(a: str, b: str) -> float:
+    """1.0 for texts equal after ``normalize``; else the Jaccard similarity of their character 5-gram sets (dedup's
+    measure for near duplicates): how alike a chosen and a rejected answer, or a rewrite and its parent, are."""
+    from .minhash import jaccard, shingle_hashes
+
+    left, right = normalize(a), normalize(b)
+    if left == right:
+        return 1.0
+    grams = shingle_hashes([left, right])
+    return jaccard(grams[0], grams[1])
+
+
 def _is_edge_noise(char: str) -> bool:
     return char == " " or unicodedata.category(char).startswith("P")
 

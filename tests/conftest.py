@@ -119,3 +119,25 @@ def page():
             yield browser.new_page(viewport=VIEWPORT, accept_downloads=True)
         finally:
             browser.close()
+
+
+# -- provider batch APIs (test_batch_executor.py, test_batch_ui.py) ---------------------------------------------------
+BATCH_PRICES = "fake-model: [1.0, 2.0, 0.5, 1.0]\n"  # on demand, then the batch prices
+
+
+@pytest.fixture
+def batch_server():
+    """A fake OpenAI-compatible server with the Files and Batch APIs on 127.0.0.1."""
+    from tests.fakes.openai_batches import FakeOpenAIBatchServer
+
+    with FakeOpenAIBatchServer() as server:
+        yield server
+
+
+@pytest.fixture
+def priced_home(home):
+    """A home whose prices.yaml gives fake-model's on-demand and batch prices."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "prices.yaml").write_text(BATCH_PRICES)
+    return home
+

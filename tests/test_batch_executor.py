@@ -15,23 +15,10 @@ import pytest
 
 from sdstudio.cli import main
 from sdstudio.store import Store
+from tests.conftest import BATCH_PRICES as PRICES  # the priced_home fixture's prices
 from tests.fakes.openai_batches import FakeOpenAIBatchServer
 
 TOPICS = ["Heaps", "Tries", "Graphs"]
-PRICES = "fake-model: [1.0, 2.0, 0.5, 1.0]\n"  # on demand, then the batch prices
-
-
-@pytest.fixture
-def batch_server():
-    with FakeOpenAIBatchServer() as server:
-        yield server
-
-
-@pytest.fixture
-def priced_home(home):
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "prices.yaml").write_text(PRICES)
-    return home
 
 
 def generate(server, *extra: str, executor: str = "batch", topics=TOPICS, pinned: bool = True) -> list[str]:

@@ -17,23 +17,9 @@ from sdstudio.cli import main
 from sdstudio.store import Store
 from sdstudio.ui import GenerateApp
 from sdstudio.ui.job import JobApp
-from tests.fakes.openai_batches import FakeOpenAIBatchServer
-from tests.test_batch_executor import PRICES, TOPICS, generate, records
+from tests.test_batch_executor import TOPICS, generate, records
 
 WAIT_S = 60  # a ceiling for things that happen at once on a free machine; never asserted
-
-
-@pytest.fixture
-def batch_server():
-    with FakeOpenAIBatchServer() as server:
-        yield server
-
-
-@pytest.fixture
-def priced_home(home):
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "prices.yaml").write_text(PRICES)  # fake-model's on-demand and batch prices
-    return home
 
 
 def until(condition, what: str) -> None:

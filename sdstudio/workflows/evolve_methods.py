@@ -21,8 +21,7 @@ from __future__ import annotations
 import random
 import re
 
-from ..dedup import normalize
-from ..minhash import jaccard, shingle_hashes
+from ..dedup import similarity
 
 DEPTH = {
     "constraints": "Please add one more constraint or requirement to #Given Prompt#.",
@@ -81,15 +80,6 @@ def clean_rewrite(text: str) -> str:
     if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()
     return text
-
-
-def similarity(a: str, b: str) -> float:
-    """Character 5-gram Jaccard similarity of two normalised texts (``dedup``'s measure for near duplicates)."""
-    left, right = normalize(a), normalize(b)
-    if left == right:
-        return 1.0
-    grams = shingle_hashes([left, right])
-    return jaccard(grams[0], grams[1])
 
 
 def rewrite_problem(parent: str, rewrite: str, copy_threshold: float) -> str | None:

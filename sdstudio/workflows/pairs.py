@@ -24,8 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..dedup import normalize
-from ..minhash import jaccard, shingle_hashes
+from ..dedup import normalize, similarity
 
 # the fixed phrases that start a row's reason (see ``balance``)
 NO_CANDIDATES, TOO_FEW_JUDGED, IDENTICAL, NEAR_IDENTICAL, SMALL_MARGIN = (
@@ -62,15 +61,6 @@ class Row:
     output: dict[str, Any] | None
     reason: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
-
-
-def similarity(a: str, b: str) -> float:
-    """1.0 for texts equal after ``dedup.normalize``; else the Jaccard similarity of their 5-gram sets."""
-    left, right = normalize(a), normalize(b)
-    if left == right:
-        return 1.0
-    hashes = shingle_hashes([left, right])
-    return jaccard(hashes[0], hashes[1])
 
 
 def _judged(candidates: Iterable[Candidate]) -> list[Candidate]:
