@@ -32,6 +32,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +43,16 @@ SDSTUDIO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "sdstu
 PROGRESS_MARK = re.compile(rb"[\r\n]")
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+@contextmanager
+def served(latency: float) -> Iterator[str]:
+    """The fake OpenAI-compatible server in a process of its own, for the block: its URL."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--latency", str(latency),
                              "--flavor", "openai"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    return proc, proc.stdout.readline().strip()
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def arrivals(url: str, start: int = 0) -> dict:
@@ -107,6 +115,11 @@ def write_topics(folder: str, n: int) -> str:
     return str(path)
 
 
+def summary_of(figures: dict) -> dict:
+    """The JSON summary ``--json`` prints last."""
+    return json.loads(figures["stdout"].strip().splitlines()[-1])
+
+
 def warm(url: str, home: str, tmp: str) -> None:
     """A one-topic job first, so the measured one starts the way a user's next job does (see the docstring)."""
     run(generate_args(url, write_topics(tmp, 1), 1, 1, 1) + ["--json"], home)
@@ -115,9 +128,8 @@ def warm(url: str, home: str, tmp: str) -> None:
 def small_case(per_call: int, repeat: int) -> None:
     n, concurrency, latency = 1280, 64, 0.2
     ideal = math.ceil(n / concurrency) * latency
-    server, url = start_server(latency)
     best = None
-    try:
+    with served(latency) as url:
         with tempfile.TemporaryDirectory() as tmp:
             topics = write_topics(tmp, n)
             for attempt in range(repeat):
@@ -126,12 +138,9 @@ def small_case(per_call: int, repeat: int) -> None:
                 before = arrivals(url)["count"]
                 figures = run(generate_args(url, topics, per_call, per_call, concurrency) + ["--json"], home)
                 figures["first_request_s"] = arrivals(url, before)["first"] - figures["launched"]
-                figures["summary"] = json.loads(figures["stdout"].strip().splitlines()[-1])
+                figures["summary"] = summary_of(figures)
                 if best is None or figures["wall_s"] < best["wall_s"]:
                     best = figures
-    finally:
-        server.terminate()
-        server.wait()
     summary = best["summary"]
     engine = summary["elapsed_s"]
     print(f"\n== sdstudio generate: {n} topics x {per_call} item{'s' * (per_call > 1)} per call, concurrency "
@@ -179,16 +188,12 @@ def bare_loop(repeat: int) -> None:
     (its own process; prompts rendered before the clock starts). The machine's speed varies between runs (a
     shared host): compare sdstudio's figures with this line of the same run."""
     n, concurrency = 1280, 64
-    server, url = start_server(0.2)
-    try:
+    with served(0.2) as url:
         runs = []
         for _ in range(repeat):
             out = subprocess.run([sys.executable, "-c", BARE_LOOP, url, str(n), str(concurrency)], cwd=ROOT,
                                  capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             runs.append(tuple(float(x) for x in out.stdout.split()))
-    finally:
-        server.terminate()
-        server.wait()
     wall, cpu = min(runs)
     print(f"\n== floor: a bare aiohttp loop, the same {n} requests (concurrency {concurrency}, 0.2 s; best of {repeat})")
     print(f"requests' wall        {wall:7.2f} s   efficiency {math.ceil(n / concurrency) * 0.2 / wall:.3f}")
@@ -206,9 +211,8 @@ def startup() -> None:
 def big_case(n: int, repeat: int) -> None:
     concurrency, latency = 512, 0.05
     ideal = math.ceil(n / concurrency) * latency
-    server, url = start_server(latency)
     best = again = None
-    try:
+    with served(latency) as url:
         with tempfile.TemporaryDirectory() as tmp:
             topics = write_topics(tmp, n)
             for attempt in range(repeat):
@@ -219,12 +223,9 @@ def big_case(n: int, repeat: int) -> None:
                 if best is None or figures["wall_s"] < best["wall_s"]:
                     best = figures
                 rerun = run(args + ["--json"], home)
-                rerun["summary"] = json.loads(rerun["stdout"].strip().splitlines()[-1])
+                rerun["summary"] = summary_of(rerun)
                 if again is None or rerun["wall_s"] < again["wall_s"]:
                     again = rerun
-    finally:
-        server.terminate()
-        server.wait()
     line = best["stderr"].strip().splitlines()
     done = next((x for x in reversed(line) if x.startswith("sdstudio: generation job")), "")
     print(f"\n== sdstudio generate: {n} topics x 1 item, concurrency {concurrency}, latency {latency * 1000:.0f} ms "
