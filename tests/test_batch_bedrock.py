@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 
 import pytest
 
@@ -283,16 +284,17 @@ def test_two_thousand_items_in_one_bedrock_job_all_accounted_for_at_the_batch_pr
     assert on_demand / 2 <= batched < on_demand / 2 + price.cost(2000, 2000)  # half, but for the one probe
 
 
-def test_a_killed_run_resumes_its_submitted_job_without_submitting_again(tmp_path, server, batch):
+@contextmanager
+def submitted_in_background(home, server, batch):
+    """``sdstudio generate`` of 110 items through Bedrock batch in a process of its own, held at its submitted job:
+    the block starts once the job's remote id is saved; the process is killed after it, if still running."""
     import os
     import subprocess
     import sys
     import time
 
-    from sdstudio.cli import main
     from sdstudio.store import Store
 
-    home = tmp_path / "home"
     batch.hold = True
     proc = subprocess.Popen([sys.executable, "-m", "sdstudio.cli", *cli(home, server, 110, *BATCH), "--json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
@@ -303,9 +305,18 @@ def test_a_killed_run_resumes_its_submitted_job_without_submitting_again(tmp_pat
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        yield proc
     finally:
         proc.kill()
         proc.wait(30)
+
+
+def test_a_killed_run_resumes_its_submitted_job_without_submitting_again(tmp_path, server, batch):
+    from sdstudio.cli import main
+
+    home = tmp_path / "home"
+    with submitted_in_background(home, server, batch):
+        pass  # killed once its job is submitted
     assert len(batch.created) == 1
     batch.hold = False
     assert main(cli(home, server, 110, *BATCH, "--resume", "1")) == 0
@@ -351,32 +362,15 @@ def test_a_malformed_result_line_fails_only_its_item(tmp_path, server, batch):
 
 
 def test_jobs_cancel_stops_the_running_bedrock_job(tmp_path, server, batch, capsys):
-    import os
-    import subprocess
-    import sys
-    import time
-
     from sdstudio.cli import main
     from sdstudio.store import Store
 
     home = tmp_path / "home"
-    batch.hold = True
-    proc = subprocess.Popen([sys.executable, "-m", "sdstudio.cli", *cli(home, server, 110, *BATCH), "--json"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
-    try:
-        deadline = time.monotonic() + 90
-        while not any(row["remote_id"] for row in (Store.open(home).job_batches(1) if (home / "metadata.db").exists()
-                                                   else [])):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    with submitted_in_background(home, server, batch) as proc:
         assert main(["jobs", "cancel", "1", "--home", str(home), "--json"]) == 0
         [job] = batch.jobs.values()
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cancelled"] == [job.arn]
         proc.wait(60)
-    finally:
-        proc.kill()
-        proc.wait(30)
     assert job.status == "Stopped" and "StopModelInvocationJob" in [r["operation"] for r in server.requests]
     [row] = Store.open(home).job_batches(1)
     assert row["state"] == "cancelled"
